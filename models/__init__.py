@@ -1,0 +1,1 @@
+"""persona's pure model code: profiles, recommenders, engine. No Kafka, Faust or HTTP."""

@@ -1,0 +1,183 @@
+"""The one settings object: every knob is a ``PERSONA_*`` environment variable.
+
+Each field below documents its variable and default. ``Settings.from_env()``
+reads them once; the object is frozen so nothing changes behind an agent's back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+# The project root: the folder holding pyproject.toml (streams/..).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A PERSONA_* variable has a value we cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:  # also rejects NaN
+        raise SettingsError(f"{name}={value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names (DESIGN §2). Each is ``PERSONA_TOPIC_<NAME>``."""
+
+    clicks: str = "clicks"
+    purchases: str = "purchases"
+    items: str = "items"
+    ad_requests: str = "ad-requests"
+    ad_events: str = "ad-events"
+    privacy: str = "privacy"
+    recommendations: str = "recommendations"
+    ad_bids: str = "ad-bids"
+    segments: str = "segments"
+    dead_letters: str = "dead-letters"
+
+    def all(self) -> list[str]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # PERSONA_BROKER_HOST: address the local broker binds and clients use. Loopback only.
+    broker_host: str = "127.0.0.1"
+    # PERSONA_BROKER_PORT: the local broker's client port (its controller uses port+1).
+    broker_port: int = 9092
+    # PERSONA_BOOTSTRAP: bootstrap servers for clients; default broker_host:broker_port.
+    bootstrap: str = ""
+    # PERSONA_KAFKA_VERSION: Apache Kafka release fetched from Maven Central.
+    kafka_version: str = "4.3.1"
+    # PERSONA_DATA_DIR: project-local state: broker jars and logs, worker tables, secret key.
+    data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".persona")
+    # PERSONA_APP_ID: Faust app id; prefixes internal topics (changelogs, repartitions).
+    app_id: str = "persona"
+    # PERSONA_PARTITIONS: partitions for every topic persona creates (>= 4 recommended).
+    partitions: int = 4
+    # PERSONA_SECRET_KEY: key for the HMAC-SHA256 pseudonymization of user ids (>= 16 chars).
+    # The worker refuses to start without it. Keep it secret and stable: changing it
+    # changes every pseudonymous id.
+    secret_key: str = ""
+    # PERSONA_TOP_K: items per recommendation event.
+    top_k: int = 10
+    # PERSONA_INTEREST_HALF_LIFE_HOURS: half-life of the recency-weighted category interest.
+    interest_half_life_hours: float = 168.0
+    # PERSONA_RECENT_ITEMS: how many recent items a profile keeps (and the recommender uses).
+    recent_items: int = 50
+    # PERSONA_SEEN_ITEMS_MAX: bound on a profile's seen and purchased sets.
+    seen_items_max: int = 500
+    # PERSONA_DEDUP_WINDOW: event ids remembered per user for deduplication.
+    dedup_window: int = 256
+    # PERSONA_MAX_ITEMS: bound on items the item-level models track.
+    max_items: int = 100_000
+    # PERSONA_WEB_HOST / PERSONA_WEB_PORT: the worker's HTTP server (metrics, health, recs).
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    # PERSONA_LOG_LEVEL: worker log level.
+    log_level: str = "info"
+    # PERSONA_SESSION_TIMEOUT_S: consumer session timeout; short so a restarted worker
+    # gets its partitions back quickly with one local broker.
+    session_timeout_s: float = 10.0
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def broker_url(self) -> str:
+        """The bootstrap servers in Faust's ``kafka://`` URL form."""
+        return ";".join(f"kafka://{h}" for h in self.bootstrap_servers.split(","))
+
+    @property
+    def interest_half_life_ms(self) -> float:
+        return self.interest_half_life_hours * 3_600_000.0
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    def require_secret_key(self) -> bytes:
+        """The pseudonymization key, or a clear error when it is missing or weak."""
+        if not self.secret_key:
+            raise SettingsError(
+                "PERSONA_SECRET_KEY is not set: the worker needs a secret key to "
+                "pseudonymize user ids (e.g. export PERSONA_SECRET_KEY=$(python -c "
+                "'import secrets; print(secrets.token_hex(32))'))"
+            )
+        if len(self.secret_key) < 16:
+            raise SettingsError("PERSONA_SECRET_KEY must be at least 16 characters long")
+        return self.secret_key.encode("utf-8")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        topics = Topics(
+            **{
+                f.name: _str(env, f"PERSONA_TOPIC_{f.name.upper()}", f.default)  # type: ignore[arg-type]
+                for f in fields(Topics)
+            }
+        )
+        host = _str(env, "PERSONA_BROKER_HOST", d.broker_host)
+        web_host = _str(env, "PERSONA_WEB_HOST", d.web_host)
+        return cls(
+            broker_host=host,
+            broker_port=_int(env, "PERSONA_BROKER_PORT", d.broker_port, 1, 65534),
+            bootstrap=_str(env, "PERSONA_BOOTSTRAP", ""),
+            kafka_version=_str(env, "PERSONA_KAFKA_VERSION", d.kafka_version),
+            data_dir=Path(_str(env, "PERSONA_DATA_DIR", str(d.data_dir))).resolve(),
+            app_id=_str(env, "PERSONA_APP_ID", d.app_id),
+            partitions=_int(env, "PERSONA_PARTITIONS", d.partitions, 1, 1024),
+            secret_key=env.get("PERSONA_SECRET_KEY", "").strip(),
+            top_k=_int(env, "PERSONA_TOP_K", d.top_k, 1, 100),
+            interest_half_life_hours=_float(
+                env, "PERSONA_INTEREST_HALF_LIFE_HOURS", d.interest_half_life_hours, 0.01, 1e6
+            ),
+            recent_items=_int(env, "PERSONA_RECENT_ITEMS", d.recent_items, 1, 1000),
+            seen_items_max=_int(env, "PERSONA_SEEN_ITEMS_MAX", d.seen_items_max, 1, 100_000),
+            dedup_window=_int(env, "PERSONA_DEDUP_WINDOW", d.dedup_window, 1, 100_000),
+            max_items=_int(env, "PERSONA_MAX_ITEMS", d.max_items, 10, 10_000_000),
+            web_host=web_host,
+            web_port=_int(env, "PERSONA_WEB_PORT", d.web_port, 1, 65535),
+            log_level=_str(env, "PERSONA_LOG_LEVEL", d.log_level).lower(),
+            session_timeout_s=_float(
+                env, "PERSONA_SESSION_TIMEOUT_S", d.session_timeout_s, 2.0, 300.0
+            ),
+            topics=topics,
+        )
