@@ -1,0 +1,259 @@
+"""A user's profile as kept in the profiles table, and the pure functions that update it.
+
+``apply_click`` and ``apply_purchase`` never modify their argument: they return a new
+profile, so ``table[k] = apply_click(table[k], ...)`` is safe and replays are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from numbers import Integral, Real
+from typing import Any
+
+# Interest added per category of the item: a purchase says more about taste than a click.
+CLICK_INTEREST = 1.0
+PURCHASE_INTEREST = 3.0
+# At most this many categories are kept; the weakest go first.
+MAX_INTERESTS = 64
+# Scores decayed below this are forgotten: they can no longer change any ranking.
+NEGLIGIBLE_INTEREST = 1e-9
+# Version of the stored form written by ``to_dict``.
+FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class UserProfile:
+    """What we know about one (pseudonymous) user.
+
+    ``interests`` maps a category to a recency-weighted score valid at ``interest_ts_ms``
+    (see ``interests_at``). ``recent_items`` (most recent last), ``seen`` and ``purchased``
+    hold no duplicates; when full the oldest entry goes, and an item seen again moves to
+    the end. ``last_recommended`` is the latest list served to the user.
+
+    >>> p = apply_click(UserProfile(), "i1", 1_000, ["Comedy"], half_life_ms=3_600_000)
+    >>> p.clicks, p.recent_items, p.interests
+    (1, ['i1'], {'Comedy': 1.0})
+    >>> UserProfile.from_dict(p.to_dict()) == p
+    True
+    """
+
+    clicks: int = 0
+    purchases: int = 0
+    interests: dict[str, float] = field(default_factory=dict)
+    interest_ts_ms: int = 0
+    recent_items: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    purchased: list[str] = field(default_factory=list)
+    spend: float = 0.0
+    first_seen_ms: int | None = None
+    last_seen_ms: int | None = None
+    last_recommended: list[str] = field(default_factory=list)
+
+    def copy(self) -> UserProfile:
+        """A copy sharing no mutable containers with this profile."""
+        return replace(
+            self,
+            interests=dict(self.interests),
+            recent_items=list(self.recent_items),
+            seen=list(self.seen),
+            purchased=list(self.purchased),
+            last_recommended=list(self.last_recommended),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-able dict (short keys, defaults left out); ``from_dict`` inverts it."""
+        d: dict[str, Any] = {"v": FORMAT_VERSION}
+        if self.clicks:
+            d["c"] = self.clicks
+        if self.purchases:
+            d["p"] = self.purchases
+        if self.interests:
+            d["i"] = dict(self.interests)
+        if self.interest_ts_ms:
+            d["it"] = self.interest_ts_ms
+        if self.recent_items:
+            d["r"] = list(self.recent_items)
+        if self.seen:
+            d["s"] = list(self.seen)
+        if self.purchased:
+            d["b"] = list(self.purchased)
+        if self.spend:
+            d["m"] = self.spend
+        if self.first_seen_ms is not None:
+            d["f"] = self.first_seen_ms
+        if self.last_seen_ms is not None:
+            d["l"] = self.last_seen_ms
+        if self.last_recommended:
+            d["lr"] = list(self.last_recommended)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> UserProfile:
+        """Rebuild a profile from ``to_dict`` output; missing keys take their defaults and
+        unknown keys are ignored, so older and newer stored forms both load."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a stored profile must be a mapping, got {type(d).__name__}")
+        first, last = d.get("f"), d.get("l")
+        return cls(
+            clicks=int(d.get("c", 0)),
+            purchases=int(d.get("p", 0)),
+            interests={str(c): float(s) for c, s in d.get("i", {}).items()},
+            interest_ts_ms=int(d.get("it", 0)),
+            recent_items=[str(x) for x in d.get("r", ())],
+            seen=[str(x) for x in d.get("s", ())],
+            purchased=[str(x) for x in d.get("b", ())],
+            spend=float(d.get("m", 0.0)),
+            first_seen_ms=None if first is None else int(first),
+            last_seen_ms=None if last is None else int(last),
+            last_recommended=[str(x) for x in d.get("lr", ())],
+        )
+
+
+def apply_click(
+    p: UserProfile,
+    item_id: str,
+    ts_ms: int,
+    categories: Sequence[str] = (),
+    *,
+    half_life_ms: float,
+    recent_max: int = 50,
+    seen_max: int = 500,
+) -> UserProfile:
+    """A new profile with one click on ``item_id`` at ``ts_ms`` (``p`` is not modified).
+
+    Each distinct category of the item gains ``CLICK_INTEREST``.
+    """
+    q = _interacted(p, item_id, ts_ms, categories, CLICK_INTEREST, half_life_ms,
+                    recent_max, seen_max)
+    q.clicks += 1
+    return q
+
+
+def apply_purchase(
+    p: UserProfile,
+    item_id: str,
+    ts_ms: int,
+    amount: float,
+    categories: Sequence[str] = (),
+    *,
+    half_life_ms: float,
+    recent_max: int = 50,
+    seen_max: int = 500,
+) -> UserProfile:
+    """A new profile with one purchase of ``item_id`` worth ``amount`` (``p`` is not modified).
+
+    The item also counts as seen and recent; each distinct category gains
+    ``PURCHASE_INTEREST``. ``amount`` must be finite and >= 0.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, Real) or not (
+        0.0 <= float(amount) < math.inf
+    ):
+        raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
+    q = _interacted(p, item_id, ts_ms, categories, PURCHASE_INTEREST, half_life_ms,
+                    recent_max, seen_max)
+    q.purchases += 1
+    q.spend += float(amount)
+    _push(q.purchased, item_id, seen_max)
+    return q
+
+
+def interests_at(p: UserProfile, now_ms: int, half_life_ms: float) -> dict[str, float]:
+    """The interest scores decayed to ``now_ms`` (a time before ``interest_ts_ms`` counts
+    as ``interest_ts_ms``: scores are never inflated)."""
+    hl = _check_half_life(half_life_ms)
+    factor = 2.0 ** (-max(0, _check_ts(now_ms) - p.interest_ts_ms) / hl)
+    return {c: s * factor for c, s in p.interests.items()}
+
+
+def top_interests(
+    p: UserProfile, now_ms: int, half_life_ms: float, n: int = 3
+) -> list[tuple[str, float]]:
+    """The ``n`` strongest categories as of ``now_ms``, best first (ties by name)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    scores = interests_at(p, now_ms, half_life_ms)
+    return sorted(scores.items(), key=lambda cs: (-cs[1], cs[0]))[:n]
+
+
+def _interacted(
+    p: UserProfile,
+    item_id: str,
+    ts_ms: int,
+    categories: Sequence[str],
+    weight: float,
+    half_life_ms: float,
+    recent_max: int,
+    seen_max: int,
+) -> UserProfile:
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError(f"item_id must be a non-empty string, got {item_id!r}")
+    ts = _check_ts(ts_ms)
+    hl = _check_half_life(half_life_ms)
+    for name, cap in (("recent_max", recent_max), ("seen_max", seen_max)):
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {cap!r}")
+    if isinstance(categories, str):
+        raise ValueError("categories must be a sequence of strings, not one string")
+    cats: dict[str, None] = {}
+    for cat in categories:
+        if not isinstance(cat, str):
+            raise ValueError(f"categories must be strings, got {cat!r}")
+        if cat:
+            cats[cat] = None
+    q = p.copy()
+    _push(q.recent_items, item_id, recent_max)
+    _push(q.seen, item_id, seen_max)
+    q.first_seen_ms = ts if q.first_seen_ms is None else min(q.first_seen_ms, ts)
+    q.last_seen_ms = ts if q.last_seen_ms is None else max(q.last_seen_ms, ts)
+    if cats:
+        _add_interest(q, cats, ts, weight, hl)
+    return q
+
+
+def _add_interest(
+    q: UserProfile, categories: Mapping[str, None], ts: int, weight: float, hl: float
+) -> None:
+    if ts >= q.interest_ts_ms:
+        factor = 2.0 ** (-(ts - q.interest_ts_ms) / hl)
+        if factor != 1.0:
+            q.interests = {
+                c: s * factor for c, s in q.interests.items() if s * factor >= NEGLIGIBLE_INTEREST
+            }
+        q.interest_ts_ms = ts
+    else:
+        # A late event counts with the weight it has at interest_ts: time never runs back.
+        weight *= 2.0 ** (-(q.interest_ts_ms - ts) / hl)
+        if weight < NEGLIGIBLE_INTEREST:
+            return
+    interests = q.interests
+    for cat in categories:
+        interests[cat] = interests.get(cat, 0.0) + weight
+    if len(interests) > MAX_INTERESTS:
+        weakest = sorted(interests.items(), key=lambda cs: (cs[1], cs[0]))
+        for cat, _ in weakest[: len(interests) - MAX_INTERESTS]:
+            del interests[cat]
+
+
+def _push(items: list[str], item_id: str, cap: int) -> None:
+    """Append ``item_id`` (moving it if present), then drop the oldest beyond ``cap``."""
+    if item_id in items:
+        items.remove(item_id)
+    items.append(item_id)
+    if len(items) > cap:
+        del items[: len(items) - cap]
+
+
+def _check_ts(ts_ms: int) -> int:
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, Integral) or ts_ms < 0:
+        raise ValueError(f"timestamps must be ints >= 0 (epoch ms), got {ts_ms!r}")
+    return int(ts_ms)
+
+
+def _check_half_life(half_life_ms: float) -> float:
+    if isinstance(half_life_ms, bool) or not isinstance(half_life_ms, Real) or not (
+        0.0 < float(half_life_ms) < math.inf
+    ):
+        raise ValueError(f"half_life_ms must be a finite number > 0, got {half_life_ms!r}")
+    return float(half_life_ms)

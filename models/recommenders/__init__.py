@@ -1,0 +1,1 @@
+"""Recommendation strategies behind one small interface (``base.Recommender``)."""

@@ -1,0 +1,361 @@
+"""Item-item cosine co-occurrence over each user's recent items, learned one event at a time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from itertools import islice
+
+import numpy as np
+
+from models.catalogue import Catalogue
+from models.recommenders.base import ScoredItem, check_item_id, check_k, check_weight
+from models.recommenders.popularity import Popularity, as_lookup
+
+_INITIAL_CAPACITY = 1024
+
+
+class ItemCooccurrence:
+    """Recommend items that co-occur with the user's last ``window`` items.
+
+    When a user interacts with item i, i co-occurs with each of their previous ``window``
+    items j: ``co[i][j]`` and ``co[j][i]`` grow by the event's weight, and so does ``n[i]``.
+    ``similarity(i, j) = co[i][j] / sqrt(n[i] * n[j])``. ``rank`` scores each candidate c by
+    ``sum_h recency(h) * similarity(h, c)`` over the last ``window`` history items h, where
+    ``recency`` is ``recency_decay ** age`` (age 0 is the latest item); the reason names the
+    history item contributing most. Fewer than ``k`` candidates are topped up from
+    ``fallback``, which this model owns: ``learn_one`` feeds it too, so do not also teach it
+    elsewhere. An empty or unknown history is answered by the fallback alone.
+
+    Memory is bounded. Each item keeps at most ``max_neighbours`` co-occurrence counts:
+    when its row is full a new neighbour replaces the weakest one if that is no stronger
+    than the new count, so rows keep their heaviest pairs (counts become approximate only
+    for items with more neighbours than that). At most ``max_items`` items are known: a
+    new item beyond that first makes the least recently learned tenth forgotten. State is
+    numpy arrays indexed by an integer per item, so one event costs a few vector
+    operations over ``window x max_neighbours`` entries, independent of the catalogue.
+
+    With a ``catalogue``, reasons use titles and items it marks unavailable or deleted are
+    never returned. Learning and ranking are deterministic; the model pickles.
+
+    >>> m = ItemCooccurrence(window=2, fallback=Popularity(half_life=None))
+    >>> for user_items in (["a", "b", "c"], ["a", "b"], ["b", "d"]):
+    ...     for pos, item in enumerate(user_items):
+    ...         m.learn_one(item, user_items[:pos])
+    >>> round(m.similarity("a", "b"), 4)  # 2 / sqrt(2 * 3)
+    0.8165
+    >>> [(s.item_id, s.strategy) for s in m.rank(["a"], exclude=(), k=3)]
+    [('b', 'cooccurrence'), ('c', 'cooccurrence'), ('d', 'popularity')]
+    >>> m.rank(["a"], exclude={"b"}, k=1)[0].reason
+    'similar to a you viewed'
+    """
+
+    def __init__(
+        self,
+        window: int = 20,
+        max_items: int = 100_000,
+        max_neighbours: int = 256,
+        fallback: Popularity | None = None,
+        catalogue: Catalogue | None = None,
+        recency_decay: float = 0.8,
+    ) -> None:
+        for name, value in (
+            ("window", window), ("max_items", max_items), ("max_neighbours", max_neighbours)
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(recency_decay, (int, float)) and 0 < recency_decay <= 1):
+            raise ValueError(f"recency_decay must be in (0, 1], got {recency_decay!r}")
+        self.window = window
+        self.max_items = max_items
+        self.max_neighbours = max_neighbours
+        self.fallback = fallback
+        self.catalogue = catalogue
+        self.recency_decay = float(recency_decay)
+        self._recency = self.recency_decay ** np.arange(window, dtype=np.float64)
+        self._step = 0
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []  # "" marks a forgotten index (never a valid id)
+        self._free: list[int] = []  # forgotten indices, reused lowest first
+        cap = min(_INITIAL_CAPACITY, max_items)
+        self._n = np.zeros(cap, dtype=np.float64)
+        self._inv_sqrt_n = np.zeros(cap, dtype=np.float64)  # 0 for unused indices
+        self._last = np.zeros(cap, dtype=np.int64)
+        self._column = np.full(cap, -1, dtype=np.intp)  # scratch for rank's explanations
+        # Row r lists r's neighbours. An empty slot holds r itself with count 0: an item is
+        # never its own neighbour, so a lookup cannot mistake an empty slot for a pair.
+        self._nb = np.repeat(np.arange(cap, dtype=np.int32)[:, None], max_neighbours, axis=1)
+        self._co = np.zeros((cap, max_neighbours), dtype=np.float32)
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def learn_one(self, item_id: str, history: Sequence[str], weight: float = 1.0) -> None:
+        """Learn that a user whose recent items were ``history`` (before now) chose ``item_id``.
+
+        History items the model does not know (never learned, or forgotten) are skipped.
+        """
+        check_item_id(item_id)
+        w = check_weight(weight)
+        recent = self._recent(history)
+        self._step += 1
+        i = self._index.get(item_id)
+        if i is None:
+            i = self._add(item_id)
+        index = self._index
+        js = [j for j in map(index.get, recent) if j is not None and j != i]
+        self._n[i] += w
+        self._inv_sqrt_n[i] = 1.0 / math.sqrt(self._n[i])
+        self._last[i] = self._step
+        if js:
+            cols = np.array(js, dtype=np.int32)
+            self._add_to_row(i, cols, w)
+            self._add_to_rows(cols, i, w)
+        if self.fallback is not None:
+            self.fallback.learn_one(item_id, history, w)
+
+    def _add_to_row(self, i: int, cols: np.ndarray, w: float) -> None:
+        nb, co = self._nb[i], self._co[i]  # views: writes land in the model
+        match = nb[None, :] == cols[:, None]
+        found = match.any(axis=1)
+        co[match.argmax(axis=1)[found]] += w
+        new = cols[~found]
+        if not new.size:
+            return
+        empty = np.flatnonzero(nb == i)[: new.size]
+        rest = new[empty.size:]  # most recent history first: they get the free slots
+        if rest.size:
+            # Full row: the new pairs displace the weakest older ones that are no stronger.
+            occupied = np.flatnonzero(nb != i)
+            weakest = occupied[np.argsort(co[occupied], kind="stable")[: rest.size]]
+            ok = co[weakest] <= w
+            nb[weakest[ok]] = rest[: weakest.size][ok]
+            co[weakest[ok]] = w
+        nb[empty] = new[: empty.size]
+        co[empty] = w
+
+    def _add_to_rows(self, rows: np.ndarray, j: int, w: float) -> None:
+        nb = self._nb[rows]
+        match = nb == j
+        found = match.any(axis=1)
+        self._co[rows[found], match.argmax(axis=1)[found]] += w
+        if found.all():
+            return
+        rows, nb = rows[~found], nb[~found]
+        empty = nb == rows[:, None]
+        has_empty = empty.any(axis=1)
+        slot = empty.argmax(axis=1)
+        if not has_empty.all():
+            full = rows[~has_empty]
+            weakest = self._co[full].argmin(axis=1)
+            slot[~has_empty] = weakest
+            has_empty[~has_empty] = self._co[full, weakest] <= w
+        rows, slot = rows[has_empty], slot[has_empty]
+        self._nb[rows, slot] = j
+        self._co[rows, slot] = w
+
+    def _add(self, item_id: str) -> int:
+        if not self._free and len(self._ids) >= self.max_items:
+            self._forget_least_recent()
+        if self._free:
+            i = self._free.pop()
+            self._ids[i] = item_id
+        else:
+            i = len(self._ids)
+            if i == self._n.size:
+                self._grow(min(2 * i, self.max_items))
+            self._ids.append(item_id)
+        self._index[item_id] = i
+        return i
+
+    def _grow(self, cap: int) -> None:
+        old = self._n.size
+        extra = cap - old
+        self._n = np.concatenate([self._n, np.zeros(extra)])
+        self._inv_sqrt_n = np.concatenate([self._inv_sqrt_n, np.zeros(extra)])
+        self._last = np.concatenate([self._last, np.zeros(extra, dtype=np.int64)])
+        self._column = np.concatenate([self._column, np.full(extra, -1, dtype=np.intp)])
+        fresh = np.repeat(np.arange(old, cap, dtype=np.int32)[:, None], self.max_neighbours, 1)
+        self._nb = np.concatenate([self._nb, fresh])
+        self._co = np.concatenate(
+            [self._co, np.zeros((extra, self.max_neighbours), dtype=np.float32)]
+        )
+
+    def _forget_least_recent(self) -> None:
+        size = len(self._ids)
+        count = max(1, self.max_items // 10)
+        # Stable: among items last learned at the same step, the lowest index goes first.
+        victims = np.argsort(self._last[:size], kind="stable")[:count]
+        dead = np.zeros(size, dtype=bool)
+        dead[victims] = True
+        rows, slots = np.nonzero(dead[self._nb[:size]])
+        self._nb[rows, slots] = rows
+        self._co[rows, slots] = 0.0
+        self._nb[victims] = victims[:, None]
+        self._co[victims] = 0.0
+        self._n[victims] = 0.0
+        self._inv_sqrt_n[victims] = 0.0
+        self._last[victims] = 0
+        for v in victims.tolist():
+            del self._index[self._ids[v]]
+            self._ids[v] = ""
+        self._free.extend(sorted(victims.tolist(), reverse=True))
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def rank(self, history: Sequence[str], exclude: Collection[str], k: int) -> list[ScoredItem]:
+        """The ``k`` best items for ``history`` (most recent last), never one of ``history``,
+        ``exclude`` or the catalogue's unavailable items; best first."""
+        check_k(k)
+        recent = self._recent(history)
+        if k == 0:
+            return []
+        index = self._index
+        hs = []
+        ages = []
+        for age, item_id in enumerate(recent):
+            h = index.get(item_id)
+            if h is not None:
+                hs.append(h)
+                ages.append(age)
+        out: list[ScoredItem] = []
+        if hs:
+            out = self._rank_similar(hs, ages, history, exclude, k)
+        if len(out) < k and self.fallback is not None:
+            self._fill(out, history, exclude, k)
+        return out
+
+    def _rank_similar(
+        self, hs: list[int], ages: list[int], history: Sequence[str],
+        exclude: Collection[str], k: int,
+    ) -> list[ScoredItem]:
+        rows = np.array(hs, dtype=np.intp)
+        nb = self._nb[rows].ravel()
+        weights = self._recency[ages] * self._inv_sqrt_n[rows]
+        contrib = (self._co[rows] * weights[:, None]).ravel()
+        # Only the bincount and the nonzero scan touch every item: the rest works on the
+        # candidates, so a big catalogue costs two passes over one float per item.
+        sums = np.bincount(nb, weights=contrib, minlength=len(self._ids))
+        index = self._index
+        blocked = [b for b in map(index.get, history) if b is not None]
+        blocked += [b for b in map(index.get, exclude) if b is not None]
+        if blocked:
+            sums[blocked] = 0.0
+        candidates = np.flatnonzero(sums)
+        scores = sums[candidates] * self._inv_sqrt_n[candidates]
+        catalogue = self.catalogue
+        # Without unavailable items to skip, the top k are enough; otherwise take a margin
+        # and only sort everything when the margin runs out.
+        want = k if catalogue is None else 2 * k + 8
+        best, best_scores = self._best(candidates, scores, want)
+        picked: list[int] = []
+        for n, c in enumerate(best.tolist()):
+            if catalogue is None or not catalogue.is_unavailable(self._ids[c]):
+                picked.append(n)
+                if len(picked) == k:
+                    break
+        if len(picked) < k and best.size < candidates.size:
+            best, best_scores = self._best(candidates, scores, candidates.size)
+            picked = [
+                n for n, c in enumerate(best.tolist())
+                if catalogue is None or not catalogue.is_unavailable(self._ids[c])
+            ][:k]
+        if not picked:
+            return []
+        return self._explain(best[picked], best_scores[picked], rows, nb, contrib)
+
+    @staticmethod
+    def _best(
+        candidates: np.ndarray, scores: np.ndarray, want: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` best candidates and their scores, by score then index."""
+        if candidates.size > want:
+            # Keep every tie at the cut, so the result does not depend on ``want``.
+            cut = np.partition(scores, candidates.size - want)[candidates.size - want]
+            keep = np.flatnonzero(scores >= cut)
+            candidates, scores = candidates[keep], scores[keep]
+        order = np.lexsort((candidates, -scores))[:want]
+        return candidates[order], scores[order]
+
+    def _explain(
+        self, picked: np.ndarray, scores: np.ndarray, rows: np.ndarray, nb: np.ndarray,
+        contrib: np.ndarray,
+    ) -> list[ScoredItem]:
+        # For each picked item, the history row with the largest term in its score. The
+        # scratch table maps item index -> column; it is all -1 between calls, so no
+        # per-call array as long as the catalogue is needed.
+        column = self._column
+        column[picked] = np.arange(picked.size)
+        try:
+            pos = np.take(column, nb)
+        finally:
+            column[picked] = -1
+        flat = np.flatnonzero(pos >= 0)
+        terms = np.zeros((rows.size, picked.size))
+        terms[flat // (nb.size // rows.size), pos[flat]] = contrib[flat]
+        best_rows = rows[terms.argmax(axis=0)].tolist()  # ties: the most recent item
+        ids = self._ids
+        title = self.catalogue.title if self.catalogue is not None else str
+        return [
+            ScoredItem(ids[c], score, f"similar to {title(ids[h])} you viewed", "cooccurrence")
+            for c, score, h in zip(picked.tolist(), scores.tolist(), best_rows)
+        ]
+
+    def _fill(
+        self, out: list[ScoredItem], history: Sequence[str], exclude: Collection[str], k: int
+    ) -> None:
+        assert self.fallback is not None
+        excluded = as_lookup(exclude)
+        taken = set(history)
+        taken.update(s.item_id for s in out)
+        catalogue = self.catalogue
+        reason = self.fallback.reason
+        for item_id, score in self.fallback.iter_ranked():
+            if item_id in taken or item_id in excluded:
+                continue
+            if catalogue is not None and catalogue.is_unavailable(item_id):
+                continue
+            out.append(ScoredItem(item_id, score, reason, "popularity"))
+            if len(out) == k:
+                return
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two items as learned so far (0.0 if either is unknown)."""
+        i, j = self._index.get(a), self._index.get(b)
+        if i is None or j is None or i == j:
+            return 0.0
+        slot = np.flatnonzero(self._nb[i] == j)
+        if not slot.size:
+            return 0.0
+        return float(self._co[i, slot[0]]) * float(self._inv_sqrt_n[i] * self._inv_sqrt_n[j])
+
+    def neighbours(self, item_id: str) -> dict[str, float]:
+        """Co-occurrence counts of ``item_id`` with each neighbour it keeps."""
+        i = self._index.get(item_id)
+        if i is None:
+            return {}
+        slots = np.flatnonzero(self._co[i] > 0)
+        return {
+            self._ids[j]: float(c)
+            for j, c in zip(self._nb[i, slots].tolist(), self._co[i, slots].tolist())
+        }
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def _recent(self, history: Sequence[str]) -> list[str]:
+        """The last ``window`` distinct items of ``history``, most recent first."""
+        if isinstance(history, str):
+            raise ValueError("history must be a sequence of item ids, not one string")
+        recent: dict[str, None] = {}
+        for item_id in islice(reversed(history), self.window):
+            if item_id not in recent:
+                # Inlined check_item_id: this runs for every history item of every event.
+                if type(item_id) is not str or not item_id:
+                    check_item_id(item_id)
+                recent[item_id] = None
+        return list(recent)
