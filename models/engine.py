@@ -1,0 +1,142 @@
+"""The per-event learning and serving step, as pure code the profile agent calls.
+
+One ``Engine.process`` call takes a validated, pseudonymized event and the user's stored
+state (profile dict and dedupe list, as kept in Faust tables) and returns the new state,
+what to emit, and what to count. No I/O: agents do the reading, writing and sending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from models.catalogue import Catalogue
+from models.dedupe import check_and_add
+from models.profile import UserProfile, apply_click, apply_purchase
+from models.recommenders.base import ScoredItem
+from models.recommenders.cooccurrence import ItemCooccurrence
+from models.recommenders.popularity import Popularity
+
+EventKind = Literal["click", "purchase"]
+
+# A purchase says more about taste than a click: it teaches the item models more.
+PURCHASE_WEIGHT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Hyperparameters of the serving step (from settings in the service)."""
+
+    top_k: int = 10
+    half_life_ms: float = 168 * 3_600_000.0
+    recent_max: int = 50
+    seen_max: int = 500
+    dedup_window: int = 256
+    cooccurrence_window: int = 20
+    max_items: int = 100_000
+
+
+@dataclass(slots=True)
+class Result:
+    """What one event did: outcome, new state, and the recommendation to emit (if any)."""
+
+    outcome: Literal["accepted", "duplicate", "conflict"]
+    profile: dict | None = None
+    dedupe: list[list[str]] | None = None
+    items: list[ScoredItem] = field(default_factory=list)
+    strategy: str = ""
+    hit: bool | None = None  # None: the user had no previous recommendation
+    hit_strategy: str = ""
+
+
+class Engine:
+    """Dedupe, update the profile, learn, then rank for the user, in that order.
+
+    >>> e = Engine(EngineConfig(top_k=2))
+    >>> for i, (u, item) in enumerate([("a", "x"), ("a", "y"), ("b", "x")]):
+    ...     r = e.process("click", u, item, 1_000 * i, event_id=f"e{i}", fingerprint="f",
+    ...                   profile=None if i != 1 else prof, dedupe=None)
+    ...     prof = r.profile
+    >>> [s.item_id for s in r.items], r.strategy
+    (['y'], 'cooccurrence')
+    """
+
+    def __init__(self, config: EngineConfig | None = None, catalogue: Catalogue | None = None):
+        self.config = config or EngineConfig()
+        self.catalogue = catalogue if catalogue is not None else Catalogue(
+            max_items=self.config.max_items
+        )
+        self.popularity = Popularity()
+        self.recommender = ItemCooccurrence(
+            window=self.config.cooccurrence_window,
+            max_items=self.config.max_items,
+            fallback=self.popularity,
+            catalogue=self.catalogue,
+        )
+
+    def process(
+        self,
+        kind: EventKind,
+        user: str,
+        item_id: str,
+        ts_ms: int,
+        *,
+        event_id: str,
+        fingerprint: str,
+        profile: dict | None,
+        dedupe: list[list[str]] | None,
+        amount: float = 0.0,
+    ) -> Result:
+        cfg = self.config
+        dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
+        if seen != "new":
+            return Result(outcome=seen)
+        prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        previous = list(prof.last_recommended)
+        history = list(prof.recent_items)
+        categories = self.catalogue.categories(item_id)
+        if kind == "purchase":
+            prof = apply_purchase(
+                prof, item_id, ts_ms, amount, categories,
+                half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+            )
+            weight = PURCHASE_WEIGHT
+        else:
+            prof = apply_click(
+                prof, item_id, ts_ms, categories,
+                half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+            )
+            weight = 1.0
+        self.recommender.learn_one(item_id, history, weight)
+        items = self.rank_for(prof, cfg.top_k)
+        strategy = items[0].strategy if items else "popularity"
+        prof.last_recommended = [s.item_id for s in items]
+        return Result(
+            outcome="accepted",
+            profile=prof.to_dict(),
+            dedupe=dedupe_new,
+            items=items,
+            strategy=strategy,
+            hit=(item_id in previous) if previous else None,
+            hit_strategy=getattr(prof, "_last_strategy", "") or strategy,
+        )
+
+    def rank_for(self, prof: UserProfile, k: int) -> list[ScoredItem]:
+        """Top-k for a profile: excludes purchased and unavailable items."""
+        exclude = set(prof.purchased)
+        exclude.update(self.catalogue.unavailable())
+        return self.recommender.rank(prof.recent_items, exclude, k)
+
+    def recommend(self, profile: dict | None, k: int) -> list[ScoredItem]:
+        """Top-k for a stored profile (None: a user we have not seen: popularity)."""
+        prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        return self.rank_for(prof, k)
+
+    @property
+    def model_sizes(self) -> dict[str, int]:
+        return {"cooccurrence": len(self.recommender), "popularity": len(self.popularity)}
+
+
+def reasons(items: Sequence[ScoredItem]) -> list[dict]:
+    """Items in the wire shape of the ``recommendations`` topic."""
+    return [{"item_id": s.item_id, "score": round(float(s.score), 6), "reason": s.reason} for s in items]
