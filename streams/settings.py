@@ -121,6 +121,19 @@ class Settings:
         return ";".join(f"kafka://{h}" for h in self.bootstrap_servers.split(","))
 
     @property
+    def events_topic(self) -> str:
+        """Internal topic of validated events keyed by pseudonymous user id."""
+        return f"{self.app_id}-events"
+
+    def created_topics(self) -> list[str]:
+        """Every topic ``persona topics create`` makes: the contract's and the events topic.
+
+        The events topic is created up front (not left to Faust at worker start), so the
+        worker's first group join already sees it and gets its partitions assigned.
+        """
+        return [*self.topics.all(), self.events_topic]
+
+    @property
     def interest_half_life_ms(self) -> float:
         return self.interest_half_life_hours * 3_600_000.0
 

@@ -1,4 +1,4 @@
-"""Integration fixtures: the real local Apache Kafka broker (streams/broker.py), never skipped.
+"""Shared fixtures: the real local Apache Kafka broker (session-wide), built on streams.broker.
 
 ``kafka_broker`` is one broker for the whole test session, on a free port, with its data
 under pytest's tmp dir; the jars come from the project's cache (``<data dir>/kafka/lib-<v>``,

@@ -1,0 +1,46 @@
+"""Send a message that cannot be processed to the dead-letter topic, with its reason."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime, timezone
+
+import orjson
+
+from streams import topics
+from streams.state import metrics
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter_record(
+    source_topic: str, partition: int, offset: int, error: str, detail: str, raw: bytes | None
+) -> dict:
+    """The DESIGN §2 dead-letter record. ``detail`` must never carry payload values."""
+    return {
+        "source_topic": source_topic,
+        "partition": partition,
+        "offset": offset,
+        "error": error,
+        "detail": detail,
+        "raw": None if raw is None else base64.b64encode(raw).decode("ascii"),
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }
+
+
+async def send_dead_letter(
+    source_topic: str,
+    partition: int,
+    offset: int,
+    error: str,
+    detail: str,
+    raw: bytes | None,
+    key: bytes | None = None,
+) -> None:
+    """Publish to dead-letters and count it. The key is dropped: it may be a raw user id."""
+    record = dead_letter_record(source_topic, partition, offset, error, detail, raw)
+    metrics.dead_letters.labels(error=error).inc()
+    # Offsets, codes and detail only: the payload could hold personal data.
+    log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)
+    await topics.dead_letters.send(key=None, value=orjson.dumps(record))

@@ -1,0 +1,92 @@
+"""Ingest agent: validate, normalize and pseudonymize clicks and purchases.
+
+Valid events go on to the internal events topic keyed by the pseudonymous user id;
+anything else goes to dead-letters with its reason. Nothing escapes the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from streams import topics
+from streams.agents.deadletter import send_dead_letter
+from streams.app import app, settings
+from streams.records import ValidationError, decode_click, decode_purchase, fingerprint, to_wire
+from streams.state import metrics, pseudonymize
+
+log = logging.getLogger(__name__)
+
+_T = settings.topics
+# topic name -> (metric label, decoder)
+DECODERS = {
+    _T.clicks: ("clicks", decode_click),
+    _T.purchases: ("purchases", decode_purchase),
+}
+
+
+def ingest_one(topic: str, value: bytes | None, kafka_ts_ms: int | None) -> tuple[bytes, bytes]:
+    """Validate one raw message; return the (key, value) for the events topic.
+
+    Raises ValidationError for bad input. The raw user id stops here: the outgoing
+    key and payload carry only its keyed hash.
+    """
+    label, decode = DECODERS[topic]
+    event = decode(value)
+    user = pseudonymize(event.user_id)
+    wire = to_wire(event)
+    wire["user_id"] = user
+    wire["fp"] = fingerprint(event)
+    wire["src"] = label
+    if kafka_ts_ms is not None:
+        wire["kts"] = kafka_ts_ms
+    return user.encode("utf-8"), orjson.dumps(wire)
+
+
+def _ts_ms(kafka_ts_s: float | None) -> int | None:
+    """Faust gives the Kafka record timestamp in seconds (float)."""
+    return None if not kafka_ts_s or kafka_ts_s <= 0 else int(kafka_ts_s * 1000)
+
+
+async def _ingest_loop(stream) -> None:  # type: ignore[no-untyped-def]
+    processing = metrics.processing_seconds.labels(agent="ingest")
+    async for event in stream.events():
+        started = time.perf_counter()
+        msg = event.message
+        try:
+            label = DECODERS[msg.topic][0] if msg.topic in DECODERS else msg.topic
+            try:
+                key, value = ingest_one(msg.topic, msg.value, _ts_ms(msg.timestamp))
+            except ValidationError as exc:
+                metrics.events.labels(topic=label, outcome="invalid").inc()
+                await send_dead_letter(
+                    msg.topic, msg.partition, msg.offset, exc.code, exc.detail, msg.value
+                )
+            else:
+                await topics.events.send(key=key, value=value)
+        except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
+            log.error(
+                "ingest failed on %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                type(exc).__name__,
+            )
+            try:
+                await send_dead_letter(
+                    msg.topic, msg.partition, msg.offset, "internal_error",
+                    type(exc).__name__, msg.value,
+                )
+            except Exception:  # noqa: BLE001
+                log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+        processing.observe(time.perf_counter() - started)
+
+
+# One agent per input topic (one body): each message knows the topic it came from.
+@app.agent(topics.clicks, name="persona.ingest-clicks")
+async def ingest_clicks(stream):  # type: ignore[no-untyped-def]
+    await _ingest_loop(stream)
+
+
+@app.agent(topics.purchases, name="persona.ingest-purchases")
+async def ingest_purchases(stream):  # type: ignore[no-untyped-def]
+    await _ingest_loop(stream)

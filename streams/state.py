@@ -1,0 +1,31 @@
+"""In-process state shared by this worker's agents and views: models, metrics, key.
+
+Item-level model state (co-occurrence, popularity, catalogue) is global, not per
+partition; with one worker it simply lives here (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from models.engine import Engine, EngineConfig
+from models.privacy import Pseudonymizer
+from streams import __version__
+from streams.app import settings
+from streams.metrics import build_metrics
+
+metrics = build_metrics()
+
+# Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
+pseudonymize = Pseudonymizer(settings.require_secret_key())
+
+engine = Engine(
+    EngineConfig(
+        top_k=settings.top_k,
+        half_life_ms=settings.interest_half_life_ms,
+        recent_max=settings.recent_items,
+        seen_max=settings.seen_items_max,
+        dedup_window=settings.dedup_window,
+        max_items=settings.max_items,
+    )
+)
+
+MODEL_VERSION = f"persona-{__version__}/cooccurrence-v1"

@@ -1,0 +1,119 @@
+"""HTTP views on Faust's web server (bound to 127.0.0.1): metrics, health, recommendations.
+
+User ids in URLs are the application's own (raw) ids: they are pseudonymized here
+with the same keyed hash as at ingest, and never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.engine import reasons
+from streams import tables
+from streams.app import app, settings
+from streams.profile_view import profile_summary
+from streams.records import ValidationError, normalize_id
+from streams.state import MODEL_VERSION, engine, metrics, pseudonymize
+from streams.topics import SOURCE_TOPICS
+
+
+def readiness() -> dict[str, Any]:
+    """Recovered, assigned and consuming: the worker serves what its tables say."""
+    recovery = app.tables.recovery
+    recovered = recovery.completed.is_set() and not recovery.in_recovery
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - consumer not started yet
+        assignment = set()
+    # Every source topic must have partitions here: a topic created while the group
+    # joined can be missing from the assignment until the next metadata refresh.
+    missing = sorted(set(SOURCE_TOPICS) - {tp.topic for tp in assignment})
+    rebalancing = bool(app.rebalancing)
+    return {
+        "ready": recovered and not missing and not rebalancing,
+        "recovered": recovered,
+        "assigned_partitions": len(assignment),
+        "unassigned_topics": missing,
+        "rebalancing": rebalancing,
+    }
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    async def get(self, request: Request) -> Response:
+        metrics.profiles.set(len(tables.profiles))
+        metrics.catalogue_items.set(len(engine.catalogue))
+        for model, size in engine.model_sizes.items():
+            metrics.model_items.labels(model=model).set(size)
+        # aiohttp refuses a charset in content_type=, so the full header goes in headers.
+        return self.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+@app.page("/health")
+class HealthView(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
+
+
+@app.page("/ready")
+class ReadyView(View):
+    async def get(self, request: Request) -> Response:
+        state = readiness()
+        return self.json(state, status=200 if state["ready"] else 503)
+
+
+def _user_key(raw_user_id: str) -> str:
+    return pseudonymize(normalize_id(raw_user_id, "user_id"))
+
+
+def _k(request: Request) -> int:
+    raw = request.query.get("k", str(settings.top_k))
+    try:
+        k = int(raw)
+    except ValueError:
+        raise ValidationError("bad_value", "query parameter 'k' must be an integer") from None
+    if not 1 <= k <= 100:
+        raise ValidationError("out_of_range", "query parameter 'k' must be in [1, 100]")
+    return k
+
+
+@app.page("/users/{user_id}/recommendations")
+class UserRecommendationsView(View):
+    async def get(self, request: Request, user_id: str) -> Response:
+        try:
+            user = _user_key(user_id)
+            k = _k(request)
+        except ValidationError as exc:
+            return self.json({"error": exc.code, "detail": exc.detail}, status=400)
+        profile = tables.profiles.get(user)
+        items = engine.recommend(profile, k)
+        return self.json(
+            {
+                "user_id": user,
+                "known_user": profile is not None,
+                "strategy": items[0].strategy if items else "popularity",
+                "variant": "default",
+                "model_version": MODEL_VERSION,
+                "items": reasons(items),
+            }
+        )
+
+
+@app.page("/users/{user_id}/profile")
+class UserProfileView(View):
+    """One user's stored profile (subject access); loopback only, like every view."""
+
+    async def get(self, request: Request, user_id: str) -> Response:
+        try:
+            user = _user_key(user_id)
+        except ValidationError as exc:
+            return self.json({"error": exc.code, "detail": exc.detail}, status=400)
+        profile = tables.profiles.get(user)
+        if profile is None:
+            return self.json({"error": "not_found", "user_id": user}, status=404)
+        return self.json({"user_id": user, "profile": profile_summary(profile)})

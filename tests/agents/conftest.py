@@ -1,0 +1,41 @@
+"""Agent tests: the real Faust app and agents, driven by ``Agent.test_context()``.
+
+Settings are read when ``streams.app`` is imported, so the environment is set first.
+Sends to Kafka topics are captured instead (no broker here: tests/integration has one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("PERSONA_SECRET_KEY", "agent-test-secret-key-0123456789")
+os.environ.setdefault("PERSONA_DATA_DIR", tempfile.mkdtemp(prefix="persona-agent-tests-"))
+
+from faust.topics import Topic  # noqa: E402
+
+from streams.app import app  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def loop():
+    lp = asyncio.new_event_loop()
+    asyncio.set_event_loop(lp)
+    app.loop = lp
+    yield lp
+    lp.close()
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every Topic.send during the test, as (topic name, key, value)."""
+    out: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def fake_send(self, *args, key=None, value=None, **kwargs):  # noqa: ANN001
+        out.append((self.get_topic_name(), key, value))
+
+    monkeypatch.setattr(Topic, "send", fake_send)
+    return out

@@ -1,0 +1,157 @@
+"""The agents under Faust's test_context(): routing, dead letters, tables, metrics."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from models.privacy import pseudonymize
+from streams import tables
+from streams.agents.ingest import ingest_clicks, ingest_purchases
+from streams.agents.items import items as items_agent
+from streams.agents.profile import profile as profile_agent
+from streams.app import settings
+from streams.state import engine, metrics
+
+KEY = settings.require_secret_key()
+T = settings.topics
+EVENTS = f"{settings.app_id}-events"
+
+
+def _value(name: str, **labels: str) -> float:
+    v = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+def click(eid: str, user: str, item: str, ts: int = 1_700_000_000_000) -> bytes:
+    return orjson.dumps({"event_id": eid, "user_id": user, "item_id": item, "ts": ts,
+                         "email": "x@example.com"})
+
+
+def test_ingest_valid_click_is_pseudonymized_and_rekeyed(loop, sent):
+    async def run():
+        async with ingest_clicks.test_context() as agent:
+            await agent.put(click("c1", "alice-raw", "sku-1"), key=b"alice-raw")
+
+    loop.run_until_complete(run())
+    assert len(sent) == 1
+    topic, key, value = sent[0]
+    assert topic == EVENTS
+    assert key == pseudonymize("alice-raw", KEY).encode()
+    wire = orjson.loads(value)
+    assert wire["user_id"] == key.decode() and wire["kind"] == "click"
+    assert b"alice-raw" not in value and b"example.com" not in value
+    assert wire["src"] == "clicks" and wire["item_id"] == "sku-1"
+
+
+def test_ingest_invalid_goes_to_dead_letters_with_code_and_offset(loop, sent):
+    before = _value("persona_dead_letters_total", error="bad_value")
+    invalid_before = _value("persona_events_total", topic="purchases", outcome="invalid")
+    raw = orjson.dumps({"event_id": "p1", "user_id": "bob", "item_id": "i", "ts": 1,
+                        "price": -3, "quantity": 1})
+
+    async def run():
+        async with ingest_purchases.test_context() as agent:
+            await agent.put(b"{}", key=b"bob", partition=2)  # offset 0
+            await agent.put(raw, key=b"bob", partition=2)  # offset 1
+
+    loop.run_until_complete(run())
+    assert len(sent) == 2
+    assert orjson.loads(sent[0][2])["error"] == "missing_field"
+    topic, key, value = sent[1]
+    assert topic == T.dead_letters and key is None
+    dl = orjson.loads(value)
+    assert dl["error"] == "bad_value" and dl["source_topic"] == T.purchases
+    assert (dl["partition"], dl["offset"]) == (2, 1)
+    assert base64.b64decode(dl["raw"]) == raw
+    assert "bob" not in dl["detail"]
+    assert _value("persona_dead_letters_total", error="bad_value") == before + 1
+    assert _value("persona_events_total", topic="purchases", outcome="invalid") == invalid_before + 2
+
+
+def test_ingest_survives_garbage_and_keeps_going(loop, sent):
+    async def run():
+        async with ingest_clicks.test_context() as agent:
+            await agent.put(b"\xff\xfe", key=None)
+            await agent.put(None, key=b"x")
+            await agent.put(click("c2", "carol", "sku-2"), key=b"carol")
+
+    loop.run_until_complete(run())
+    assert [s[0] for s in sent] == [T.dead_letters, T.dead_letters, EVENTS]
+    assert [orjson.loads(s[2])["error"] for s in sent[:2]] == ["not_utf8", "tombstone"]
+
+
+def _wire(eid: str, user: str, item: str, ts: int, kind: str = "click", **extra) -> bytes:
+    d = {"kind": kind, "event_id": eid, "user_id": user, "item_id": item, "ts": ts,
+         "fp": f"fp-{eid}-{item}", "src": "clicks" if kind == "click" else "purchases"}
+    d.update(extra)
+    return orjson.dumps(d)
+
+
+def test_profile_agent_updates_table_emits_recommendation_and_dedupes(loop, sent):
+    user = pseudonymize("dave", KEY)
+    dup_before = _value("persona_events_total", topic="clicks", outcome="duplicate")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("d1", user, "a", 1000), key=user.encode())
+            await agent.put(_wire("d2", user, "b", 2000), key=user.encode())
+            await agent.put(_wire("d2", user, "b", 2000), key=user.encode())  # redelivery
+            await agent.put(_wire("d3", user, "c", 3000, kind="purchase", price=5.0,
+                                  quantity=2), key=user.encode())
+            return tables.profiles[user]
+
+    stored = loop.run_until_complete(run())
+    recs = [orjson.loads(v) for t, _, v in sent if t == T.recommendations]
+    assert [r["trigger_event_id"] for r in recs] == ["d1", "d2", "d3"]
+    assert all(r["user_id"] == user for r in recs)
+    assert _value("persona_events_total", topic="clicks", outcome="duplicate") == dup_before + 1
+    from streams.profile_view import profile_summary
+
+    p = profile_summary(stored)
+    assert (p["clicks"], p["purchases"], p["spend"]) == (2, 1, 10.0)
+    assert p["recent_items"] == ["a", "b", "c"]
+    # the purchased item is never recommended back
+    assert "c" not in [i["item_id"] for i in recs[-1]["items"]]
+
+
+def test_profile_agent_conflict_is_dead_lettered(loop, sent):
+    user = pseudonymize("erin", KEY)
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("e1", user, "a", 1000), key=user.encode())
+            await agent.put(_wire("e1", user, "zzz", 1000), key=user.encode())
+
+    loop.run_until_complete(run())
+    topics_sent = [t for t, _, _ in sent]
+    assert topics_sent == [T.recommendations, T.dead_letters]
+    assert orjson.loads(sent[1][2])["error"] == "event_conflict"
+
+
+def test_profile_agent_bug_is_contained(loop, sent):
+    before = _value("persona_dead_letters_total", error="internal_error")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(b'{"kind": "click"}', key=b"k")  # missing fields: a KeyError inside
+            await agent.put(_wire("f1", "ufine", "a", 1000), key=b"ufine")
+
+    loop.run_until_complete(run())
+    assert [t for t, _, _ in sent] == [T.dead_letters, T.recommendations]
+    assert _value("persona_dead_letters_total", error="internal_error") == before + 1
+
+
+def test_items_agent_upserts_and_deletes(loop, sent):
+    async def run():
+        async with items_agent.test_context() as agent:
+            await agent.put(b'{"item_id": "m1", "title": "Heat", "categories": ["Action"]}',
+                            key=b"m1")
+            assert engine.catalogue.title("m1") == "Heat"
+            await agent.put(None, key=b"m1")
+            await agent.put(b'{"item_id": "m2"}', key=b"m2")
+
+    loop.run_until_complete(run())
+    assert engine.catalogue.get("m1") is None
+    assert [orjson.loads(v)["error"] for _, _, v in sent] == ["missing_field"]
