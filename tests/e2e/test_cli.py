@@ -1,0 +1,118 @@
+"""The ``persona`` command as a user runs it: help, errors, broker, produce/consume, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.privacy import pseudonymize
+from streams.broker import ensure_topics, free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "cli-test-secret-key-0123456789"
+
+
+def persona(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    full.update(env or {})
+    full["COLUMNS"] = "120"
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def test_help_lists_every_verb() -> None:
+    res = persona("--help")
+    assert res.returncode == 0
+    for verb in ("broker", "topics", "worker", "produce", "consume", "demo", "pseudonymize"):
+        assert verb in res.stdout
+    assert "start" in persona("broker", "--help").stdout
+
+
+def test_worker_refuses_to_start_without_secret_key(tmp_path: Path) -> None:
+    res = persona("worker", env={"PERSONA_DATA_DIR": str(tmp_path)}, timeout=60)
+    assert res.returncode == 2
+    assert "PERSONA_SECRET_KEY" in res.stderr
+
+
+def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
+    res = persona("broker", "status", env={"PERSONA_BROKER_PORT": "ninety"})
+    assert res.returncode == 2
+    assert "PERSONA_BROKER_PORT" in res.stderr
+
+
+def test_pseudonymize_matches_ingest(tmp_path: Path) -> None:
+    res = persona("pseudonymize", " alice ", "42",
+                  env={"PERSONA_SECRET_KEY": SECRET, "PERSONA_DATA_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    lines = [line.split("\t") for line in res.stdout.strip().splitlines()]
+    assert lines[0][1] == pseudonymize("alice", SECRET.encode())
+    assert lines[1][1] == pseudonymize("42", SECRET.encode())
+
+
+def test_broker_commands(tmp_path: Path, kafka_broker) -> None:
+    port = free_port()
+    env = {"PERSONA_DATA_DIR": str(tmp_path), "PERSONA_BROKER_PORT": str(port)}
+    # share the session's jar cache so nothing is fetched twice
+    lib = kafka_broker.lib_dir
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / lib.name).symlink_to(lib, target_is_directory=True)
+    assert persona("broker", "status", env=env).returncode == 1
+    started = persona("broker", "start", env=env, timeout=180)
+    try:
+        assert started.returncode == 0, started.stderr
+        status = persona("broker", "status", env=env)
+        assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout
+        created = persona("topics", "create", env=env)
+        assert created.returncode == 0, created.stderr
+        assert "created 11 topic(s)" in created.stderr and "persona-events" in created.stderr
+    finally:
+        stopped = persona("broker", "stop", env=env, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert persona("broker", "status", env=env).returncode == 1
+
+
+def test_produce_jsonl_and_consume(tmp_path: Path, kafka_broker) -> None:
+    topic = f"cli-{os.getpid()}"
+    ensure_topics(kafka_broker.bootstrap, [topic], 4)
+    path = tmp_path / "events.jsonl"
+    events = [{"event_id": f"e{i}", "user_id": f"u{i % 3}", "item_id": "x", "ts": 1} for i in range(25)]
+    path.write_text("\n".join(json.dumps(e) for e in events) + "\n\nnot json\n")
+    env = {"PERSONA_BOOTSTRAP": kafka_broker.bootstrap, "PERSONA_DATA_DIR": str(tmp_path)}
+    res = persona("produce", str(path), "--topic", topic, "--rate", "500", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "sent 26 events" in res.stderr
+    res = persona("consume", topic, "--from-beginning", "--raw", "--max", "26", "--timeout", "20",
+                  env=env)
+    assert res.returncode == 0, res.stderr
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(got) == 26
+    assert sorted(g["event_id"] for g in got if "event_id" in g) == sorted(e["event_id"] for e in events)
+    assert persona("produce", str(tmp_path / "nope.jsonl"), "--topic", topic,
+                   env=env).returncode == 1
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
+    lib = kafka_broker.lib_dir
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / lib.name).symlink_to(lib, target_is_directory=True)
+    env = {"PERSONA_DATA_DIR": str(tmp_path), "PERSONA_BROKER_PORT": str(free_port())}
+    res = persona("demo", "--limit", "3000", env=env, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    assert "demo summary" in out
+    assert "similar to" in out  # reasons name the item the user viewed
+    summary = out[out.index("demo summary"):]
+    assert "3,005" in summary and "3,000" in summary  # replayed, accepted
+    for code in ("not_utf8", "bad_timestamp", "bad_value", "missing_field", "not_object"):
+        assert f"{code}: 1" in summary
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "demo").exists()  # the demo cleans up after itself
