@@ -9,21 +9,19 @@ from streams.app import app, settings
 # Keys are str on both sides of the changelog; values are JSON (plain dicts and lists).
 _SCHEMA = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 
-# Profile dicts (models.profile.UserProfile.to_dict); changelog-backed, so a restarted
-# worker recovers them exactly.
+# One record per user: {"p": profile dict (models.profile.UserProfile.to_dict),
+# "d": dedupe window (models.dedupe)}. One record, so both change in one changelog
+# write: a crash can never leave the dedupe window out of step with the profile.
+# Changelog-backed, so a restarted worker recovers them exactly.
 profiles = app.Table(
     "profiles",
     default=None,
     schema=_SCHEMA,
     partitions=settings.partitions,
-    help="User profiles keyed by pseudonymous user id.",
+    help="Per-user state keyed by pseudonymous user id: profile and dedupe window.",
 )
 
-# Recent event ids per user (models.dedupe state), so redelivered events count once.
-dedupe = app.Table(
-    "dedupe",
-    default=None,
-    schema=_SCHEMA,
-    partitions=settings.partitions,
-    help="Recent event-id keys per pseudonymous user, for deduplication.",
-)
+
+def stored_profile(record: dict | None) -> dict | None:
+    """The profile dict inside a stored record (None for an unknown user)."""
+    return None if record is None else record.get("p")

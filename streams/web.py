@@ -90,7 +90,7 @@ class UserRecommendationsView(View):
             k = _k(request)
         except ValidationError as exc:
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
-        profile = tables.profiles.get(user)
+        profile = tables.stored_profile(tables.profiles.get(user))
         items = engine.recommend(profile, k)
         return self.json(
             {
@@ -113,7 +113,7 @@ class UserProfileView(View):
             user = _user_key(user_id)
         except ValidationError as exc:
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
-        profile = tables.profiles.get(user)
+        profile = tables.stored_profile(tables.profiles.get(user))
         if profile is None:
             return self.json({"error": "not_found", "user_id": user}, status=404)
         return self.json({"user_id": user, "profile": profile_summary(profile)})

@@ -1,6 +1,6 @@
 """Profile agent: dedupe, update the user's profile, learn, recommend, emit.
 
-Owns the ``profiles`` and ``dedupe`` tables (concurrency 1: tables change only here).
+Owns the ``profiles`` table (concurrency 1: tables change only here).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     """
     user = wire["user_id"]
     kind = wire["kind"]
+    stored = tables.profiles.get(user) or {}
     res = engine.process(
         kind,
         user,
@@ -56,8 +57,8 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         wire["ts"],
         event_id=wire["event_id"],
         fingerprint=wire.get("fp", ""),
-        profile=tables.profiles.get(user),
-        dedupe=tables.dedupe.get(user),
+        profile=stored.get("p"),
+        dedupe=stored.get("d"),
         amount=float(wire.get("price", 0.0)) * int(wire.get("quantity", 1))
         if kind == "purchase"
         else 0.0,
@@ -69,8 +70,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     if res.outcome == "conflict":
         metrics.events.labels(topic=src, outcome="invalid").inc()
         return res.outcome, None
-    tables.profiles[user] = res.profile
-    tables.dedupe[user] = res.dedupe
+    tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
     metrics.events.labels(topic=src, outcome="accepted").inc()
     if kind == "purchase":
         metrics.revenue.inc(float(wire["price"]) * int(wire["quantity"]))

@@ -100,7 +100,7 @@ def test_profile_agent_updates_table_emits_recommendation_and_dedupes(loop, sent
             await agent.put(_wire("d2", user, "b", 2000), key=user.encode())  # redelivery
             await agent.put(_wire("d3", user, "c", 3000, kind="purchase", price=5.0,
                                   quantity=2), key=user.encode())
-            return tables.profiles[user]
+            return tables.stored_profile(tables.profiles[user])
 
     stored = loop.run_until_complete(run())
     recs = [orjson.loads(v) for t, _, v in sent if t == T.recommendations]

@@ -448,3 +448,25 @@ def test_cooccurrence_beats_popularity_on_movielens_prefix() -> None:
     # Measured: 0.161 vs 0.075. A broken similarity falls to popularity's level or below.
     assert 0.06 < popularity < 0.10
     assert cooccurrence > 1.6 * popularity and cooccurrence > 0.14
+
+
+@pytest.mark.parametrize("scan_all_below", [0, 10**9])
+def test_both_candidate_searches_agree(monkeypatch: pytest.MonkeyPatch,
+                                       scan_all_below: int) -> None:
+    from models.recommenders import cooccurrence
+
+    events = [(f"i{(n * 37) % 101}", [f"i{(n * 37 - d) % 101}" for d in range(1, 6)], 1.0)
+              for n in range(400)]
+    expected = learn(ItemCooccurrence(window=5, max_neighbours=8), events)
+    queries = [(["i3", "i40"], {"i7"}), (["i99"], set()), ([f"i{n}" for n in range(20)], set())]
+    before = [expected.rank(h, ex, 10) for h, ex in queries]
+    monkeypatch.setattr(cooccurrence, "_SCAN_ALL_BELOW", scan_all_below)
+    assert [expected.rank(h, ex, 10) for h, ex in queries] == before
+    assert all(len(b) >= 5 and b[0].strategy == "cooccurrence" for b in before)
+
+
+def test_memory_grows_with_items_not_events() -> None:
+    m = ItemCooccurrence(max_neighbours=16, fallback=None)
+    for n in range(5000):
+        m.learn_one(f"i{n % 50}", [f"i{(n + d) % 50}" for d in range(1, 4)])
+    assert len(m) == 50 and m.nbytes < 1024 * (8 * 16 + 40)
