@@ -46,7 +46,7 @@ class Result:
     items: list[ScoredItem] = field(default_factory=list)
     strategy: str = ""
     hit: bool | None = None  # None: the user had no previous recommendation
-    hit_strategy: str = ""
+    hit_strategy: str = ""  # the strategy of the previous recommendation, credited with a hit
 
 
 class Engine:
@@ -93,6 +93,7 @@ class Engine:
             return Result(outcome=seen)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         previous = list(prof.last_recommended)
+        previous_strategy = prof.last_strategy
         history = list(prof.recent_items)
         categories = self.catalogue.categories(item_id)
         if kind == "purchase":
@@ -111,6 +112,7 @@ class Engine:
         items = self.rank_for(prof, cfg.top_k)
         strategy = items[0].strategy if items else "popularity"
         prof.last_recommended = [s.item_id for s in items]
+        prof.last_strategy = strategy
         return Result(
             outcome="accepted",
             profile=prof.to_dict(),
@@ -118,13 +120,14 @@ class Engine:
             items=items,
             strategy=strategy,
             hit=(item_id in previous) if previous else None,
-            hit_strategy=getattr(prof, "_last_strategy", "") or strategy,
+            hit_strategy=previous_strategy or strategy,
         )
 
     def rank_for(self, prof: UserProfile, k: int) -> list[ScoredItem]:
-        """Top-k for a profile: excludes purchased and unavailable items."""
-        exclude = set(prof.purchased)
-        exclude.update(self.catalogue.unavailable())
+        """Top-k for a profile, excluding what the user already bought or interacted with
+        (the bounded seen set); the recommender itself skips unavailable items."""
+        exclude = set(prof.seen)
+        exclude.update(prof.purchased)
         return self.recommender.rank(prof.recent_items, exclude, k)
 
     def recommend(self, profile: dict | None, k: int) -> list[ScoredItem]:

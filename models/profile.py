@@ -30,7 +30,8 @@ class UserProfile:
     ``interests`` maps a category to a recency-weighted score valid at ``interest_ts_ms``
     (see ``interests_at``). ``recent_items`` (most recent last), ``seen`` and ``purchased``
     hold no duplicates; when full the oldest entry goes, and an item seen again moves to
-    the end. ``last_recommended`` is the latest list served to the user.
+    the end. ``last_recommended`` is the latest list served to the user and
+    ``last_strategy`` the strategy that produced it (to credit a later hit to it).
 
     >>> p = apply_click(UserProfile(), "i1", 1_000, ["Comedy"], half_life_ms=3_600_000)
     >>> p.clicks, p.recent_items, p.interests
@@ -50,6 +51,7 @@ class UserProfile:
     first_seen_ms: int | None = None
     last_seen_ms: int | None = None
     last_recommended: list[str] = field(default_factory=list)
+    last_strategy: str = ""
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -87,6 +89,8 @@ class UserProfile:
             d["l"] = self.last_seen_ms
         if self.last_recommended:
             d["lr"] = list(self.last_recommended)
+        if self.last_strategy:
+            d["ls"] = self.last_strategy
         return d
 
     @classmethod
@@ -108,6 +112,7 @@ class UserProfile:
             first_seen_ms=None if first is None else int(first),
             last_seen_ms=None if last is None else int(last),
             last_recommended=[str(x) for x in d.get("lr", ())],
+            last_strategy=str(d.get("ls", "")),
         )
 
 

@@ -32,9 +32,10 @@ class Popularity:
     Time is counted in events: every ``learn_one`` call is one step, and a count learned
     ``half_life`` steps ago weighs half as much as one learned now (``half_life=None``:
     plain counts). The top ``top_size`` items are kept sorted as they change, so ``rank``
-    walks a short list instead of sorting every item; it only sorts everything when a
-    user has excluded most of that list. At most ``max_items`` items are tracked: past
-    that, the weakest tenth is forgotten.
+    walks a short list instead of sorting every item; it only sorts everything when the
+    excluded items fill that list, so keep ``top_size`` above the largest exclude set
+    (a profile's ``seen_max`` + ``recent_max``). At most ``max_items`` items are
+    tracked: past that, the weakest tenth is forgotten.
 
     >>> pop = Popularity(half_life=None)
     >>> for item in ["a", "b", "b", "c", "b", "c"]:
@@ -49,7 +50,7 @@ class Popularity:
         self,
         half_life: float | None = 20_000.0,
         max_items: int = 100_000,
-        top_size: int = 256,
+        top_size: int = 1024,
         catalogue: Catalogue | None = None,
     ) -> None:
         if half_life is not None and not (
