@@ -9,6 +9,23 @@ from dataclasses import dataclass
 from models.recommenders.base import check_item_id
 
 
+def check_categories(categories: Iterable[str]) -> tuple[str, ...]:
+    """Categories as a tuple of distinct non-empty strings, in first-seen order.
+
+    >>> check_categories(["Drama", "", "Drama", "Crime"])
+    ('Drama', 'Crime')
+    """
+    if isinstance(categories, str):
+        raise ValueError("categories must be a collection of strings, not one string")
+    cats: dict[str, None] = {}
+    for cat in categories:
+        if not isinstance(cat, str):
+            raise ValueError(f"categories must be strings, got {cat!r}")
+        if cat:
+            cats[cat] = None
+    return tuple(cats)
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One catalogue entry.
@@ -55,15 +72,7 @@ class Catalogue:
         check_item_id(item_id)
         if not isinstance(title, str):
             raise ValueError(f"title must be a string, got {title!r}")
-        if isinstance(categories, str):
-            raise ValueError("categories must be a collection of strings, not one string")
-        cats: dict[str, None] = {}
-        for cat in categories:
-            if not isinstance(cat, str):
-                raise ValueError(f"categories must be strings, got {cat!r}")
-            if cat:
-                cats[cat] = None
-        item = Item(item_id, title, tuple(cats), bool(available))
+        item = Item(item_id, title, check_categories(categories), bool(available))
         self._remove(item_id)
         self._items[item_id] = item
         self._live += 1

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from typing import Any
 
+from models.catalogue import check_categories
+
 # Interest added per category of the item: a purchase says more about taste than a click.
 CLICK_INTEREST = 1.0
 PURCHASE_INTEREST = 3.0
@@ -199,14 +201,7 @@ def _interacted(
     for name, cap in (("recent_max", recent_max), ("seen_max", seen_max)):
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise ValueError(f"{name} must be an int >= 1, got {cap!r}")
-    if isinstance(categories, str):
-        raise ValueError("categories must be a sequence of strings, not one string")
-    cats: dict[str, None] = {}
-    for cat in categories:
-        if not isinstance(cat, str):
-            raise ValueError(f"categories must be strings, got {cat!r}")
-        if cat:
-            cats[cat] = None
+    cats = check_categories(categories)
     q = p.copy()
     _push(q.recent_items, item_id, recent_max)
     _push(q.seen, item_id, seen_max)
@@ -218,7 +213,7 @@ def _interacted(
 
 
 def _add_interest(
-    q: UserProfile, categories: Mapping[str, None], ts: int, weight: float, hl: float
+    q: UserProfile, categories: Sequence[str], ts: int, weight: float, hl: float
 ) -> None:
     if ts >= q.interest_ts_ms:
         factor = 2.0 ** (-(ts - q.interest_ts_ms) / hl)

@@ -44,3 +44,18 @@ async def send_dead_letter(
     # Offsets, codes and detail only: the payload could hold personal data.
     log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)
     await topics.dead_letters.send(key=None, value=orjson.dumps(record))
+
+
+async def contain_failure(agent: str, msg, exc: BaseException) -> None:  # type: ignore[no-untyped-def]
+    """An agent failed on ``msg`` (a bug, not bad input): keep the message in dead-letters.
+
+    Faust would ack and lose a message whose agent raised, so every agent body ends in
+    this. Only the exception type is logged: its text may quote the payload.
+    """
+    log.error("%s failed on %s[%d]@%d: %s", agent, msg.topic, msg.partition, msg.offset,
+              type(exc).__name__)
+    try:
+        await send_dead_letter(msg.topic, msg.partition, msg.offset, "internal_error",
+                               type(exc).__name__, msg.value)
+    except Exception:  # noqa: BLE001 - nothing more we can do but say so
+        log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)

@@ -12,7 +12,7 @@ import time
 import orjson
 
 from streams import topics
-from streams.agents.deadletter import send_dead_letter
+from streams.agents.deadletter import contain_failure, send_dead_letter
 from streams.app import app, settings
 from streams.records import ValidationError, decode_click, decode_purchase, fingerprint, to_wire
 from streams.state import metrics, pseudonymize
@@ -67,17 +67,7 @@ async def _ingest_loop(stream) -> None:  # type: ignore[no-untyped-def]
             else:
                 await topics.events.send(key=key, value=value)
         except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
-            log.error(
-                "ingest failed on %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                type(exc).__name__,
-            )
-            try:
-                await send_dead_letter(
-                    msg.topic, msg.partition, msg.offset, "internal_error",
-                    type(exc).__name__, msg.value,
-                )
-            except Exception:  # noqa: BLE001
-                log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            await contain_failure("ingest", msg, exc)
         processing.observe(time.perf_counter() - started)
 
 

@@ -10,7 +10,7 @@ import logging
 import time
 
 from streams import topics
-from streams.agents.deadletter import send_dead_letter
+from streams.agents.deadletter import contain_failure, send_dead_letter
 from streams.app import app
 from streams.records import ValidationError, decode_item
 from streams.state import engine, metrics
@@ -47,12 +47,5 @@ async def items(stream):  # type: ignore[no-untyped-def]
                     msg.topic, msg.partition, msg.offset, exc.code, exc.detail, msg.value
                 )
         except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
-            log.error("items failed on %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                      type(exc).__name__)
-            try:
-                await send_dead_letter(msg.topic, msg.partition, msg.offset, "internal_error",
-                                       type(exc).__name__, msg.value)
-            except Exception:  # noqa: BLE001
-                log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition,
-                              msg.offset)
+            await contain_failure("items", msg, exc)
         processing.observe(time.perf_counter() - started)

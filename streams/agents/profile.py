@@ -14,7 +14,7 @@ import orjson
 
 from models.engine import reasons
 from streams import tables, topics
-from streams.agents.deadletter import send_dead_letter
+from streams.agents.deadletter import contain_failure, send_dead_letter
 from streams.app import app, settings
 from streams.state import MODEL_VERSION, engine, metrics
 
@@ -109,15 +109,5 @@ async def profile(stream):  # type: ignore[no-untyped-def]
             if kts:
                 metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
         except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
-            log.error(
-                "profile failed on %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                type(exc).__name__,
-            )
-            try:
-                await send_dead_letter(
-                    msg.topic, msg.partition, msg.offset, "internal_error",
-                    type(exc).__name__, msg.value,
-                )
-            except Exception:  # noqa: BLE001
-                log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            await contain_failure("profile", msg, exc)
         processing.observe(time.perf_counter() - started)
