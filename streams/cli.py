@@ -32,6 +32,13 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 
 
+def _quiet_clients() -> None:
+    """kafka-python logs transient connection and scheduling warnings at WARNING; the
+    CLI reports failures itself, so only its errors are worth a user's screen."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
@@ -169,6 +176,7 @@ def produce(
     from streams.replay import jsonl_records, make_producer, movielens_events, movielens_items
     from streams.replay import publish
 
+    _quiet_clients()
     s = _settings()
     if source == "movielens":
         records = movielens_items(s.topics) + movielens_events(s.topics, limit)
@@ -206,6 +214,7 @@ def consume(
     import orjson
     from kafka import KafkaConsumer
 
+    _quiet_clients()
     s = _settings()
     consumer = KafkaConsumer(
         topic,
@@ -266,7 +275,7 @@ def demo(
     """Start a broker and a worker, replay MovieLens 100K, show recommendations and metrics."""
     from streams.demo import run_demo
 
-    logging.basicConfig(level=logging.WARNING)
+    _quiet_clients()
     s = _settings()
     key = ensure_secret_key(s)
     code = run_demo(s, key, limit=limit, rate=rate, keep_data=keep_data, console=console,

@@ -116,3 +116,40 @@ def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
         assert f"{code}: 1" in summary
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "demo").exists()  # the demo cleans up after itself
+
+
+def test_demo_stops_everything_on_ctrl_c(tmp_path: Path, kafka_broker) -> None:
+    import signal
+    import time
+
+    lib = kafka_broker.lib_dir
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / lib.name).symlink_to(lib, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    env.update({"PERSONA_DATA_DIR": str(tmp_path), "PERSONA_BROKER_PORT": str(free_port()),
+                "COLUMNS": "120"})
+    log = (tmp_path / "demo.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--rate", "200"],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while "published" not in (tmp_path / "demo.log").read_text():
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "demo never started publishing"
+            time.sleep(0.3)
+        time.sleep(2)  # mid-replay
+        pids = [int(p.read_text()) for p in tmp_path.glob("kafka/*/broker.pid")]
+        assert pids, "the demo's broker writes a pid file"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = (tmp_path / "demo.log").read_text()
+    assert "interrupted" in out and "worker stopped" in out and "broker stopped" in out
+    for pid in pids:  # the broker process it started is gone
+        assert not Path(f"/proc/{pid}").exists() or "kafka.Kafka" not in Path(
+            f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    assert not (tmp_path / "demo").exists()

@@ -235,6 +235,18 @@ def test_end_to_end_and_restart(service):
     assert sum(m[f'persona_recommendations_total{{strategy="{s}",variant="default"}}']
                for s in ("cooccurrence", "popularity")) == N_VALID
 
+    # --- HTTP: health, recommendations computed now, and no table/router pages
+    assert worker.get_json("/health") == (200, {"status": "ok"})
+    status, body = worker.get_json(f"/users/{raw_user(3)}/recommendations?k=4")
+    assert status == 200 and body["known_user"] is True and len(body["items"]) == 4
+    assert body["user_id"] == pseudonymize(raw_user(3), SECRET.encode())
+    bought3 = {ev["item_id"] for k, ev in valid if k == "purchases" and ev["user_id"] == raw_user(3)}
+    assert not {i["item_id"] for i in body["items"]} & bought3
+    assert worker.get_json(f"/users/{raw_user(3)}/recommendations?k=zero")[0] == 400
+    assert worker.get_json("/users/nobody-at-all/profile")[0] == 404
+    for page in ("/table/", "/table/profiles/", "/router/", "/graph/", "/stats/"):
+        assert worker.get_json(page)[0] == 404, page
+
     # --- restart: profiles come back exactly from the changelog
     expected: dict[str, dict] = {}
     for kind, ev in valid:
