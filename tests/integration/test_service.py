@@ -267,6 +267,16 @@ def test_end_to_end_and_restart(service):
         assert p["spend"] == pytest.approx(e["spend"], rel=1e-9)
         assert raw not in orjson.dumps(body).decode()
 
+    # --- raw user ids never pass ingest: not in the events topic, the changelog or the log
+    app_id = worker.env["PERSONA_APP_ID"]
+    for internal in (f"{app_id}-events", f"{app_id}-profiles-changelog"):
+        msgs = consume_all(bootstrap, internal, N_VALID, timeout=60, idle=1.0)
+        assert len(msgs) >= N_VALID, internal
+        for msg in msgs:
+            blob = (msg.key or b"") + (msg.value or b"")
+            assert b"rawuser-" not in blob, internal
+    assert "rawuser-" not in worker.log_path.read_text(errors="replace")
+
     # --- after the restart, a new click gets its recommendation promptly
     ev = {"event_id": "after-restart", "user_id": raw_user(3), "item_id": "item-5",
           "ts": BASE_TS + 10_000_000}
