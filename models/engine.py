@@ -7,6 +7,7 @@ what to emit, and what to count. No I/O: agents do the reading, writing and send
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -21,6 +22,9 @@ EventKind = Literal["click", "purchase"]
 
 # A purchase says more about taste than a click: it teaches the item models more.
 PURCHASE_WEIGHT = 3.0
+
+# Version of the snapshot layout; a snapshot of another version is refused, not guessed at.
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class Engine:
             fallback=self.popularity,
             catalogue=self.catalogue,
         )
+        self.updates = 0  # learn steps so far (snapshots carry it)
 
     def process(
         self,
@@ -109,6 +114,7 @@ class Engine:
             )
             weight = 1.0
         self.recommender.learn_one(item_id, history, weight)
+        self.updates += 1
         items = self.rank_for(prof, cfg.top_k)
         strategy = items[0].strategy if items else "popularity"
         prof.last_recommended = [s.item_id for s in items]
@@ -134,6 +140,41 @@ class Engine:
         """Top-k for a stored profile (None: a user we have not seen: popularity)."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         return self.rank_for(prof, k)
+
+    def snapshot(self) -> bytes:
+        """The item-level models (co-occurrence, popularity, catalogue) as one pickle.
+
+        One pickle, so the references between them (the recommender's fallback and
+        catalogue) survive a round trip. Holds item ids and counts, never a user id.
+        For local checkpoint files only: never load a snapshot from an untrusted source.
+        """
+        state = {"format": SNAPSHOT_FORMAT, "recommender": self.recommender,
+                 "popularity": self.popularity, "catalogue": self.catalogue,
+                 "updates": self.updates}
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the item-level models with a ``snapshot``; ValueError if it is not one.
+
+        >>> e = Engine(EngineConfig(top_k=1))
+        >>> _ = e.process("click", "u", "a", 1, event_id="1", fingerprint="", profile=None,
+        ...               dedupe=None)
+        >>> fresh = Engine(EngineConfig(top_k=1)); fresh.restore(e.snapshot())
+        >>> [s.item_id for s in fresh.recommend(None, 1)], fresh.updates
+        (['a'], 1)
+        """
+        try:
+            state = pickle.loads(blob)  # noqa: S301 - our own local checkpoint files
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+            raise ValueError(f"not a model snapshot: {type(exc).__name__}") from None
+        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError("not a model snapshot of this format")
+        rec, pop, cat = state["recommender"], state["popularity"], state["catalogue"]
+        if not (isinstance(rec, ItemCooccurrence) and isinstance(pop, Popularity)
+                and isinstance(cat, Catalogue)):
+            raise ValueError("model snapshot holds unexpected types")
+        self.recommender, self.popularity, self.catalogue = rec, pop, cat
+        self.updates = int(state.get("updates", 0))
 
     @property
     def model_sizes(self) -> dict[str, int]:

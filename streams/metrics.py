@@ -39,6 +39,10 @@ class Metrics:
     profiles: Gauge
     catalogue_items: Gauge
     revenue: Counter
+    checkpoints: Counter
+    checkpoint_seconds: Gauge
+    checkpoint_bytes: Gauge
+    checkpoint_version: Gauge
 
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -122,6 +126,27 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Revenue of accepted purchases (price x quantity, in the events' currency units).",
             registry=reg,
         ),
+        checkpoints=Counter(
+            "persona_model_checkpoints",
+            "Model checkpoint operations by outcome (saved, failed, restored).",
+            ["outcome"],
+            registry=reg,
+        ),
+        checkpoint_seconds=Gauge(
+            "persona_model_checkpoint_seconds",
+            "Duration of the last model checkpoint save.",
+            registry=reg,
+        ),
+        checkpoint_bytes=Gauge(
+            "persona_model_checkpoint_bytes",
+            "Size of the last model checkpoint.",
+            registry=reg,
+        ),
+        checkpoint_version=Gauge(
+            "persona_model_checkpoint_version",
+            "Version of the newest model checkpoint saved or restored (0: none).",
+            registry=reg,
+        ),
     )
     for topic in INPUT_TOPICS:
         for outcome in OUTCOMES:
@@ -139,6 +164,8 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
                 c.labels(strategy=strategy, variant=variant)
     for code in (*ERROR_CODES, *AGENT_ERROR_CODES):
         m.dead_letters.labels(error=code)
+    for outcome in ("saved", "failed", "restored"):
+        m.checkpoints.labels(outcome=outcome)
     for model in MODELS:
         m.model_updates.labels(model=model)
         m.model_items.labels(model=model)

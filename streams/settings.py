@@ -101,6 +101,10 @@ class Settings:
     dedup_window: int = 256
     # PERSONA_MAX_ITEMS: bound on items the item-level models track.
     max_items: int = 100_000
+    # PERSONA_CHECKPOINT_INTERVAL_S: seconds between model checkpoints (0: only at shutdown).
+    checkpoint_interval_s: float = 30.0
+    # PERSONA_CHECKPOINT_KEEP: model checkpoint versions kept on disk.
+    checkpoint_keep: int = 3
     # PERSONA_WEB_HOST / PERSONA_WEB_PORT: the worker's HTTP server (metrics, health, recs).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -140,6 +144,10 @@ class Settings:
     @property
     def kafka_dir(self) -> Path:
         return self.data_dir / "kafka"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints" / self.app_id
 
     @property
     def secret_key_file(self) -> Path:
@@ -186,6 +194,10 @@ class Settings:
             seen_items_max=_int(env, "PERSONA_SEEN_ITEMS_MAX", d.seen_items_max, 1, 100_000),
             dedup_window=_int(env, "PERSONA_DEDUP_WINDOW", d.dedup_window, 1, 100_000),
             max_items=_int(env, "PERSONA_MAX_ITEMS", d.max_items, 10, 10_000_000),
+            checkpoint_interval_s=_float(
+                env, "PERSONA_CHECKPOINT_INTERVAL_S", d.checkpoint_interval_s, 0.0, 86_400.0
+            ),
+            checkpoint_keep=_int(env, "PERSONA_CHECKPOINT_KEEP", d.checkpoint_keep, 1, 1000),
             web_host=web_host,
             web_port=_int(env, "PERSONA_WEB_PORT", d.web_port, 1, 65535),
             log_level=_str(env, "PERSONA_LOG_LEVEL", d.log_level).lower(),

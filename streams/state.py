@@ -10,6 +10,7 @@ from models.engine import Engine, EngineConfig
 from models.privacy import Pseudonymizer
 from streams import __version__
 from streams.app import settings
+from streams.checkpoint import Checkpointer
 from streams.metrics import build_metrics
 
 metrics = build_metrics()
@@ -27,5 +28,12 @@ engine = Engine(
         max_items=settings.max_items,
     )
 )
+
+checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+# Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.
+_restored = checkpointer.restore_latest(engine)
+if _restored is not None:
+    metrics.checkpoints.labels(outcome="restored").inc()
+    metrics.checkpoint_version.set(_restored)
 
 MODEL_VERSION = f"persona-{__version__}/cooccurrence-v1"

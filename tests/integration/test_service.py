@@ -299,3 +299,7 @@ def test_end_to_end_and_restart(service):
     producer.close()
     assert found is not None
     assert found["user_id"] == pseudonymize(raw_user(3), SECRET.encode())
+    # warm after the restart: the models came back from the shutdown checkpoint
+    assert found["strategy"] == "cooccurrence" and len(found["items"]) == 10
+    m = worker.metrics()
+    assert m['persona_model_checkpoints_total{outcome="restored"}'] == 1
