@@ -54,7 +54,8 @@ def main() -> None:
         ensure_topics(broker.bootstrap, s.created_topics(), s.partitions)
         worker = WorkerProcess(
             env={"PERSONA_BOOTSTRAP": broker.bootstrap, "PERSONA_DATA_DIR": str(tmp),
-                 "PERSONA_SECRET_KEY": "bench-secret-key-0123456789", "PERSONA_LOG_LEVEL": "warning"},
+                 "PERSONA_SECRET_KEY": "bench-secret-key-0123456789",
+                 "PERSONA_LOG_LEVEL": "warning"},
             web_port=free_port(), log_path=tmp / "worker.log")
         worker.start()
         worker.wait_ready(120)

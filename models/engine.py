@@ -8,8 +8,9 @@ what to emit, and what to count. No I/O: agents do the reading, writing and send
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from models.catalogue import Catalogue
 from models.dedupe import check_and_add
@@ -164,8 +165,8 @@ class Engine:
         (['a'], 1)
         """
         try:
-            state = pickle.loads(blob)  # noqa: S301 - our own local checkpoint files
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
+            state = pickle.loads(blob)  # our own local checkpoint files only
+        except Exception as exc:  # any unpickling failure means "not ours"
             raise ValueError(f"not a model snapshot: {type(exc).__name__}") from None
         if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
             raise ValueError("not a model snapshot of this format")
@@ -183,4 +184,7 @@ class Engine:
 
 def reasons(items: Sequence[ScoredItem]) -> list[dict]:
     """Items in the wire shape of the ``recommendations`` topic."""
-    return [{"item_id": s.item_id, "score": round(float(s.score), 6), "reason": s.reason} for s in items]
+    return [
+        {"item_id": s.item_id, "score": round(float(s.score), 6), "reason": s.reason}
+        for s in items
+    ]

@@ -37,9 +37,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 OPS_DIR = Path(__file__).resolve().parent.parent / "ops" / "kafka"
 POM = OPS_DIR / "pom.xml"
@@ -466,7 +467,9 @@ class LocalBroker:
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise BrokerError("Maven did not finish fetching the Kafka jars in 15 minutes")
+                raise BrokerError(
+                    "Maven did not finish fetching the Kafka jars in 15 minutes"
+                ) from None
             jars = sorted(tmp.glob("*.jar")) if tmp.is_dir() else []
             if proc.returncode != 0 or not any(j.name.startswith("kafka_2.13-") for j in jars):
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,6 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -128,7 +127,7 @@ def broker_status() -> None:
 # ---------------------------------------------------------------- topics
 @topics_app.command("create")
 def topics_create(
-    partitions: Optional[int] = typer.Option(None, help="Partitions (default PERSONA_PARTITIONS)."),
+    partitions: int | None = typer.Option(None, help="Partitions (default PERSONA_PARTITIONS)."),
 ) -> None:
     """Create every topic of the contract (DESIGN §2), and the internal events topic."""
     from streams.broker import BrokerError, ensure_topics
@@ -145,7 +144,7 @@ def topics_create(
 # ---------------------------------------------------------------- worker
 @app.command("worker")
 def worker(
-    loglevel: Optional[str] = typer.Option(None, help="Log level (default PERSONA_LOG_LEVEL)."),
+    loglevel: str | None = typer.Option(None, help="Log level (default PERSONA_LOG_LEVEL)."),
 ) -> None:
     """Run the stream processor (ingest, profiles, recommendations, HTTP on 127.0.0.1)."""
     s = _settings()
@@ -166,15 +165,20 @@ def worker(
 def produce(
     source: str = typer.Argument(..., help="A JSONL file, or 'movielens' for the bundled "
                                  "MovieLens 100K (items, then clicks and purchases)."),
-    topic: Optional[str] = typer.Option(None, help="Topic for a JSONL file (e.g. clicks)."),
-    rate: Optional[float] = typer.Option(None, help="Max events per second (default: no limit)."),
-    limit: Optional[int] = typer.Option(None, help="Send at most this many events."),
+    topic: str | None = typer.Option(None, help="Topic for a JSONL file (e.g. clicks)."),
+    rate: float | None = typer.Option(None, help="Max events per second (default: no limit)."),
+    limit: int | None = typer.Option(None, help="Send at most this many events."),
 ) -> None:
     """Publish events to Kafka with a progress bar."""
     from rich.progress import Progress
 
-    from streams.replay import jsonl_records, make_producer, movielens_events, movielens_items
-    from streams.replay import publish
+    from streams.replay import (
+        jsonl_records,
+        make_producer,
+        movielens_events,
+        movielens_items,
+        publish,
+    )
 
     _quiet_clients()
     s = _settings()
@@ -191,7 +195,7 @@ def produce(
             records = records[:limit]
     try:
         producer = make_producer(s.bootstrap_servers)
-    except Exception as exc:  # noqa: BLE001 - kafka-python's NoBrokersAvailable etc.
+    except Exception as exc:  # kafka-python's NoBrokersAvailable etc.
         raise _fail(f"cannot reach Kafka at {s.bootstrap_servers}: {exc}") from None
     started = time.monotonic()
     with Progress(console=console) as progress:
@@ -206,8 +210,8 @@ def produce(
 def consume(
     topic: str = typer.Argument(..., help="Topic to tail, e.g. recommendations, dead-letters."),
     from_beginning: bool = typer.Option(False, help="Start at the oldest message."),
-    max_messages: Optional[int] = typer.Option(None, "--max", help="Stop after N messages."),
-    timeout: Optional[float] = typer.Option(None, help="Stop after N idle seconds."),
+    max_messages: int | None = typer.Option(None, "--max", help="Stop after N messages."),
+    timeout: float | None = typer.Option(None, help="Stop after N idle seconds."),
     raw: bool = typer.Option(False, help="Print one JSON object per line (for scripts)."),
 ) -> None:
     """Tail an output topic, readable."""
@@ -267,9 +271,9 @@ def pseudonymize_cmd(
 # ---------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
-    limit: Optional[int] = typer.Option(None, help="Replay only the first N ratings "
+    limit: int | None = typer.Option(None, help="Replay only the first N ratings "
                                         "(default: all 100,000)."),
-    rate: Optional[float] = typer.Option(None, help="Max events per second."),
+    rate: float | None = typer.Option(None, help="Max events per second."),
     keep_data: bool = typer.Option(False, help="Keep the demo broker's data afterwards."),
 ) -> None:
     """Start a broker and a worker, replay MovieLens 100K, show recommendations and metrics."""

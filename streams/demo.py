@@ -33,7 +33,8 @@ def _processed(metrics: dict[str, float], topics: tuple[str, ...]) -> float:
     total = 0.0
     for topic in topics:
         for outcome in ("accepted", "invalid", "duplicate", "suppressed"):
-            total += metrics.get(f'persona_events_total{{outcome="{outcome}",topic="{topic}"}}', 0.0)
+            name = f'persona_events_total{{outcome="{outcome}",topic="{topic}"}}'
+            total += metrics.get(name, 0.0)
     return total
 
 

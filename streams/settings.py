@@ -7,9 +7,9 @@ reads them once; the object is frozen so nothing changes behind an agent's back.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 # The project root: the folder holding pyproject.toml (streams/..).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ def readiness() -> dict[str, Any]:
     recovered = recovery.completed.is_set() and not recovery.in_recovery
     try:
         assignment = app.consumer.assignment()
-    except Exception:  # noqa: BLE001 - consumer not started yet
+    except Exception:  # consumer not started yet
         assignment = set()
     # Every source topic must have partitions here: a topic created while the group
     # joined can be missing from the assignment until the next metadata refresh.

@@ -37,7 +37,7 @@ class Recommender(Protocol):
         ...
 
     def rank(self, history: Sequence[str], exclude: Collection[str], k: int) -> list[ScoredItem]:
-        """Top ``k`` items for ``history``, best first, never an item of ``exclude`` or ``history``."""
+        """Top ``k`` items for ``history``, best first, never in ``exclude`` or ``history``."""
         ...
 
 

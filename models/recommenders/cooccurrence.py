@@ -306,7 +306,7 @@ class ItemCooccurrence:
         title = self.catalogue.title if self.catalogue is not None else str
         return [
             ScoredItem(ids[c], score, f"similar to {title(ids[h])} you viewed", "cooccurrence")
-            for c, score, h in zip(picked.tolist(), scores.tolist(), best_rows)
+            for c, score, h in zip(picked.tolist(), scores.tolist(), best_rows, strict=True)
         ]
 
     def _fill(
@@ -347,7 +347,9 @@ class ItemCooccurrence:
         slots = np.flatnonzero(self._co[i] > 0)
         return {
             self._ids[j]: float(c)
-            for j, c in zip(self._nb[i, slots].tolist(), self._co[i, slots].tolist())
+            for j, c in zip(
+                self._nb[i, slots].tolist(), self._co[i, slots].tolist(), strict=True
+            )
         }
 
     @property

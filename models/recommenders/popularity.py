@@ -122,7 +122,7 @@ class Popularity:
         Ties keep the order in which items reached that count.
         """
         unit = self._unit
-        for item_id, key in zip(self._top, self._top_keys):
+        for item_id, key in zip(self._top, self._top_keys, strict=True):
             yield item_id, -key / unit
         if len(self._counts) > len(self._top):
             in_top = self._in_top

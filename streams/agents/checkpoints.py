@@ -21,7 +21,7 @@ def save_if_changed() -> None:
     try:
         updates = engine.updates
         version, size, seconds = timed_save(checkpointer, engine)
-    except Exception as exc:  # noqa: BLE001 - a failed save must not stop the worker
+    except Exception as exc:  # a failed save must not stop the worker
         metrics.checkpoints.labels(outcome="failed").inc()
         log.error("model checkpoint failed: %s", type(exc).__name__)
         return
@@ -41,5 +41,5 @@ if settings.checkpoint_interval_s > 0:
 
 
 @app.on_before_shutdown.connect
-async def _final_checkpoint(app, **kwargs) -> None:  # type: ignore[no-untyped-def]  # noqa: ANN001
+async def _final_checkpoint(app, **kwargs) -> None:  # type: ignore[no-untyped-def]
     save_if_changed()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -25,7 +25,7 @@ def dead_letter_record(
         "error": error,
         "detail": detail,
         "raw": None if raw is None else base64.b64encode(raw).decode("ascii"),
-        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
 
 
@@ -57,5 +57,5 @@ async def contain_failure(agent: str, msg, exc: BaseException) -> None:  # type:
     try:
         await send_dead_letter(msg.topic, msg.partition, msg.offset, "internal_error",
                                type(exc).__name__, msg.value)
-    except Exception:  # noqa: BLE001 - nothing more we can do but say so
+    except Exception:  # nothing more we can do but say so
         log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)

@@ -66,7 +66,7 @@ async def _ingest_loop(stream) -> None:  # type: ignore[no-untyped-def]
                 )
             else:
                 await topics.events.send(key=key, value=value)
-        except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
+        except Exception as exc:  # Faust would ack and lose the message
             await contain_failure("ingest", msg, exc)
         processing.observe(time.perf_counter() - started)
 

@@ -46,6 +46,6 @@ async def items(stream):  # type: ignore[no-untyped-def]
                 await send_dead_letter(
                     msg.topic, msg.partition, msg.offset, exc.code, exc.detail, msg.value
                 )
-        except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
+        except Exception as exc:  # Faust would ack and lose the message
             await contain_failure("items", msg, exc)
         processing.observe(time.perf_counter() - started)

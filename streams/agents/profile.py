@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
 from models.engine import reasons
 from streams import tables, topics
 from streams.agents.deadletter import contain_failure, send_dead_letter
-from streams.app import app, settings
+from streams.app import app
 from streams.state import MODEL_VERSION, engine, metrics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def recommendation_record(user: str, event_id: str, strategy: str, items: list) 
     return {
         "recommendation_id": recommendation_id(event_id, user),
         "user_id": user,
-        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "strategy": strategy,
         "variant": VARIANT,
         "model_version": MODEL_VERSION,
@@ -108,6 +108,6 @@ async def profile(stream):  # type: ignore[no-untyped-def]
             kts = wire.get("kts")
             if kts:
                 metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
-        except Exception as exc:  # noqa: BLE001 - Faust would ack and lose the message
+        except Exception as exc:  # Faust would ack and lose the message
             await contain_failure("profile", msg, exc)
         processing.observe(time.perf_counter() - started)

@@ -15,9 +15,9 @@ import pytest
 os.environ.setdefault("PERSONA_SECRET_KEY", "agent-test-secret-key-0123456789")
 os.environ.setdefault("PERSONA_DATA_DIR", tempfile.mkdtemp(prefix="persona-agent-tests-"))
 
-from faust.topics import Topic  # noqa: E402
+from faust.topics import Topic
 
-from streams.app import app  # noqa: E402
+from streams.app import app
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def sent(monkeypatch):
     """Every Topic.send during the test, as (topic name, key, value)."""
     out: list[tuple[str, bytes | None, bytes | None]] = []
 
-    async def fake_send(self, *args, key=None, value=None, **kwargs):  # noqa: ANN001
+    async def fake_send(self, *args, key=None, value=None, **kwargs):
         out.append((self.get_topic_name(), key, value))
 
     monkeypatch.setattr(Topic, "send", fake_send)

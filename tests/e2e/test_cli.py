@@ -84,7 +84,8 @@ def test_produce_jsonl_and_consume(tmp_path: Path, kafka_broker) -> None:
     topic = f"cli-{os.getpid()}"
     ensure_topics(kafka_broker.bootstrap, [topic], 4)
     path = tmp_path / "events.jsonl"
-    events = [{"event_id": f"e{i}", "user_id": f"u{i % 3}", "item_id": "x", "ts": 1} for i in range(25)]
+    events = [{"event_id": f"e{i}", "user_id": f"u{i % 3}", "item_id": "x", "ts": 1}
+              for i in range(25)]
     path.write_text("\n".join(json.dumps(e) for e in events) + "\n\nnot json\n")
     env = {"PERSONA_BOOTSTRAP": kafka_broker.bootstrap, "PERSONA_DATA_DIR": str(tmp_path)}
     res = persona("produce", str(path), "--topic", topic, "--rate", "500", env=env)
@@ -95,7 +96,8 @@ def test_produce_jsonl_and_consume(tmp_path: Path, kafka_broker) -> None:
     assert res.returncode == 0, res.stderr
     got = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(got) == 26
-    assert sorted(g["event_id"] for g in got if "event_id" in g) == sorted(e["event_id"] for e in events)
+    got_ids = sorted(g["event_id"] for g in got if "event_id" in g)
+    assert got_ids == sorted(e["event_id"] for e in events)
     assert persona("produce", str(tmp_path / "nope.jsonl"), "--topic", topic,
                    env=env).returncode == 1
 

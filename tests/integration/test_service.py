@@ -240,7 +240,8 @@ def test_end_to_end_and_restart(service):
     status, body = worker.get_json(f"/users/{raw_user(3)}/recommendations?k=4")
     assert status == 200 and body["known_user"] is True and len(body["items"]) == 4
     assert body["user_id"] == pseudonymize(raw_user(3), SECRET.encode())
-    bought3 = {ev["item_id"] for k, ev in valid if k == "purchases" and ev["user_id"] == raw_user(3)}
+    bought3 = {ev["item_id"] for k, ev in valid
+               if k == "purchases" and ev["user_id"] == raw_user(3)}
     assert not {i["item_id"] for i in body["items"]} & bought3
     assert worker.get_json(f"/users/{raw_user(3)}/recommendations?k=zero")[0] == 400
     assert worker.get_json("/users/nobody-at-all/profile")[0] == 404

@@ -27,7 +27,8 @@ def test_save_restore_round_trip(tmp_path: Path) -> None:
     fresh = Engine(EngineConfig(top_k=3))
     assert cp.restore_latest(fresh) == 1
     assert fresh.updates == e.updates == 8
-    assert [s.item_id for s in fresh.recommend(None, 3)] == [s.item_id for s in e.recommend(None, 3)]
+    ranked = [s.item_id for s in e.recommend(None, 3)]
+    assert [s.item_id for s in fresh.recommend(None, 3)] == ranked
     assert fresh.catalogue.title("a") == "Alien"
     # the restored recommender still shares its catalogue and fallback with the engine
     assert fresh.recommender.catalogue is fresh.catalogue

@@ -36,14 +36,17 @@ ITEM_INVALID = [
     ("no-title", b"sku-1", "missing_field", _item(title=...)),
     ("title-not-string", b"sku-1", "wrong_type", _item(title=5)),
     ("categories-not-list", b"sku-1", "wrong_type", _item(categories="home")),
-    ("too-many-categories", b"sku-1", "out_of_range", _item(categories=[str(i) for i in range(40)])),
+    ("too-many-categories", b"sku-1", "out_of_range",
+     _item(categories=[str(i) for i in range(40)])),
     ("available-not-bool", b"sku-1", "wrong_type", _item(available="yes")),
     ("negative-price", b"sku-1", "bad_value", _item(price=-1)),
     ("bidi-title", b"sku-1", "bad_characters", _item(title="a\u202eb")),
 ]
 
 
-@pytest.mark.parametrize(("name", "key", "code", "raw"), ITEM_INVALID, ids=[c[0] for c in ITEM_INVALID])
+@pytest.mark.parametrize(
+    ("name", "key", "code", "raw"), ITEM_INVALID, ids=[c[0] for c in ITEM_INVALID]
+)
 def test_invalid_items(name: str, key: bytes | None, code: str, raw: bytes | None) -> None:
     with pytest.raises(ValidationError) as info:
         decode_item(key, raw)

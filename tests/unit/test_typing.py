@@ -1,4 +1,4 @@
-"""models/ is mypy-clean (STYLE habit 8): a type error there fails the suite."""
+"""models/ is mypy-clean and the code ruff-clean (STYLE habit 8): a slip fails the suite."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ def test_models_are_mypy_clean(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Success" in res.stdout
+
+
+def test_code_is_lint_clean() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "streams", "models", "tests", "bench"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
