@@ -1,9 +1,15 @@
-"""Send a message that cannot be processed to the dead-letter topic, with its reason."""
+"""Dead letters, and the guarded loop every agent runs in.
+
+A message that cannot be processed goes to the dead-letter topic with its reason; an
+agent's own failure on a message is contained there too, so Faust never acks and drops it.
+"""
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -59,3 +65,20 @@ async def contain_failure(agent: str, msg, exc: BaseException) -> None:  # type:
                                type(exc).__name__, msg.value)
     except Exception:  # nothing more we can do but say so
         log.exception("could not dead-letter %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+
+
+async def run_guarded(stream, agent: str, handle: Callable[..., Awaitable[None]]) -> None:  # type: ignore[no-untyped-def]
+    """Feed each message of ``stream`` to ``handle``, timed; contain whatever it raises.
+
+    ``handle`` deals with bad input itself (dead letters with a code); anything it lets
+    escape is a bug, kept as ``internal_error`` while the loop goes on with the next one.
+    """
+    processing = metrics.processing_seconds.labels(agent=agent)
+    async for event in stream.events():
+        started = time.perf_counter()
+        msg = event.message
+        try:
+            await handle(msg)
+        except Exception as exc:  # Faust would ack and lose the message
+            await contain_failure(agent, msg, exc)
+        processing.observe(time.perf_counter() - started)

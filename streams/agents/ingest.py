@@ -6,18 +6,13 @@ anything else goes to dead-letters with its reason. Nothing escapes the loop.
 
 from __future__ import annotations
 
-import logging
-import time
-
 import orjson
 
 from streams import topics
-from streams.agents.deadletter import contain_failure, send_dead_letter
+from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
 from streams.records import ValidationError, decode_click, decode_purchase, fingerprint, to_wire
 from streams.state import metrics, pseudonymize
-
-log = logging.getLogger(__name__)
 
 _T = settings.topics
 # topic name -> (metric label, decoder)
@@ -50,33 +45,24 @@ def _ts_ms(kafka_ts_s: float | None) -> int | None:
     return None if not kafka_ts_s or kafka_ts_s <= 0 else int(kafka_ts_s * 1000)
 
 
-async def _ingest_loop(stream) -> None:  # type: ignore[no-untyped-def]
-    processing = metrics.processing_seconds.labels(agent="ingest")
-    async for event in stream.events():
-        started = time.perf_counter()
-        msg = event.message
-        try:
-            label = DECODERS[msg.topic][0] if msg.topic in DECODERS else msg.topic
-            try:
-                key, value = ingest_one(msg.topic, msg.value, _ts_ms(msg.timestamp))
-            except ValidationError as exc:
-                metrics.events.labels(topic=label, outcome="invalid").inc()
-                await send_dead_letter(
-                    msg.topic, msg.partition, msg.offset, exc.code, exc.detail, msg.value
-                )
-            else:
-                await topics.events.send(key=key, value=value)
-        except Exception as exc:  # Faust would ack and lose the message
-            await contain_failure("ingest", msg, exc)
-        processing.observe(time.perf_counter() - started)
+async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
+    try:
+        key, value = ingest_one(msg.topic, msg.value, _ts_ms(msg.timestamp))
+    except ValidationError as exc:
+        label = DECODERS[msg.topic][0] if msg.topic in DECODERS else msg.topic
+        metrics.events.labels(topic=label, outcome="invalid").inc()
+        await send_dead_letter(msg.topic, msg.partition, msg.offset, exc.code, exc.detail,
+                               msg.value)
+    else:
+        await topics.events.send(key=key, value=value)
 
 
 # One agent per input topic (one body): each message knows the topic it came from.
 @app.agent(topics.clicks, name="persona.ingest-clicks")
 async def ingest_clicks(stream):  # type: ignore[no-untyped-def]
-    await _ingest_loop(stream)
+    await run_guarded(stream, "ingest", _ingest)
 
 
 @app.agent(topics.purchases, name="persona.ingest-purchases")
 async def ingest_purchases(stream):  # type: ignore[no-untyped-def]
-    await _ingest_loop(stream)
+    await run_guarded(stream, "ingest", _ingest)

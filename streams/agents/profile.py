@@ -6,7 +6,6 @@ Owns the ``profiles`` table (concurrency 1: tables change only here).
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from datetime import UTC, datetime
 
@@ -14,11 +13,9 @@ import orjson
 
 from models.engine import reasons
 from streams import tables, topics
-from streams.agents.deadletter import contain_failure, send_dead_letter
+from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app
 from streams.state import MODEL_VERSION, engine, metrics
-
-log = logging.getLogger(__name__)
 
 VARIANT = "default"
 
@@ -87,27 +84,23 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     return "accepted", record
 
 
+async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
+    wire = orjson.loads(msg.value)
+    outcome, record = handle_event(wire)
+    if outcome == "conflict":
+        await send_dead_letter(
+            msg.topic, msg.partition, msg.offset, "event_conflict",
+            "event_id already seen with a different payload", msg.value,
+        )
+    if record is not None:
+        await topics.recommendations.send(
+            key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
+        )
+    kts = wire.get("kts")
+    if kts:
+        metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
+
+
 @app.agent(topics.events, name="persona.profile", concurrency=1)
 async def profile(stream):  # type: ignore[no-untyped-def]
-    processing = metrics.processing_seconds.labels(agent="profile")
-    async for event in stream.events():
-        started = time.perf_counter()
-        msg = event.message
-        try:
-            wire = orjson.loads(msg.value)
-            outcome, record = handle_event(wire)
-            if outcome == "conflict":
-                await send_dead_letter(
-                    msg.topic, msg.partition, msg.offset, "event_conflict",
-                    "event_id already seen with a different payload", msg.value,
-                )
-            if record is not None:
-                await topics.recommendations.send(
-                    key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
-                )
-            kts = wire.get("kts")
-            if kts:
-                metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
-        except Exception as exc:  # Faust would ack and lose the message
-            await contain_failure("profile", msg, exc)
-        processing.observe(time.perf_counter() - started)
+    await run_guarded(stream, "profile", _profile)
