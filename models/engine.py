@@ -98,9 +98,10 @@ class Engine:
         if seen != "new":
             return Result(outcome=seen)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
-        previous = list(prof.last_recommended)
+        # apply_* return a new profile, so these keep the state from before this event.
+        previous = prof.last_recommended
         previous_strategy = prof.last_strategy
-        history = list(prof.recent_items)
+        history = prof.recent_items
         categories = self.catalogue.categories(item_id)
         if kind == "purchase":
             prof = apply_purchase(

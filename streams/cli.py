@@ -259,7 +259,7 @@ def pseudonymize_cmd(
     from streams.records import ValidationError, normalize_id
 
     s = _settings()
-    key = ensure_secret_key(s) if not s.secret_key else s.secret_key
+    key = ensure_secret_key(s)
     p = Pseudonymizer(key.encode("utf-8"))
     for uid in user_ids:
         try:

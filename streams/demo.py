@@ -29,13 +29,16 @@ DEMO_BAD_EVENTS: list[tuple[str, bytes | None]] = [
 ]
 
 
-def _processed(metrics: dict[str, float], topics: tuple[str, ...]) -> float:
-    total = 0.0
-    for topic in topics:
-        for outcome in ("accepted", "invalid", "duplicate", "suppressed"):
-            name = f'persona_events_total{{outcome="{outcome}",topic="{topic}"}}'
-            total += metrics.get(name, 0.0)
-    return total
+ALL_OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
+
+
+def _events(metrics: dict[str, float], outcomes: tuple[str, ...] = ALL_OUTCOMES) -> float:
+    """Clicks and purchases the worker counted with one of ``outcomes``."""
+    return sum(
+        metrics.get(f'persona_events_total{{outcome="{outcome}",topic="{topic}"}}', 0.0)
+        for topic in ("clicks", "purchases")
+        for outcome in outcomes
+    )
 
 
 def _sum(metrics: dict[str, float], prefix: str) -> float:
@@ -123,8 +126,7 @@ def run_demo(
                 now = time.monotonic()
                 if now - last_poll > 0.5:
                     last_poll = now
-                    progress.update(done, completed=_processed(worker.metrics(),
-                                                              ("clicks", "purchases")))
+                    progress.update(done, completed=_events(worker.metrics()))
 
             publish(producer, events, rate, on_sent=on_sent)
             for topic, value in bad:
@@ -134,7 +136,7 @@ def run_demo(
             deadline = time.monotonic() + max(120.0, total / 200)
             while time.monotonic() < deadline:
                 m = worker.metrics()
-                n_done = _processed(m, ("clicks", "purchases"))
+                n_done = _events(m)
                 progress.update(done, completed=n_done)
                 if n_done >= total:
                     break
@@ -173,10 +175,7 @@ def run_demo(
 
 def _report(worker, m: dict[str, float], events, elapsed: float, total: int, *,  # type: ignore[no-untyped-def]
             console: Console, out: Console) -> None:
-    accepted = sum(
-        m.get(f'persona_events_total{{outcome="accepted",topic="{t}"}}', 0.0)
-        for t in ("clicks", "purchases")
-    )
+    accepted = _events(m, ("accepted",))
     hits = _sum(m, "persona_recommendation_hits_total")
     checks = _sum(m, "persona_recommendation_hit_checks_total")
     recs = _sum(m, "persona_recommendations_total")

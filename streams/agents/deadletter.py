@@ -42,9 +42,9 @@ async def send_dead_letter(
     error: str,
     detail: str,
     raw: bytes | None,
-    key: bytes | None = None,
 ) -> None:
-    """Publish to dead-letters and count it. The key is dropped: it may be a raw user id."""
+    """Publish to dead-letters and count it, without a key: an input key may be a raw
+    user id."""
     record = dead_letter_record(source_topic, partition, offset, error, detail, raw)
     metrics.dead_letters.labels(error=error).inc()
     # Offsets, codes and detail only: the payload could hold personal data.

@@ -11,7 +11,13 @@ import orjson
 from streams import topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.records import ValidationError, decode_click, decode_purchase, fingerprint, to_wire
+from streams.records import (
+    ValidationError,
+    decode_click,
+    decode_purchase,
+    to_wire,
+    wire_fingerprint,
+)
 from streams.state import metrics, pseudonymize
 
 _T = settings.topics
@@ -32,8 +38,8 @@ def ingest_one(topic: str, value: bytes | None, kafka_ts_ms: int | None) -> tupl
     event = decode(value)
     user = pseudonymize(event.user_id)
     wire = to_wire(event)
+    wire["fp"] = wire_fingerprint(wire)  # ignores user_id, so before or after the swap
     wire["user_id"] = user
-    wire["fp"] = fingerprint(event)
     wire["src"] = label
     if kafka_ts_ms is not None:
         wire["kts"] = kafka_ts_ms

@@ -47,6 +47,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     user = wire["user_id"]
     kind = wire["kind"]
     stored = tables.profiles.get(user) or {}
+    amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
     res = engine.process(
         kind,
         user,
@@ -56,9 +57,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         fingerprint=wire.get("fp", ""),
         profile=stored.get("p"),
         dedupe=stored.get("d"),
-        amount=float(wire.get("price", 0.0)) * int(wire.get("quantity", 1))
-        if kind == "purchase"
-        else 0.0,
+        amount=amount,
     )
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
@@ -69,8 +68,8 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         return res.outcome, None
     tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
     metrics.events.labels(topic=src, outcome="accepted").inc()
-    if kind == "purchase":
-        metrics.revenue.inc(float(wire["price"]) * int(wire["quantity"]))
+    if amount:
+        metrics.revenue.inc(amount)
     for model in ("cooccurrence", "popularity"):
         metrics.model_updates.labels(model=model).inc()
     if res.hit is not None:
