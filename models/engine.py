@@ -10,14 +10,20 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Literal
 
+from models.bandit import EpsilonGreedy, uniform_from_key
 from models.catalogue import Catalogue
 from models.dedupe import check_and_add
-from models.profile import UserProfile, apply_click, apply_purchase
-from models.recommenders.base import ScoredItem
+from models.profile import UserProfile, apply_click, apply_purchase, note_served
+from models.recommenders.base import Context, Recommender, ScoredItem, check_k
+from models.recommenders.content import ContentTfidf
 from models.recommenders.cooccurrence import ItemCooccurrence
-from models.recommenders.popularity import Popularity
+from models.recommenders.hybrid import Hybrid
+from models.recommenders.mf import ImplicitMF
+from models.recommenders.popularity import Popularity, SegmentPopularity
+from models.rules import Rules, apply_rules
 
 EventKind = Literal["click", "purchase"]
 
@@ -25,12 +31,24 @@ EventKind = Literal["click", "purchase"]
 PURCHASE_WEIGHT = 3.0
 
 # Version of the snapshot layout; a snapshot of another version is refused, not guessed at.
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+
+# Every strategy that can serve a request: the hybrid and each of its components.
+STRATEGIES = ("hybrid", "cooccurrence", "mf", "content", "popularity", "trending")
+# Models whose learn steps are counted (metrics label values).
+MODELS = ("cooccurrence", "mf", "content", "popularity", "trending", "hybrid")
 
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Hyperparameters of the serving step (from settings in the service)."""
+    """Hyperparameters of the serving step (from settings in the service).
+
+    ``strategy`` serves by default; with ``exploration`` > 0 a bandit serves another
+    strategy with that probability (split evenly) and moves to whichever strategy
+    earns more hits; 0 always serves ``strategy``. ``new_item_rate`` is the share of
+    lists whose last slot goes to a new item matching the user's interests (at most
+    ``new_item_budget`` such showings per item: after that it must earn its place).
+    """
 
     top_k: int = 10
     half_life_ms: float = 168 * 3_600_000.0
@@ -39,6 +57,40 @@ class EngineConfig:
     dedup_window: int = 256
     cooccurrence_window: int = 20
     max_items: int = 100_000
+    strategy: str = "hybrid"
+    exploration: float = 0.05
+    similarity: str = "cosine"
+    decay_half_life: float = 20_000.0  # events; item models forget at this pace
+    trending_half_life: float = 2_000.0  # events
+    max_repeats: int = 0
+    max_per_category: int = 0
+    new_item_rate: float = 0.05
+    new_item_budget: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        for name in ("exploration", "new_item_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        check_k(self.top_k)
+        Rules(self.max_repeats, self.max_per_category)  # validates both
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A list to serve: the items, the strategy that produced them and the probability
+    with which the policy chose that strategy (for off-policy evaluation)."""
+
+    items: list[ScoredItem]
+    strategy: str
+    propensity: float = 1.0
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [s.item_id for s in self.items]
 
 
 @dataclass(slots=True)
@@ -50,14 +102,18 @@ class Result:
     dedupe: list[list[str]] | None = None
     items: list[ScoredItem] = field(default_factory=list)
     strategy: str = ""
+    propensity: float = 1.0
     hit: bool | None = None  # None: the user had no previous recommendation
     hit_strategy: str = ""  # the strategy of the previous recommendation, credited with a hit
 
 
 class Engine:
-    """Dedupe, update the profile, learn, then rank for the user, in that order.
+    """Dedupe, update the profile, learn, then serve the user, in that order.
 
-    >>> e = Engine(EngineConfig(top_k=2))
+    The evaluator (``persona evaluate``) and the agents both run exactly this code:
+    ``recommend`` to serve, ``process`` to learn (and, in the service, serve again).
+
+    >>> e = Engine(EngineConfig(top_k=2, strategy="cooccurrence", exploration=0.0))
     >>> for i, (u, item) in enumerate([("a", "x"), ("a", "y"), ("b", "x")]):
     ...     r = e.process("click", u, item, 1_000 * i, event_id=f"e{i}", fingerprint="f",
     ...                   profile=None if i != 1 else prof, dedupe=None)
@@ -67,18 +123,63 @@ class Engine:
     """
 
     def __init__(self, config: EngineConfig | None = None, catalogue: Catalogue | None = None):
-        self.config = config or EngineConfig()
+        self.config = cfg = config or EngineConfig()
         self.catalogue = catalogue if catalogue is not None else Catalogue(
-            max_items=self.config.max_items
+            max_items=cfg.max_items
         )
-        self.popularity = Popularity()
-        self.recommender = ItemCooccurrence(
-            window=self.config.cooccurrence_window,
-            max_items=self.config.max_items,
-            fallback=self.popularity,
-            catalogue=self.catalogue,
+        self.rules = Rules(cfg.max_repeats, cfg.max_per_category)
+        cat = self.catalogue
+        self.popularity = SegmentPopularity(
+            half_life=cfg.decay_half_life, max_items=cfg.max_items, catalogue=cat
         )
+        components: dict[str, Recommender] = {
+            "cooccurrence": ItemCooccurrence(
+                window=cfg.cooccurrence_window, max_items=cfg.max_items, catalogue=cat,
+                half_life=cfg.decay_half_life, similarity=cfg.similarity,
+            ),
+            "mf": ImplicitMF(max_items=cfg.max_items, catalogue=cat, seed=cfg.seed),
+            "content": ContentTfidf(max_items=cfg.max_items, catalogue=cat),
+            "popularity": self.popularity,
+            "trending": Popularity(
+                half_life=cfg.trending_half_life, max_items=cfg.max_items, catalogue=cat
+            ),
+        }
+        # Content similarity is for new items and sparse users; for users with a history,
+        # collaborative signals say more (and content's genre matches crowd them out).
+        self.hybrid = Hybrid(components, contexts={"content": ("new", "sparse")})
+        self.bandit = EpsilonGreedy(
+            [cfg.strategy] + [s for s in STRATEGIES if s != cfg.strategy],
+            epsilon=cfg.exploration, salt="strategy",
+        )
+        self._explored: dict[str, int] = {}  # new item -> exploration showings
         self.updates = 0  # learn steps so far (snapshots carry it)
+
+    @property
+    def content(self) -> ContentTfidf:
+        content = self.hybrid.components["content"]
+        assert isinstance(content, ContentTfidf)
+        return content
+
+    def strategy(self, name: str) -> Recommender:
+        """The model behind a strategy name (one of ``STRATEGIES``)."""
+        return self.hybrid if name == "hybrid" else self.hybrid.components[name]
+
+    # -- catalogue ----------------------------------------------------------------------------
+
+    def upsert_item(
+        self, item_id: str, title: str, categories: Sequence[str] = (), description: str = "",
+        available: bool = True,
+    ) -> None:
+        """Add or replace a catalogue item (titles, categories and text for content)."""
+        self.catalogue.upsert(item_id, title, categories, available=available)
+        self.content.upsert(item_id, title, categories, description, available=available)
+
+    def delete_item(self, item_id: str) -> None:
+        """Remove a catalogue item: it is never recommended again."""
+        self.catalogue.delete(item_id)
+        self.content.delete(item_id)
+
+    # -- events -------------------------------------------------------------------------------
 
     def process(
         self,
@@ -92,7 +193,10 @@ class Engine:
         profile: dict | None,
         dedupe: list[list[str]] | None,
         amount: float = 0.0,
+        serve: bool = True,
     ) -> Result:
+        """Apply one event; with ``serve``, also pick the user's next list (keyed by the
+        event id, so a redelivered event is served the same way)."""
         cfg = self.config
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
         if seen != "new":
@@ -102,6 +206,7 @@ class Engine:
         previous = prof.last_recommended
         previous_strategy = prof.last_strategy
         history = prof.recent_items
+        interests = prof.interests
         categories = self.catalogue.categories(item_id)
         if kind == "purchase":
             prof = apply_purchase(
@@ -115,54 +220,122 @@ class Engine:
                 half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
             )
             weight = 1.0
-        self.recommender.learn_one(item_id, history, weight)
+        # The new profile's model_state is a fresh dict: user-level models update it.
+        context = Context(user_state=prof.model_state, interests=interests, user=user)
+        self.hybrid.learn_one(item_id, history, weight, context)
         self.updates += 1
-        items = self.rank_for(prof, cfg.top_k)
-        strategy = items[0].strategy if items else "popularity"
-        prof.last_recommended = [s.item_id for s in items]
-        prof.last_strategy = strategy
-        return Result(
-            outcome="accepted",
-            profile=prof.to_dict(),
-            dedupe=dedupe_new,
-            items=items,
-            strategy=strategy,
-            hit=(item_id in previous) if previous else None,
-            hit_strategy=previous_strategy or strategy,
+        hit = (item_id in previous) if previous else None
+        if hit is not None and previous_strategy in self.bandit.arms:
+            self.bandit.update(previous_strategy, float(hit))
+        result = Result(
+            outcome="accepted", dedupe=dedupe_new, hit=hit,
+            hit_strategy=previous_strategy,
         )
+        if serve:
+            served = self._serve(prof, cfg.top_k, key=event_id, user=user)
+            note_served(prof, served.item_ids, served.strategy)
+            result.items, result.strategy = served.items, served.strategy
+            result.propensity = served.propensity
+        result.profile = prof.to_dict()
+        return result
 
-    def rank_for(self, prof: UserProfile, k: int) -> list[ScoredItem]:
-        """Top-k for a profile, excluding what the user already bought or interacted with
-        (the bounded seen set); the recommender itself skips unavailable items."""
+    # -- serving ------------------------------------------------------------------------------
+
+    def recommend(
+        self, profile: dict | None, k: int, *, key: str = "", user: str = "",
+        categories: Sequence[str] | None = None,
+    ) -> Served:
+        """The list to serve a stored profile (None: a user we have not seen), chosen by
+        the policy for request ``key``; ``categories`` restricts it to those categories."""
+        prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        return self._serve(prof, k, key=key, user=user, categories=categories)
+
+    def note_served(self, profile: dict | None, served: Served) -> dict:
+        """The stored profile updated with what was just served (for hits and repeats)."""
+        prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        note_served(prof, served.item_ids, served.strategy)
+        return prof.to_dict()
+
+    def _serve(
+        self, prof: UserProfile, k: int, *, key: str, user: str,
+        categories: Sequence[str] | None = None,
+    ) -> Served:
+        check_k(k)
+        cfg = self.config
+        if cfg.exploration > 0:
+            strategy, propensity = self.bandit.choose(key)
+        else:
+            strategy, propensity = cfg.strategy, 1.0
         exclude = set(prof.seen)
         exclude.update(prof.purchased)
-        return self.recommender.rank(prof.recent_items, exclude, k)
+        history = prof.recent_items
+        context = Context(user_state=prof.model_state, interests=prof.interests, user=user)
+        # Room for what the rules will drop; then popularity tops up a short list.
+        wide = 2 * k + 10 if (categories or self.rules.max_per_category
+                              or self.rules.max_repeats) else k
+        ranked = self.strategy(strategy).rank(history, exclude, wide, context)
+        rules, catalogue, counts = self.rules, self.catalogue, prof.served_counts
+        items = apply_rules(ranked, k, rules, catalogue=catalogue, served_counts=counts,
+                            categories=categories)
+        if len(items) < k:
+            fill = self.popularity.rank(history, exclude, 4 * k, context)
+            items = apply_rules(chain(ranked, fill), k, rules, catalogue=catalogue,
+                                served_counts=counts, categories=categories)
+        if cfg.new_item_rate and k and uniform_from_key(key, "new-item") < cfg.new_item_rate:
+            self._explore_new_item(items, k, history, exclude, context, categories,
+                                   prof.served_counts)
+        return Served(items, strategy, propensity)
 
-    def recommend(self, profile: dict | None, k: int) -> list[ScoredItem]:
-        """Top-k for a stored profile (None: a user we have not seen: popularity)."""
-        prof = UserProfile.from_dict(profile) if profile else UserProfile()
-        return self.rank_for(prof, k)
+    def _explore_new_item(
+        self, items: list[ScoredItem], k: int, history: Sequence[str], exclude: set[str],
+        context: Context, categories: Sequence[str] | None, prof_counts: dict[str, int],
+    ) -> None:
+        """Give the last slot to a new item matching the user, within its budget."""
+        taken = exclude.union(s.item_id for s in items)
+        budget = self.config.new_item_budget
+        candidates = [s for s in self.content.rank_new(history, taken, 5, context)
+                      if self._explored.get(s.item_id, 0) < budget]
+        if not candidates:
+            return
+        kept = items[: k - 1] if len(items) >= k else list(items)
+        # Through the same rules as the list it joins (repeats, diversity, filter).
+        chosen = apply_rules(chain(kept, candidates), len(kept) + 1, self.rules,
+                             catalogue=self.catalogue, served_counts=prof_counts,
+                             categories=categories)
+        if len(chosen) <= len(kept):
+            return
+        new = chosen[-1]
+        items[:] = [*kept, new]
+        self._explored[new.item_id] = self._explored.pop(new.item_id, 0) + 1
+        if len(self._explored) > self.config.max_items:
+            del self._explored[next(iter(self._explored))]
+
+    def rank_for(self, prof: UserProfile, k: int) -> list[ScoredItem]:
+        """Top-k for a profile with the default strategy and no exploration draw."""
+        return self._serve(prof, k, key="", user="").items
+
+    # -- state --------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The item-level models (co-occurrence, popularity, catalogue) as one pickle.
+        """The item-level models (all strategies, bandit, catalogue) as one pickle.
 
-        One pickle, so the references between them (the recommender's fallback and
-        catalogue) survive a round trip. Holds item ids and counts, never a user id.
-        For local checkpoint files only: never load a snapshot from an untrusted source.
+        One pickle, so the references between them (components sharing the catalogue)
+        survive a round trip. Holds item ids, counts and weights; user state only as
+        pseudonymous ids (the hybrid's last served lists). For local checkpoint files
+        only: never load a snapshot from an untrusted source.
         """
-        state = {"format": SNAPSHOT_FORMAT, "recommender": self.recommender,
-                 "popularity": self.popularity, "catalogue": self.catalogue,
-                 "updates": self.updates}
+        state = {"format": SNAPSHOT_FORMAT, "hybrid": self.hybrid, "catalogue": self.catalogue,
+                 "bandit": self.bandit, "explored": self._explored, "updates": self.updates}
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes) -> None:
         """Replace the item-level models with a ``snapshot``; ValueError if it is not one.
 
-        >>> e = Engine(EngineConfig(top_k=1))
+        >>> e = Engine(EngineConfig(top_k=1, exploration=0.0))
         >>> _ = e.process("click", "u", "a", 1, event_id="1", fingerprint="", profile=None,
         ...               dedupe=None)
-        >>> fresh = Engine(EngineConfig(top_k=1)); fresh.restore(e.snapshot())
-        >>> [s.item_id for s in fresh.recommend(None, 1)], fresh.updates
+        >>> fresh = Engine(EngineConfig(top_k=1, exploration=0.0)); fresh.restore(e.snapshot())
+        >>> fresh.recommend(None, 1).item_ids, fresh.updates
         (['a'], 1)
         """
         try:
@@ -171,16 +344,22 @@ class Engine:
             raise ValueError(f"not a model snapshot: {type(exc).__name__}") from None
         if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
             raise ValueError("not a model snapshot of this format")
-        rec, pop, cat = state["recommender"], state["popularity"], state["catalogue"]
-        if not (isinstance(rec, ItemCooccurrence) and isinstance(pop, Popularity)
-                and isinstance(cat, Catalogue)):
+        hybrid, cat, bandit = state["hybrid"], state["catalogue"], state["bandit"]
+        if not (isinstance(hybrid, Hybrid) and isinstance(cat, Catalogue)
+                and isinstance(bandit, EpsilonGreedy)
+                and set(hybrid.components) == set(self.hybrid.components)):
             raise ValueError("model snapshot holds unexpected types")
-        self.recommender, self.popularity, self.catalogue = rec, pop, cat
+        self.hybrid, self.catalogue, self.bandit = hybrid, cat, bandit
+        popularity = hybrid.components["popularity"]
+        assert isinstance(popularity, SegmentPopularity)
+        self.popularity = popularity
+        self._explored = dict(state.get("explored", {}))
         self.updates = int(state.get("updates", 0))
 
     @property
     def model_sizes(self) -> dict[str, int]:
-        return {"cooccurrence": len(self.recommender), "popularity": len(self.popularity)}
+        """Items each model knows (the metric ``persona_model_items``)."""
+        return {name: len(m) for name, m in self.hybrid.components.items()}  # type: ignore[arg-type]
 
 
 def reasons(items: Sequence[ScoredItem]) -> list[dict]:

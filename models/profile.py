@@ -34,6 +34,10 @@ class UserProfile:
     hold no duplicates; when full the oldest entry goes, and an item seen again moves to
     the end. ``last_recommended`` is the latest list served to the user and
     ``last_strategy`` the strategy that produced it (to credit a later hit to it).
+    ``model_state`` is the user's own state of the online models (matrix-factorization
+    factors: user-keyed state lives here, in the table, and goes with the profile when
+    it is erased); ``served_counts`` counts how often each recently served item was
+    recommended (for the re-recommendation cap; bounded, oldest dropped first).
 
     >>> p = apply_click(UserProfile(), "i1", 1_000, ["Comedy"], half_life_ms=3_600_000)
     >>> p.clicks, p.recent_items, p.interests
@@ -54,6 +58,8 @@ class UserProfile:
     last_seen_ms: int | None = None
     last_recommended: list[str] = field(default_factory=list)
     last_strategy: str = ""
+    model_state: dict[str, Any] = field(default_factory=dict)
+    served_counts: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -64,6 +70,8 @@ class UserProfile:
             seen=list(self.seen),
             purchased=list(self.purchased),
             last_recommended=list(self.last_recommended),
+            model_state=dict(self.model_state),
+            served_counts=dict(self.served_counts),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +101,10 @@ class UserProfile:
             d["lr"] = list(self.last_recommended)
         if self.last_strategy:
             d["ls"] = self.last_strategy
+        if self.model_state:
+            d["ms"] = dict(self.model_state)
+        if self.served_counts:
+            d["sc"] = dict(self.served_counts)
         return d
 
     @classmethod
@@ -115,6 +127,8 @@ class UserProfile:
             last_seen_ms=None if last is None else int(last),
             last_recommended=[str(x) for x in d.get("lr", ())],
             last_strategy=str(d.get("ls", "")),
+            model_state=dict(d.get("ms", {})),
+            served_counts=dict(d.get("sc", {})),
         )
 
 
@@ -164,6 +178,22 @@ def apply_purchase(
     q.spend += float(amount)
     _push(q.purchased, item_id, seen_max)
     return q
+
+
+def note_served(p: UserProfile, items: Sequence[str], strategy: str, keep: int = 100) -> None:
+    """Record in ``p`` (in place) that ``items`` were just recommended by ``strategy``.
+
+    ``served_counts`` keeps the ``keep`` most recently served items: an item served
+    again moves to the end.
+    """
+    p.last_recommended = list(items)
+    p.last_strategy = strategy
+    counts = p.served_counts
+    for item_id in items:
+        counts[item_id] = counts.pop(item_id, 0) + 1
+    if len(counts) > keep:
+        for item_id in list(counts)[: len(counts) - keep]:
+            del counts[item_id]
 
 
 def interests_at(p: UserProfile, now_ms: int, half_life_ms: float) -> dict[str, float]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from numbers import Real
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,28 @@ class ScoredItem:
     strategy: str
 
 
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a strategy may know about a request besides the user's recent items.
+
+    ``user_state`` is the user's own small model state, stored inside their profile (so
+    it lives in the user-keyed table and is erased with it): a strategy that keeps
+    per-user state (matrix-factorization factors) reads and writes it under its own key,
+    with JSON-able values. ``interests`` are the profile's recency-weighted category
+    scores, ``segment`` the user's segment if known, ``user`` the pseudonymous user id
+    (only to join what was served to what the user then chose; never a raw id). A
+    strategy ignores what it does not use; ``None`` context means an anonymous request.
+
+    >>> Context(interests={"Comedy": 2.0}).segment is None
+    True
+    """
+
+    user_state: dict[str, Any] | None = None
+    interests: Mapping[str, float] = field(default_factory=dict)
+    segment: str | None = None
+    user: str | None = None
+
+
 @runtime_checkable
 class Recommender(Protocol):
     """Learn from one interaction at a time; rank items for a user's recent history.
@@ -32,11 +54,17 @@ class Recommender(Protocol):
     True
     """
 
-    def learn_one(self, item_id: str, history: Sequence[str], weight: float = 1.0) -> None:
+    def learn_one(
+        self, item_id: str, history: Sequence[str], weight: float = 1.0,
+        context: Context | None = None,
+    ) -> None:
         """Learn that a user with ``history`` (most recent last, before now) chose ``item_id``."""
         ...
 
-    def rank(self, history: Sequence[str], exclude: Collection[str], k: int) -> list[ScoredItem]:
+    def rank(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> list[ScoredItem]:
         """Top ``k`` items for ``history``, best first, never in ``exclude`` or ``history``."""
         ...
 
@@ -52,8 +80,13 @@ def check_item_id(item_id: object) -> str:
     return item_id
 
 
+# Largest weight one event may carry: far above any real event's (1 for a click, 3 for a
+# purchase), far below what could overflow the float32 counts models keep.
+MAX_WEIGHT = 1e6
+
+
 def check_weight(weight: object) -> float:
-    """Return ``weight`` as a float if it is finite and > 0, else raise ValueError.
+    """Return ``weight`` as a float if it is in (0, MAX_WEIGHT], else raise ValueError.
 
     >>> check_weight(3)
     3.0
@@ -62,9 +95,25 @@ def check_weight(weight: object) -> float:
         raise ValueError(f"weight must be a number, got {weight!r}")
     w = float(weight)
     # NaN fails both comparisons; one NaN would poison every score it touches.
-    if not 0.0 < w < float("inf"):
-        raise ValueError(f"weight must be finite and > 0, got {weight!r}")
+    if not 0.0 < w <= MAX_WEIGHT:
+        raise ValueError(f"weight must be finite, > 0 and <= {MAX_WEIGHT:g}, got {weight!r}")
     return w
+
+
+def check_history(history: object) -> Sequence[str]:
+    """Return ``history`` if it is a sequence of non-empty item-id strings, else raise.
+
+    A single string is refused: it would be read as a history of one-letter items.
+
+    >>> check_history(["a", "b"])
+    ['a', 'b']
+    """
+    if isinstance(history, str) or not isinstance(history, Sequence):
+        raise ValueError("history must be a sequence of item ids, not one string")
+    for item_id in history:
+        if type(item_id) is not str or not item_id:
+            check_item_id(item_id)
+    return history
 
 
 def check_k(k: object) -> int:

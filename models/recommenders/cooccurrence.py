@@ -1,4 +1,4 @@
-"""Item-item cosine co-occurrence over each user's recent items, learned one event at a time."""
+"""Item-item co-occurrence over each user's recent items (cosine or Pearson), learned online."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from itertools import islice
 import numpy as np
 
 from models.catalogue import Catalogue
-from models.recommenders.base import ScoredItem, check_item_id, check_k, check_weight
+from models.recommenders.base import Context, ScoredItem, check_item_id, check_k, check_weight
 from models.recommenders.popularity import Popularity, as_lookup
 
 _INITIAL_CAPACITY = 1024
 # rank finds its candidates by scanning all items while there are fewer than this many
 # per neighbour slot it reads, else by sorting the slots (both give the same result).
 _SCAN_ALL_BELOW = 8
+# Decay scales new counts up instead of shrinking old ones; past this the stored counts
+# are divided back down (float32 holds 3.4e38, and one event adds at most 1e6 x this).
+_RENORMALIZE_ABOVE = 1e20
+SIMILARITIES = ("cosine", "pearson")
 
 
 class ItemCooccurrence:
@@ -23,7 +27,14 @@ class ItemCooccurrence:
 
     When a user interacts with item i, i co-occurs with each of their previous ``window``
     items j: ``co[i][j]`` and ``co[j][i]`` grow by the event's weight, and so does ``n[i]``.
-    ``similarity(i, j) = co[i][j] / sqrt(n[i] * n[j])``. ``rank`` scores each candidate c by
+    ``similarity(i, j) = co[i][j] / sqrt(n[i] * n[j])`` (cosine), or with
+    ``similarity="pearson"`` the correlation of the two items' occurrence indicators,
+    ``(N co[i][j] - n[i] n[j]) / sqrt(n[i] (N - n[i]) n[j] (N - n[j]))`` with N the total
+    weight learned, which also discounts pairs explained by two items' popularity alone.
+    Counts decay: a count learned ``half_life`` events ago weighs half as much as one
+    learned now (``None``: plain counts), so the model follows drifting tastes and new
+    releases; similarities are ratios of counts, so the decay costs nothing per step.
+    ``rank`` scores each candidate c by
     ``sum_h recency(h) * similarity(h, c)`` over the last ``window`` history items h, where
     ``recency`` is ``recency_decay ** age`` (age 0 is the latest item); the reason names the
     history item contributing most. Fewer than ``k`` candidates are topped up from
@@ -42,7 +53,7 @@ class ItemCooccurrence:
     With a ``catalogue``, reasons use titles and items it marks unavailable or deleted are
     never returned. Learning and ranking are deterministic; the model pickles.
 
-    >>> m = ItemCooccurrence(window=2, fallback=Popularity(half_life=None))
+    >>> m = ItemCooccurrence(window=2, fallback=Popularity(half_life=None), half_life=None)
     >>> for user_items in (["a", "b", "c"], ["a", "b"], ["b", "d"]):
     ...     for pos, item in enumerate(user_items):
     ...         m.learn_one(item, user_items[:pos])
@@ -62,6 +73,8 @@ class ItemCooccurrence:
         fallback: Popularity | None = None,
         catalogue: Catalogue | None = None,
         recency_decay: float = 0.8,
+        half_life: float | None = 20_000.0,
+        similarity: str = "cosine",
     ) -> None:
         for name, value in (
             ("window", window), ("max_items", max_items), ("max_neighbours", max_neighbours)
@@ -70,6 +83,17 @@ class ItemCooccurrence:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not (isinstance(recency_decay, (int, float)) and 0 < recency_decay <= 1):
             raise ValueError(f"recency_decay must be in (0, 1], got {recency_decay!r}")
+        if half_life is not None and not (
+            isinstance(half_life, (int, float)) and 0 < half_life < math.inf
+        ):
+            raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        self.half_life = half_life
+        self.similarity_kind = similarity
+        self._growth = 1.0 if half_life is None else 2.0 ** (1.0 / half_life)
+        self._unit = 1.0  # what one unit of weight adds to a count at this step
+        self._total = 0.0  # N: all weight learned (decayed like the counts)
         self.window = window
         self.max_items = max_items
         self.max_neighbours = max_neighbours
@@ -93,15 +117,24 @@ class ItemCooccurrence:
 
     # -- learning ---------------------------------------------------------------------------
 
-    def learn_one(self, item_id: str, history: Sequence[str], weight: float = 1.0) -> None:
+    def learn_one(
+        self, item_id: str, history: Sequence[str], weight: float = 1.0,
+        context: Context | None = None,
+    ) -> None:
         """Learn that a user whose recent items were ``history`` (before now) chose ``item_id``.
 
-        History items the model does not know (never learned, or forgotten) are skipped.
+        History items the model does not know (never learned, or forgotten) are skipped;
+        ``context`` is not used (item-item state only).
         """
         check_item_id(item_id)
-        w = check_weight(weight)
+        raw_weight = check_weight(weight)
         recent = self._recent(history)
         self._step += 1
+        self._unit *= self._growth
+        if self._unit > _RENORMALIZE_ABOVE:
+            self._renormalize()
+        w = raw_weight * self._unit
+        self._total += w
         i = self._index.get(item_id)
         if i is None:
             i = self._add(item_id)
@@ -115,7 +148,16 @@ class ItemCooccurrence:
             self._add_to_row(i, cols, w)
             self._add_to_rows(cols, i, w)
         if self.fallback is not None:
-            self.fallback.learn_one(item_id, history, w)
+            self.fallback.learn_one(item_id, history, raw_weight)
+
+    def _renormalize(self) -> None:
+        unit = self._unit
+        self._n /= unit
+        self._co /= np.float32(unit)
+        used = self._n > 0
+        self._inv_sqrt_n[used] = 1.0 / np.sqrt(self._n[used])
+        self._total /= unit
+        self._unit = 1.0
 
     def _add_to_row(self, i: int, cols: np.ndarray, w: float) -> None:
         nb, co = self._nb[i], self._co[i]  # views: writes land in the model
@@ -206,9 +248,12 @@ class ItemCooccurrence:
 
     # -- serving ----------------------------------------------------------------------------
 
-    def rank(self, history: Sequence[str], exclude: Collection[str], k: int) -> list[ScoredItem]:
+    def rank(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> list[ScoredItem]:
         """The ``k`` best items for ``history`` (most recent last), never one of ``history``,
-        ``exclude`` or the catalogue's unavailable items; best first."""
+        ``exclude`` or the catalogue's unavailable items; best first (``context`` unused)."""
         check_k(k)
         recent = self._recent(history)
         if k == 0:
@@ -234,8 +279,12 @@ class ItemCooccurrence:
     ) -> list[ScoredItem]:
         rows = np.array(hs, dtype=np.intp)
         nb = self._nb[rows].ravel()
-        weights = self._recency[ages] * self._inv_sqrt_n[rows]
-        contrib = (self._co[rows] * weights[:, None]).ravel()
+        if self.similarity_kind == "pearson":
+            contrib, inv_c = self._pearson_terms(rows, ages, nb)
+        else:
+            weights = self._recency[ages] * self._inv_sqrt_n[rows]
+            contrib = (self._co[rows] * weights[:, None]).ravel()
+            inv_c = self._inv_sqrt_n
         sums = np.bincount(nb, weights=contrib, minlength=len(self._ids))
         index = self._index
         blocked = [b for b in map(index.get, history) if b is not None]
@@ -250,7 +299,7 @@ class ItemCooccurrence:
             candidates = touched[sums[touched] > 0.0]
         else:
             candidates = np.flatnonzero(sums > 0.0)
-        scores = sums[candidates] * self._inv_sqrt_n[candidates]
+        scores = sums[candidates] * inv_c[candidates]
         catalogue = self.catalogue
         # Without unavailable items to skip, the top k are enough; otherwise take a margin
         # and only sort everything when the margin runs out.
@@ -271,6 +320,26 @@ class ItemCooccurrence:
         if not picked:
             return []
         return self._explain(best[picked], best_scores[picked], rows, nb, contrib)
+
+    def _pearson_terms(
+        self, rows: np.ndarray, ages: list[int], nb: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-slot terms ``recency(h) * (N co[h][c] - n[h] n[c]) / sqrt(n[h] (N - n[h]))``
+        and the per-item factor ``1 / sqrt(n[c] (N - n[c]))`` that completes them.
+
+        Only stored neighbours get a term: an item never seen with h has co = 0, so its
+        correlation with h is negative and could not lift it into the top k anyway.
+        """
+        total = self._total
+        n = self._n
+        # An item holding all the weight has no variance; its correlations are undefined.
+        spread = np.maximum(n * (total - n), 1e-12 * max(total, 1.0) ** 2)
+        inv = np.where(n > 0, 1.0 / np.sqrt(spread), 0.0)
+        co = self._co[rows].astype(np.float64)
+        centred = total * co - n[rows][:, None] * n[self._nb[rows]]
+        centred[co <= 0] = 0.0  # empty slots
+        weights = self._recency[ages] * inv[rows]
+        return (centred * weights[:, None]).ravel(), inv
 
     @staticmethod
     def _best(
@@ -330,23 +399,31 @@ class ItemCooccurrence:
     # -- inspection -------------------------------------------------------------------------
 
     def similarity(self, a: str, b: str) -> float:
-        """Cosine similarity of two items as learned so far (0.0 if either is unknown)."""
+        """Similarity of two items as learned so far (0.0 if either is unknown or they were
+        never seen together)."""
         i, j = self._index.get(a), self._index.get(b)
         if i is None or j is None or i == j:
             return 0.0
         slot = np.flatnonzero(self._nb[i] == j)
         if not slot.size:
             return 0.0
-        return float(self._co[i, slot[0]]) * float(self._inv_sqrt_n[i] * self._inv_sqrt_n[j])
+        co = float(self._co[i, slot[0]])
+        if self.similarity_kind == "pearson":
+            total, ni, nj = self._total, float(self._n[i]), float(self._n[j])
+            spread = ni * (total - ni) * nj * (total - nj)
+            return (total * co - ni * nj) / math.sqrt(spread) if spread > 0 else 0.0
+        return co * float(self._inv_sqrt_n[i] * self._inv_sqrt_n[j])
 
     def neighbours(self, item_id: str) -> dict[str, float]:
-        """Co-occurrence counts of ``item_id`` with each neighbour it keeps."""
+        """Co-occurrence counts of ``item_id`` with each neighbour it keeps (decayed counts
+        are given as of the last step)."""
         i = self._index.get(item_id)
         if i is None:
             return {}
         slots = np.flatnonzero(self._co[i] > 0)
+        unit = self._unit
         return {
-            self._ids[j]: float(c)
+            self._ids[j]: float(c) / unit
             for j, c in zip(
                 self._nb[i, slots].tolist(), self._co[i, slots].tolist(), strict=True
             )

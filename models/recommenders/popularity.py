@@ -6,9 +6,17 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from itertools import islice
 
 from models.catalogue import Catalogue
-from models.recommenders.base import ScoredItem, check_item_id, check_k, check_weight
+from models.recommenders.base import (
+    Context,
+    ScoredItem,
+    check_history,
+    check_item_id,
+    check_k,
+    check_weight,
+)
 
 # Stored counts are scaled up instead of decaying every item each step; they are divided
 # back down before the scale can overflow a float.
@@ -52,6 +60,7 @@ class Popularity:
         max_items: int = 100_000,
         top_size: int = 1024,
         catalogue: Catalogue | None = None,
+        reason: str | None = None,
     ) -> None:
         if half_life is not None and not (
             isinstance(half_life, (int, float)) and 0 < half_life < math.inf
@@ -64,6 +73,7 @@ class Popularity:
         self.max_items = max_items
         self.top_size = top_size
         self.catalogue = catalogue
+        self._reason = reason
         self._growth = 1.0 if half_life is None else 2.0 ** (1.0 / half_life)
         self._unit = 1.0  # what one unit of weight adds to a stored count at this step
         self._counts: dict[str, float] = {}
@@ -76,11 +86,19 @@ class Popularity:
     @property
     def reason(self) -> str:
         """The explanation attached to every item this strategy ranks."""
+        if self._reason is not None:
+            return self._reason
+        if self.strategy == "trending":
+            return "trending now"
         return "popular" if self.half_life is None else "popular right now"
 
-    def learn_one(self, item_id: str, history: Sequence[str] = (), weight: float = 1.0) -> None:
-        """Count one interaction with ``item_id`` (``history`` is not used)."""
+    def learn_one(
+        self, item_id: str, history: Sequence[str] = (), weight: float = 1.0,
+        context: Context | None = None,
+    ) -> None:
+        """Count one interaction with ``item_id`` (``history`` and ``context`` are not used)."""
         check_item_id(item_id)
+        check_history(history)
         w = check_weight(weight)
         self._unit *= self._growth
         if self._unit > _RENORMALIZE_ABOVE:
@@ -96,25 +114,44 @@ class Popularity:
         """The decayed count of ``item_id`` as of the last step (0.0 if unknown)."""
         return self._counts.get(item_id, 0.0) / self._unit
 
-    def rank(self, history: Sequence[str], exclude: Collection[str], k: int) -> list[ScoredItem]:
-        """The ``k`` most popular items not in ``history`` or ``exclude`` (nor unavailable)."""
+    def rank(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> list[ScoredItem]:
+        """The ``k`` most popular items not in ``history`` or ``exclude`` (nor unavailable);
+        ``context`` is not used."""
         check_k(k)
+        check_history(history)
         out: list[ScoredItem] = []
         if k == 0:
             return out
         excluded = as_lookup(exclude)
         seen = set(history)
-        catalogue = self.catalogue
-        reason = self.reason
-        for item_id, score in self.iter_ranked():
-            if item_id in excluded or item_id in seen:
+        unavailable = self.catalogue.unavailable() if self.catalogue is not None else ()
+        reason, strategy, unit = self.reason, self.strategy, self._unit
+        # The top list first (the common case), walked directly: this runs per request.
+        for item_id, key in zip(self._top, self._top_keys, strict=True):
+            if item_id in excluded or item_id in seen or item_id in unavailable:
                 continue
-            if catalogue is not None and catalogue.is_unavailable(item_id):
-                continue
-            out.append(ScoredItem(item_id, score, reason, "popularity"))
+            out.append(ScoredItem(item_id, -key / unit, reason, strategy))
             if len(out) == k:
-                break
+                return out
+        if len(self._counts) > len(self._top):
+            for item_id, score in islice(self.iter_ranked(), len(self._top), None):
+                if item_id in excluded or item_id in seen or item_id in unavailable:
+                    continue
+                out.append(ScoredItem(item_id, score, reason, strategy))
+                if len(out) == k:
+                    break
         return out
+
+    @property
+    def strategy(self) -> str:
+        """The strategy name on ranked items: "trending" for a short memory."""
+        return "popularity" if self.half_life is None or self.half_life > 5_000 else "trending"
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._counts
 
     def iter_ranked(self) -> Iterator[tuple[str, float]]:
         """Every tracked item with its decayed count, best first (do not learn meanwhile).
@@ -172,3 +209,84 @@ class Popularity:
             self._top = [i for i, _ in best]
             self._top_keys = [-c for _, c in best]
             self._in_top = set(self._top)
+
+
+class SegmentPopularity:
+    """Time-decayed popularity within each user segment, and overall.
+
+    ``rank`` answers from the popularity of the context's segment (reason "popular in
+    <segment>") and tops up from the overall ranking when the segment knows too few
+    items, or when the request has no segment. At most ``max_segments`` segments are
+    tracked (segments are a small configured set; past the cap the least recently learned
+    segment is dropped), each holding up to ``max_items_per_segment`` items.
+
+    >>> sp = SegmentPopularity(half_life=None)
+    >>> for item, seg in [("a", "fans"), ("b", "fans"), ("b", "fans"), ("c", None)]:
+    ...     sp.learn_one(item, [], context=Context(segment=seg))
+    >>> [(s.item_id, s.reason) for s in sp.rank([], (), 3, Context(segment="fans"))]
+    [('b', 'popular in fans'), ('a', 'popular in fans'), ('c', 'popular')]
+    """
+
+    def __init__(
+        self,
+        half_life: float | None = 20_000.0,
+        max_items: int = 100_000,
+        max_segments: int = 64,
+        max_items_per_segment: int = 10_000,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        if isinstance(max_segments, bool) or not isinstance(max_segments, int) or max_segments < 1:
+            raise ValueError(f"max_segments must be an int >= 1, got {max_segments!r}")
+        self.half_life = half_life
+        self.max_segments = max_segments
+        self.max_items_per_segment = max_items_per_segment
+        self.catalogue = catalogue
+        self.overall = Popularity(half_life=half_life, max_items=max_items, catalogue=catalogue)
+        self._segments: dict[str, Popularity] = {}
+
+    def learn_one(
+        self, item_id: str, history: Sequence[str] = (), weight: float = 1.0,
+        context: Context | None = None,
+    ) -> None:
+        """Count the interaction overall and in the context's segment (if any)."""
+        self.overall.learn_one(item_id, history, weight)
+        segment = context.segment if context is not None else None
+        if not segment:
+            return
+        pop = self._segments.pop(segment, None)  # re-inserted last: dict order is recency
+        if pop is None:
+            pop = Popularity(
+                half_life=self.half_life, max_items=self.max_items_per_segment,
+                catalogue=self.catalogue, reason=f"popular in {segment}",
+            )
+            if len(self._segments) >= self.max_segments:
+                del self._segments[next(iter(self._segments))]
+        self._segments[segment] = pop
+        pop.learn_one(item_id, history, weight)
+
+    def rank(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> list[ScoredItem]:
+        """Top ``k`` in the segment, topped up from overall popularity."""
+        check_k(k)
+        segment = context.segment if context is not None else None
+        pop = self._segments.get(segment) if segment else None
+        if pop is None:
+            return self.overall.rank(history, exclude, k)
+        out = pop.rank(history, exclude, k)
+        if len(out) < k:
+            taken = set(as_lookup(exclude))
+            taken.update(s.item_id for s in out)
+            out += self.overall.rank(history, taken, k - len(out))
+        return out
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.overall
+
+    def segments(self) -> list[str]:
+        """The segments tracked, least recently learned first."""
+        return list(self._segments)
+
+    def __len__(self) -> int:
+        return len(self.overall)

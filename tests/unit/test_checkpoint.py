@@ -27,12 +27,13 @@ def test_save_restore_round_trip(tmp_path: Path) -> None:
     fresh = Engine(EngineConfig(top_k=3))
     assert cp.restore_latest(fresh) == 1
     assert fresh.updates == e.updates == 8
-    ranked = [s.item_id for s in e.recommend(None, 3)]
-    assert [s.item_id for s in fresh.recommend(None, 3)] == ranked
+    ranked = e.recommend(None, 3).item_ids
+    assert fresh.recommend(None, 3).item_ids == ranked and ranked
     assert fresh.catalogue.title("a") == "Alien"
-    # the restored recommender still shares its catalogue and fallback with the engine
-    assert fresh.recommender.catalogue is fresh.catalogue
-    assert fresh.recommender.fallback is fresh.popularity
+    # the restored models still share the engine's catalogue and popularity
+    for name in ("cooccurrence", "mf", "content", "trending"):
+        assert fresh.strategy(name).catalogue is fresh.catalogue  # type: ignore[attr-defined]
+    assert fresh.strategy("popularity") is fresh.popularity
 
 
 def test_keeps_only_the_newest_versions(tmp_path: Path) -> None:

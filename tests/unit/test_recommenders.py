@@ -37,6 +37,7 @@ SESSIONS = [["a", "b", "c"], ["a", "b"], ["b", "d"], ["c", "d", "e"]]
 def cooc(**kw: object) -> ItemCooccurrence:
     kw.setdefault("fallback", Popularity(half_life=None))
     kw.setdefault("recency_decay", 1.0)
+    kw.setdefault("half_life", None)
     return learn(ItemCooccurrence(**kw), sessions_to_events(SESSIONS))  # type: ignore[arg-type, return-value]
 
 
@@ -75,8 +76,8 @@ def test_recency_decay_weights_recent_history_more() -> None:
 
 
 def test_weight_counts_as_repeated_events() -> None:
-    heavy = learn(ItemCooccurrence(), [("a", [], 1.0), ("b", ["a"], 3.0)])
-    repeated = learn(ItemCooccurrence(), [("a", [], 1.0)] + [("b", ["a"], 1.0)] * 3)
+    heavy = learn(ItemCooccurrence(half_life=None), [("a", [], 1.0), ("b", ["a"], 3.0)])
+    repeated = learn(ItemCooccurrence(half_life=None), [("a", [], 1.0)] + [("b", ["a"], 1.0)] * 3)
     assert heavy.similarity("a", "b") == pytest.approx(repeated.similarity("a", "b"))
 
 
@@ -155,7 +156,7 @@ def test_unavailable_items_beyond_the_margin_are_skipped() -> None:
 
 
 def test_max_neighbours_keeps_the_strongest() -> None:
-    m = ItemCooccurrence(max_neighbours=3)
+    m = ItemCooccurrence(max_neighbours=3, half_life=None)
     events: list[Event] = [("hub", [], 1.0)]
     events += [("s1", ["hub"], 1.0)] * 3 + [("s2", ["hub"], 1.0)] * 2
     events += [(f"w{n}", ["hub"], 1.0) for n in range(10)]
@@ -172,7 +173,7 @@ def test_max_neighbours_keeps_the_strongest() -> None:
 
 
 def test_max_items_forgets_least_recently_learned() -> None:
-    m = ItemCooccurrence(max_items=10, fallback=Popularity(max_items=10))
+    m = ItemCooccurrence(max_items=10, fallback=Popularity(max_items=10), half_life=None)
     for n in range(10):
         m.learn_one(f"i{n}", [f"i{n - 1}"] if n else [])
     m.learn_one("i0", ["i9"])  # refresh i0
@@ -189,7 +190,7 @@ def test_max_items_forgets_least_recently_learned() -> None:
 
 
 def test_grows_past_initial_capacity() -> None:
-    m = ItemCooccurrence(fallback=None)
+    m = ItemCooccurrence(fallback=None, half_life=None)
     for n in range(3000):
         m.learn_one(f"i{n}", [f"i{n - 1}"] if n else [])
     assert len(m) == 3000
@@ -227,7 +228,7 @@ def test_bad_hyperparameters_rejected(kwargs: dict[str, object]) -> None:
 
 
 def test_duplicate_history_and_self_pairs_ignored() -> None:
-    m = learn(ItemCooccurrence(), [("a", [], 1.0), ("b", ["a", "a", "b"], 1.0)])
+    m = learn(ItemCooccurrence(half_life=None), [("a", [], 1.0), ("b", ["a", "a", "b"], 1.0)])
     assert m.neighbours("b") == {"a": 1.0} and m.neighbours("a") == {"b": 1.0}
 
 
@@ -266,7 +267,8 @@ event_lists = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(event_lists, st.lists(item_ids, max_size=6), st.sampled_from([1.0, 0.8]))
 def test_matches_reference(events: list[Event], history: list[str], decay: float) -> None:
-    m = learn(ItemCooccurrence(window=4, recency_decay=decay, fallback=None), events)
+    m = learn(ItemCooccurrence(window=4, recency_decay=decay, fallback=None, half_life=None),
+              events)
     got = m.rank(history, exclude=(), k=100)
     assert {s.item_id: s.score for s in got} == pytest.approx(
         reference_scores(events, history, 4, decay)
@@ -301,7 +303,7 @@ def test_popularity_half_life_halves_counts() -> None:
     pop.learn_one("b")
     assert pop.score("a") == pytest.approx(0.5)
     assert pop.score("b") == pytest.approx(2**-0.5 + 1.0)
-    assert pop.rank([], exclude=(), k=1)[0].reason == "popular right now"
+    assert pop.rank([], exclude=(), k=1)[0].reason == "trending now"  # a short memory
 
 
 def test_popularity_renormalizes_without_losing_order() -> None:
@@ -457,7 +459,7 @@ def test_both_candidate_searches_agree(monkeypatch: pytest.MonkeyPatch,
 
     events = [(f"i{(n * 37) % 101}", [f"i{(n * 37 - d) % 101}" for d in range(1, 6)], 1.0)
               for n in range(400)]
-    expected = learn(ItemCooccurrence(window=5, max_neighbours=8), events)
+    expected = learn(ItemCooccurrence(window=5, max_neighbours=8, half_life=None), events)
     queries = [(["i3", "i40"], {"i7"}), (["i99"], set()), ([f"i{n}" for n in range(20)], set())]
     before = [expected.rank(h, ex, 10) for h, ex in queries]
     monkeypatch.setattr(cooccurrence, "_SCAN_ALL_BELOW", scan_all_below)

@@ -1,0 +1,128 @@
+"""Choosing which strategy serves a request: an epsilon-greedy bandit with exact propensities.
+
+Every choice is recorded with the probability it had, so later off-policy evaluation
+(inverse propensity scoring) can estimate what another policy would have earned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+from models.recommenders.base import check_item_id
+
+
+def uniform_from_key(key: str, salt: str = "") -> float:
+    """A number in [0, 1) fixed by ``key``: the same request always draws the same value,
+    so a redelivered event gets the same choice (at-least-once stays deterministic).
+
+    >>> uniform_from_key("e1") == uniform_from_key("e1") != uniform_from_key("e2")
+    True
+    """
+    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class EpsilonGreedy:
+    """Serve the arm with the best estimated reward, and explore the others.
+
+    With ``n`` arms, the greedy arm is chosen with probability ``1 - epsilon + epsilon/n``
+    and each other arm with ``epsilon/n``: ``choose`` returns that exact propensity.
+    Estimates are decayed means (``half_life`` in updates, None for plain means), each
+    starting from ``prior`` pseudo-observations of ``prior_mean`` so that one lucky early
+    reward cannot take over; ties go to the earliest arm in ``arms``, so the first arm is
+    the default until the data says otherwise.
+
+    >>> b = EpsilonGreedy(["hybrid", "popularity"], epsilon=0.1)
+    >>> arm, p = b.choose("r1"); arm, round(p, 6)
+    ('hybrid', 0.95)
+    >>> for _ in range(50):
+    ...     b.update("hybrid", 0.0); b.update("popularity", 1.0)
+    >>> b.greedy(), round(b.propensity("hybrid"), 6)
+    ('popularity', 0.05)
+    """
+
+    def __init__(
+        self,
+        arms: Sequence[str],
+        epsilon: float = 0.05,
+        half_life: float | None = 10_000.0,
+        prior: float = 10.0,
+        prior_mean: float = 0.0,
+        salt: str = "",
+    ) -> None:
+        arms = list(arms)
+        if not arms or len(set(arms)) != len(arms):
+            raise ValueError(f"arms must be distinct and non-empty, got {arms!r}")
+        for arm in arms:
+            check_item_id(arm)
+        if not (isinstance(epsilon, (int, float)) and 0.0 <= epsilon <= 1.0):
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        if half_life is not None and not (
+            isinstance(half_life, (int, float)) and 0 < half_life < math.inf
+        ):
+            raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
+        if not (isinstance(prior, (int, float)) and 0 <= prior < math.inf):
+            raise ValueError(f"prior must be a finite number >= 0, got {prior!r}")
+        if not (isinstance(prior_mean, (int, float)) and math.isfinite(prior_mean)):
+            raise ValueError(f"prior_mean must be finite, got {prior_mean!r}")
+        self.arms = tuple(arms)
+        self.epsilon = float(epsilon)
+        self.half_life = half_life
+        self.prior = float(prior)
+        self.prior_mean = float(prior_mean)
+        self.salt = salt
+        self._keep = 1.0 if half_life is None else 0.5 ** (1.0 / half_life)
+        self._sum = {arm: 0.0 for arm in arms}
+        self._count = {arm: 0.0 for arm in arms}
+
+    def estimate(self, arm: str) -> float:
+        """The arm's decayed mean reward, shrunk toward the prior."""
+        prior = self.prior
+        return (self._sum[arm] + prior * self.prior_mean) / (self._count[arm] + prior or 1.0)
+
+    def greedy(self) -> str:
+        """The arm with the best estimate (ties: the earliest in ``arms``)."""
+        return max(self.arms, key=self.estimate)  # max keeps the first of equal keys
+
+    def propensity(self, arm: str) -> float:
+        """Probability that ``choose`` picks ``arm`` in the current state."""
+        if arm not in self._sum:
+            raise ValueError(f"unknown arm {arm!r}")
+        share = self.epsilon / len(self.arms)
+        return 1.0 - self.epsilon + share if arm == self.greedy() else share
+
+    def choose(self, key: str) -> tuple[str, float]:
+        """The arm for the request ``key`` and the probability it had of being chosen."""
+        greedy = self.greedy()
+        u = uniform_from_key(key, self.salt)
+        if u >= self.epsilon:
+            arm = greedy
+        else:  # u is uniform on [0, epsilon): split it evenly over all arms
+            arm = self.arms[min(int(u / self.epsilon * len(self.arms)), len(self.arms) - 1)]
+        return arm, self.propensity(arm)
+
+    def update(self, arm: str, reward: float) -> None:
+        """Record ``reward`` (finite, typically 1 for a hit and 0 for a miss) for ``arm``."""
+        if arm not in self._sum:
+            raise ValueError(f"unknown arm {arm!r}")
+        if isinstance(reward, bool):
+            reward = float(reward)
+        if not (isinstance(reward, (int, float)) and math.isfinite(reward)):
+            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        keep = self._keep
+        if keep != 1.0:
+            for a in self.arms:  # a handful of arms: decaying all of them is cheap
+                self._sum[a] *= keep
+                self._count[a] *= keep
+        self._sum[arm] += float(reward)
+        self._count[arm] += 1.0
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per arm: decayed observations, estimate and current propensity."""
+        return {
+            arm: {"observations": self._count[arm], "estimate": self.estimate(arm),
+                  "propensity": self.propensity(arm)}
+            for arm in self.arms
+        }

@@ -1,0 +1,223 @@
+"""The default strategy: a blend of strategies, with weights learned from what users chose."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence, Sized
+
+import numpy as np
+
+from models.recommenders.base import (
+    Context,
+    Recommender,
+    ScoredItem,
+    check_history,
+    check_item_id,
+    check_k,
+    check_weight,
+)
+
+# History lengths that start the "sparse" and "regular" contexts: a user with no history
+# is served very differently (popularity, content) from one with a long one (CF).
+CONTEXT_BOUNDS = (1, 5)
+CONTEXTS = ("new", "sparse", "regular")
+# A component's items get scores in [_FLOOR, 1] (min-max over its list): present in a
+# list always counts for more than absent (0).
+_FLOOR = 0.1
+
+
+class Hybrid:
+    """Blend the top candidates of several strategies; learn the blend online.
+
+    ``rank`` asks every component for its top ``candidates`` items, rescales each
+    component's scores to [0.1, 1] over its own list (0 when it did not list the item,
+    so scales of different strategies never need to agree), and scores each candidate
+    by ``sum_s w[c, s] * f_s``, where ``c`` is the request's context: "new" (no history),
+    "sparse" (fewer than 5 items) or "regular". Each item's reason and strategy are those
+    of the component with the largest term in its score: the explanation is what
+    actually put it there.
+
+    The weights are learned from what was served (the candidates and their features are
+    kept per ``context.user``, at most ``max_pending`` users): when that user's next
+    event picks one of the candidates, each candidate ranked above it is a pairwise
+    mistake, and the weights take a logistic-loss gradient step of size
+    ``learning_rate`` toward ranking the chosen item first. Weights stay non-negative
+    and sum to 1 per context (the ranking only depends on their ratios), starting equal:
+    no strategy is preferred until users say so. ``learn_one`` also teaches every
+    component, so do not teach them elsewhere.
+
+    >>> from models.recommenders.popularity import Popularity
+    >>> h = Hybrid({"popularity": Popularity(half_life=None),
+    ...             "trending": Popularity(half_life=2.0)})
+    >>> for item in ["a", "a", "a", "b", "b"]:
+    ...     h.learn_one(item, [])
+    >>> sorted((s.item_id, s.strategy, s.reason) for s in h.rank([], (), 2))
+    [('a', 'popularity', 'popular'), ('b', 'trending', 'trending now')]
+    >>> h.weights()["new"]
+    {'popularity': 0.5, 'trending': 0.5}
+    """
+
+    def __init__(
+        self,
+        components: Mapping[str, Recommender],
+        candidates: int = 50,
+        learning_rate: float = 0.05,
+        max_pending: int = 10_000,
+        contexts: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        if not components:
+            raise ValueError("a hybrid needs at least one component")
+        for name in components:
+            check_item_id(name)
+        for label, value in (("candidates", candidates), ("max_pending", max_pending)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
+        if not (isinstance(learning_rate, (int, float)) and 0 <= learning_rate < math.inf):
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
+        self.components = dict(components)
+        self.candidates = candidates
+        self.learning_rate = float(learning_rate)
+        self.max_pending = max_pending
+        self._names = list(self.components)
+        n = len(self._names)
+        # Which components take part in each context (default: all of them everywhere).
+        self._active = np.ones((len(CONTEXTS), n), dtype=bool)
+        for name, allowed in (contexts or {}).items():
+            if name not in self.components:
+                raise ValueError(f"contexts names an unknown component {name!r}")
+            unknown = set(allowed) - set(CONTEXTS)
+            if unknown:
+                raise ValueError(f"unknown contexts {sorted(unknown)}; known: {CONTEXTS}")
+            self._active[:, self._names.index(name)] = [c in allowed for c in CONTEXTS]
+        self._weights = self._active / np.maximum(self._active.sum(axis=1, keepdims=True), 1)
+        # user -> (candidate ids, feature rows, context index) of the latest list served.
+        self._pending: OrderedDict[str, tuple[list[str], np.ndarray, int, int]] = OrderedDict()
+        self.updates = 0  # blend-weight updates so far
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def rank(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> list[ScoredItem]:
+        """The ``k`` best blended candidates (none in ``history`` or ``exclude``)."""
+        check_k(k)
+        if k == 0:
+            return []
+        want = max(k, self.candidates)
+        index: dict[str, int] = {}
+        listings: list[tuple[int, dict[int, ScoredItem], np.ndarray]] = []
+        c = self._context_index(history)
+        active = self._active[c]
+        for s, name in enumerate(self._names):
+            if not active[s]:
+                continue
+            listed = self.components[name].rank(history, exclude, want, context)
+            if not listed:
+                continue
+            # setdefault evaluates len(index) first: a new item gets the next row.
+            rows = [index.setdefault(item.item_id, len(index)) for item in listed]
+            scores = np.fromiter((item.score for item in listed), np.float64, len(listed))
+            listings.append((s, dict(zip(rows, listed, strict=True)), self._rescale(scores)))
+        if not index:
+            return []
+        features = np.zeros((len(index), len(self._names)))
+        for s, by_row, values in listings:
+            features[list(by_row), s] = values
+        terms = features * self._weights[c]
+        blended = terms.sum(axis=1)
+        order = np.lexsort((np.arange(len(index)), -blended))[:k]
+        ids = list(index)
+        sources = {s: by_row for s, by_row, _ in listings}
+        out = []
+        for r, best in zip(order.tolist(), terms[order].argmax(axis=1).tolist(), strict=True):
+            source = sources.get(best, {}).get(r)
+            if source is None:  # zero weight on all its components: any listing explains it
+                source = next(by_row[r] for _, by_row, _ in listings if r in by_row)
+            out.append(ScoredItem(ids[r], float(blended[r]), source.reason, source.strategy))
+        if context is not None and context.user:
+            self._remember(context.user, ids, features, c, len(out))
+        return out
+
+    @staticmethod
+    def _rescale(scores: np.ndarray) -> np.ndarray:
+        lo, hi = float(scores.min()), float(scores.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # a broken component: ignore it
+            scores = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+            lo, hi = float(scores.min()), float(scores.max())
+        if hi <= lo:
+            return np.ones_like(scores)
+        return _FLOOR + (1.0 - _FLOOR) * (scores - lo) / (hi - lo)
+
+    @staticmethod
+    def _context_index(history: Sequence[str]) -> int:
+        n = len(history)
+        return sum(n >= bound for bound in CONTEXT_BOUNDS)
+
+    def _remember(
+        self, user: str, ids: list[str], features: np.ndarray, c: int, k: int
+    ) -> None:
+        pending = self._pending
+        pending[user] = (ids, features, c, k)
+        pending.move_to_end(user)
+        while len(pending) > self.max_pending:
+            pending.popitem(last=False)
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def learn_one(
+        self, item_id: str, history: Sequence[str], weight: float = 1.0,
+        context: Context | None = None,
+    ) -> None:
+        """Teach every component, then the blend (if this user was served a list)."""
+        check_item_id(item_id)
+        check_weight(weight)
+        check_history(history)  # all of it, before any component learns anything
+        for component in self.components.values():
+            component.learn_one(item_id, history, weight, context)
+        if context is None or not context.user or not self.learning_rate:
+            return
+        served = self._pending.pop(context.user, None)
+        if served is not None:
+            self._learn_blend(item_id, *served)
+
+    def _learn_blend(
+        self, item_id: str, ids: list[str], features: np.ndarray, c: int, k: int
+    ) -> None:
+        try:
+            chosen = ids.index(item_id)
+        except ValueError:
+            return  # not among the candidates: says nothing about how to blend them
+        w = self._weights[c]
+        scores = features @ w
+        above = np.flatnonzero(scores >= scores[chosen])
+        above = above[above != chosen]
+        if not above.size:
+            return
+        diffs = features[chosen] - features[above]  # one row per pairwise mistake
+        margins = diffs @ w
+        grad = (diffs / (1.0 + np.exp(margins))[:, None]).mean(axis=0)
+        w = np.maximum(w + self.learning_rate * grad, 0.0) * self._active[c]
+        total = w.sum()
+        if total > 0 and np.isfinite(total):
+            self._weights[c] = w / total
+            self.updates += 1
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        """The blend weights per context: ``{context: {component: weight}}``."""
+        return {
+            ctx: {name: float(w) for name, w in zip(self._names, row, strict=True)}
+            for ctx, row in zip(CONTEXTS, self._weights, strict=True)
+        }
+
+    def forget_user(self, user: str) -> None:
+        """Drop what was last served to ``user`` (erasure)."""
+        self._pending.pop(user, None)
+
+    def __len__(self) -> int:
+        """Items known to the component that knows most."""
+        return max((len(c) for c in self.components.values() if isinstance(c, Sized)),
+                   default=0)
