@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from models.engine import MODELS, STRATEGIES
+from models.recommenders.hybrid import CONTEXTS
 from streams.records import ERROR_CODES
 
 INPUT_TOPICS = ("clicks", "purchases", "items")
 OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
 AGENTS = ("ingest", "profile", "items")
-STRATEGIES = ("cooccurrence", "popularity")
 VARIANTS = ("default",)
-MODELS = ("cooccurrence", "popularity")
 # Dead-letter codes the agents add on top of the validation codes in records.py.
 AGENT_ERROR_CODES = ("internal_error", "event_conflict")
 
@@ -36,6 +36,9 @@ class Metrics:
     dead_letters: Counter
     model_updates: Counter
     model_items: Gauge
+    strategy_estimate: Gauge
+    strategy_propensity: Gauge
+    blend_weight: Gauge
     profiles: Gauge
     catalogue_items: Gauge
     revenue: Counter
@@ -111,6 +114,25 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ["model"],
             registry=reg,
         ),
+        strategy_estimate=Gauge(
+            "persona_strategy_hit_rate_estimate",
+            "The exploration bandit's decayed estimate of each strategy's hit rate.",
+            ["strategy"],
+            registry=reg,
+        ),
+        strategy_propensity=Gauge(
+            "persona_strategy_propensity",
+            "Probability that the bandit serves the next request with each strategy.",
+            ["strategy"],
+            registry=reg,
+        ),
+        blend_weight=Gauge(
+            "persona_hybrid_weight",
+            "The hybrid's learned blend weight per context (new, sparse, regular user) "
+            "and component strategy.",
+            ["context", "component"],
+            registry=reg,
+        ),
         profiles=Gauge(
             "persona_profiles",
             "User profiles held by this worker's active table partitions.",
@@ -169,4 +191,10 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     for model in MODELS:
         m.model_updates.labels(model=model)
         m.model_items.labels(model=model)
+    for strategy in STRATEGIES:
+        m.strategy_estimate.labels(strategy=strategy)
+        m.strategy_propensity.labels(strategy=strategy)
+    for context in CONTEXTS:
+        for component in STRATEGIES[1:]:
+            m.blend_weight.labels(context=context, component=component)
     return m

@@ -7,9 +7,11 @@ reads them once; the object is frozen so nothing changes behind an agent's back.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from models.engine import STRATEGIES, EngineConfig
 
 # The project root: the folder holding pyproject.toml (streams/..).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,13 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name)
     return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: Sequence[str]) -> str:
+    value = _str(env, name, default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,24 @@ class Settings:
     dedup_window: int = 256
     # PERSONA_MAX_ITEMS: bound on items the item-level models track.
     max_items: int = 100_000
+    # PERSONA_STRATEGY: the strategy that serves by default (hybrid, cooccurrence, mf,
+    # content, popularity, trending).
+    strategy: str = "hybrid"
+    # PERSONA_EXPLORATION: share of requests a bandit serves with another strategy, to
+    # learn which earns more hits (0: always PERSONA_STRATEGY).
+    exploration: float = 0.05
+    # PERSONA_SIMILARITY: item-item similarity, cosine or pearson.
+    similarity: str = "cosine"
+    # PERSONA_DECAY_HALF_LIFE_EVENTS: events after which item-level counts weigh half.
+    decay_half_life_events: float = 20_000.0
+    # PERSONA_MAX_REPEATS: times one item may be recommended to one user (0: no cap).
+    max_repeats: int = 0
+    # PERSONA_MAX_PER_CATEGORY: items sharing a category in one list (0: no cap).
+    max_per_category: int = 0
+    # PERSONA_NEW_ITEM_RATE: share of lists whose last slot explores a new item.
+    new_item_rate: float = 0.05
+    # PERSONA_NEW_ITEM_BUDGET: exploration showings per new item before it must earn them.
+    new_item_budget: int = 100
     # PERSONA_CHECKPOINT_INTERVAL_S: seconds between model checkpoints (0: only at shutdown).
     checkpoint_interval_s: float = 30.0
     # PERSONA_CHECKPOINT_KEEP: model checkpoint versions kept on disk.
@@ -136,6 +163,25 @@ class Settings:
         worker's first group join already sees it and gets its partitions assigned.
         """
         return [*self.topics.all(), self.events_topic]
+
+    def engine_config(self) -> EngineConfig:
+        """The models' hyperparameters from these settings (worker and evaluator alike)."""
+        return EngineConfig(
+            top_k=self.top_k,
+            half_life_ms=self.interest_half_life_ms,
+            recent_max=self.recent_items,
+            seen_max=self.seen_items_max,
+            dedup_window=self.dedup_window,
+            max_items=self.max_items,
+            strategy=self.strategy,
+            exploration=self.exploration,
+            similarity=self.similarity,
+            decay_half_life=self.decay_half_life_events,
+            max_repeats=self.max_repeats,
+            max_per_category=self.max_per_category,
+            new_item_rate=self.new_item_rate,
+            new_item_budget=self.new_item_budget,
+        )
 
     @property
     def interest_half_life_ms(self) -> float:
@@ -194,6 +240,16 @@ class Settings:
             seen_items_max=_int(env, "PERSONA_SEEN_ITEMS_MAX", d.seen_items_max, 1, 100_000),
             dedup_window=_int(env, "PERSONA_DEDUP_WINDOW", d.dedup_window, 1, 100_000),
             max_items=_int(env, "PERSONA_MAX_ITEMS", d.max_items, 10, 10_000_000),
+            strategy=_choice(env, "PERSONA_STRATEGY", d.strategy, STRATEGIES),
+            exploration=_float(env, "PERSONA_EXPLORATION", d.exploration, 0.0, 1.0),
+            similarity=_choice(env, "PERSONA_SIMILARITY", d.similarity, ("cosine", "pearson")),
+            decay_half_life_events=_float(
+                env, "PERSONA_DECAY_HALF_LIFE_EVENTS", d.decay_half_life_events, 1.0, 1e12
+            ),
+            max_repeats=_int(env, "PERSONA_MAX_REPEATS", d.max_repeats, 0, 1_000_000),
+            max_per_category=_int(env, "PERSONA_MAX_PER_CATEGORY", d.max_per_category, 0, 100),
+            new_item_rate=_float(env, "PERSONA_NEW_ITEM_RATE", d.new_item_rate, 0.0, 1.0),
+            new_item_budget=_int(env, "PERSONA_NEW_ITEM_BUDGET", d.new_item_budget, 0, 10**9),
             checkpoint_interval_s=_float(
                 env, "PERSONA_CHECKPOINT_INTERVAL_S", d.checkpoint_interval_s, 0.0, 86_400.0
             ),

@@ -1,12 +1,12 @@
 """In-process state shared by this worker's agents and views: models, metrics, key.
 
-Item-level model state (co-occurrence, popularity, catalogue) is global, not per
-partition; with one worker it simply lives here (DESIGN §3).
+Item-level model state (co-occurrence, item factors, TF-IDF, popularity, catalogue) is
+global, not per partition; with one worker it simply lives here (DESIGN §3).
 """
 
 from __future__ import annotations
 
-from models.engine import Engine, EngineConfig
+from models.engine import Engine
 from models.privacy import Pseudonymizer
 from streams import __version__
 from streams.app import settings
@@ -18,16 +18,7 @@ metrics = build_metrics()
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())
 
-engine = Engine(
-    EngineConfig(
-        top_k=settings.top_k,
-        half_life_ms=settings.interest_half_life_ms,
-        recent_max=settings.recent_items,
-        seen_max=settings.seen_items_max,
-        dedup_window=settings.dedup_window,
-        max_items=settings.max_items,
-    )
-)
+engine = Engine(settings.engine_config())
 
 checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
 # Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.
@@ -36,4 +27,4 @@ if _restored is not None:
     metrics.checkpoints.labels(outcome="restored").inc()
     metrics.checkpoint_version.set(_restored)
 
-MODEL_VERSION = f"persona-{__version__}/cooccurrence-v1"
+MODEL_VERSION = f"persona-{__version__}/{settings.strategy}-v2"

@@ -6,6 +6,7 @@ with the same keyed hash as at ingest, and never logged.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -48,6 +49,12 @@ class MetricsView(View):
         metrics.catalogue_items.set(len(engine.catalogue))
         for model, size in engine.model_sizes.items():
             metrics.model_items.labels(model=model).set(size)
+        for strategy, stats in engine.bandit.stats().items():
+            metrics.strategy_estimate.labels(strategy=strategy).set(stats["estimate"])
+            metrics.strategy_propensity.labels(strategy=strategy).set(stats["propensity"])
+        for context, weights in engine.hybrid.weights().items():
+            for component, weight in weights.items():
+                metrics.blend_weight.labels(context=context, component=component).set(weight)
         # aiohttp refuses a charset in content_type=, so the full header goes in headers.
         return self.bytes(
             generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -91,15 +98,18 @@ class UserRecommendationsView(View):
         except ValidationError as exc:
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
         profile = tables.stored_profile(tables.profiles.get(user))
-        items = engine.recommend(profile, k)
+        categories = [c for c in request.query.getall("category", []) if c]
+        served = engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
+                                  categories=categories or None)
         return self.json(
             {
                 "user_id": user,
                 "known_user": profile is not None,
-                "strategy": items[0].strategy if items else "popularity",
+                "strategy": served.strategy,
+                "propensity": round(served.propensity, 6),
                 "variant": "default",
                 "model_version": MODEL_VERSION,
-                "items": reasons(items),
+                "items": reasons(served.items),
             }
         )
 

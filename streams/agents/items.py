@@ -17,10 +17,11 @@ def apply_item(key: bytes | None, value: bytes | None) -> str:
     """Apply one ``items`` message to the catalogue; return 'upsert' or 'delete'."""
     item_id, item = decode_item(key, value)
     if item is None:
-        engine.catalogue.delete(item_id)
+        engine.delete_item(item_id)
         return "delete"
-    engine.catalogue.upsert(
-        item.item_id, item.title, item.categories, available=item.available
+    engine.upsert_item(
+        item.item_id, item.title, item.categories, item.description or "",
+        available=item.available,
     )
     return "upsert"
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from models.engine import reasons
+from models.engine import MODELS, reasons
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app
@@ -26,12 +26,15 @@ def recommendation_id(event_id: str, user: str) -> str:
     return f"r{h}"
 
 
-def recommendation_record(user: str, event_id: str, strategy: str, items: list) -> dict:
+def recommendation_record(
+    user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0
+) -> dict:
     return {
         "recommendation_id": recommendation_id(event_id, user),
         "user_id": user,
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "strategy": strategy,
+        "propensity": round(float(propensity), 6),
         "variant": VARIANT,
         "model_version": MODEL_VERSION,
         "items": reasons(items),
@@ -70,14 +73,15 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     metrics.events.labels(topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
-    for model in ("cooccurrence", "popularity"):
+    for model in MODELS:
         metrics.model_updates.labels(model=model).inc()
     if res.hit is not None:
         labels = {"strategy": res.hit_strategy or res.strategy, "variant": VARIANT}
         metrics.recommendation_hit_checks.labels(**labels).inc()
         if res.hit:
             metrics.recommendation_hits.labels(**labels).inc()
-    record = recommendation_record(user, wire["event_id"], res.strategy, res.items)
+    record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
+                                   res.propensity)
     metrics.recommendations.labels(strategy=res.strategy, variant=VARIANT).inc()
     metrics.recommended_items.labels(strategy=res.strategy, variant=VARIANT).inc(len(res.items))
     return "accepted", record

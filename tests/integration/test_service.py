@@ -18,6 +18,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from models.engine import STRATEGIES
 from models.privacy import pseudonymize
 from streams.broker import ensure_topics, free_port
 from streams.worker_proc import WorkerProcess
@@ -139,6 +140,8 @@ def service(kafka_broker, tmp_path_factory):
         "PERSONA_DATA_DIR": str(data_dir),
         "PERSONA_SESSION_TIMEOUT_S": "6",
         "PERSONA_LOG_LEVEL": "info",
+        # The default exploration, spelled out: the test checks what it records.
+        "PERSONA_EXPLORATION": "0.05",
     })
     ensure_topics(kafka_broker.bootstrap, [*names.values(), f"persona-it-{sfx}-events"], 4)
     worker = WorkerProcess(env=env, web_port=free_port(), log_path=data_dir / "worker.log")
@@ -178,7 +181,10 @@ def test_end_to_end_and_restart(service):
         by_trigger[rec["trigger_event_id"]] = rec
         assert rec["recommendation_id"].startswith("r")
         assert datetime.fromisoformat(rec["ts"]).tzinfo is not None
-        assert rec["strategy"] in ("cooccurrence", "popularity")
+        assert rec["strategy"] in STRATEGIES
+        # epsilon-greedy over 6 strategies at 0.05: the greedy one has 0.9583, others 1/120
+        assert rec["propensity"] in (pytest.approx(1 - 0.05 + 0.05 / 6, abs=1e-6),
+                                     pytest.approx(0.05 / 6, abs=1e-6))
         assert rec["variant"] == "default" and rec["model_version"]
         assert len(rec["items"]) <= 10
         for item in rec["items"]:
@@ -233,7 +239,7 @@ def test_end_to_end_and_restart(service):
     for code, n in expected_codes.items():
         assert m[f'persona_dead_letters_total{{error="{code}"}}'] == n
     assert sum(m[f'persona_recommendations_total{{strategy="{s}",variant="default"}}']
-               for s in ("cooccurrence", "popularity")) == N_VALID
+               for s in STRATEGIES) == N_VALID
 
     # --- HTTP: health, recommendations computed now, and no table/router pages
     assert worker.get_json("/health") == (200, {"status": "ok"})
@@ -301,6 +307,9 @@ def test_end_to_end_and_restart(service):
     assert found is not None
     assert found["user_id"] == pseudonymize(raw_user(3), SECRET.encode())
     # warm after the restart: the models came back from the shutdown checkpoint
-    assert found["strategy"] == "cooccurrence" and len(found["items"]) == 10
+    assert len(found["items"]) == 10
+    if found["strategy"] in ("hybrid", "cooccurrence"):
+        assert any(i["reason"].startswith("similar to") for i in found["items"])
     m = worker.metrics()
     assert m['persona_model_checkpoints_total{outcome="restored"}'] == 1
+    assert m['persona_model_items{model="cooccurrence"}'] >= 20  # learned before the restart
