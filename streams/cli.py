@@ -304,8 +304,10 @@ def evaluate(
         None, help=f"Comma-separated strategies to compare (default {DEFAULT_STRATEGIES})."),
     jobs: int | None = typer.Option(
         None, min=1, help="Worker processes, one strategy each (default: min(2, strategies))."),
-    exploration: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="Exploration rate (default: the service's setting)."),
+    exploration: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="Share of requests the strategy bandit serves with "
+        "another strategy. Default 0: each row measures its strategy alone (with the "
+        "service's PERSONA_EXPLORATION every row would drift toward the same bandit)."),
     window: int = typer.Option(10_000, min=1, help="Events per window of the per-window "
                                                    "figures."),
     rating: bool = typer.Option(False, "--rating", help="Rating prediction instead: BiasedMF "
@@ -354,8 +356,7 @@ def evaluate(
         raise _fail(f"--plot writes a PNG: give a path ending in .png, not {plot}", 2)
     # the service's own hyperparameters, so the figures are the service's
     engine_cfg = _settings().engine_config()
-    if exploration is not None:
-        engine_cfg = replace(engine_cfg, exploration=exploration)
+    engine_cfg = replace(engine_cfg, exploration=exploration)
     try:
         if input_path is not None:
             stream = read_events(input_path, skip_bad=skip_bad, require_rating=rating)

@@ -192,7 +192,9 @@ def _report(worker, m: dict[str, float], events, elapsed: float, total: int, *, 
         if status != 200:
             continue
         t = Table(title=f"recommendations for {u}", title_justify="left",
-                  caption=f"pseudonymous id {body['user_id']}", caption_justify="left")
+                  caption=f"pseudonymous id {body['user_id']}; strategy {body['strategy']} "
+                          f"(chosen with probability {body['propensity']:.3f})",
+                  caption_justify="left")
         t.add_column("#", justify="right")
         t.add_column("item")
         t.add_column("score", justify="right")

@@ -291,7 +291,7 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
         metrics.know(item_id)
     due = 0
     k = cfg.k
-    recommend, note_served, process = engine.recommend, engine.note_served, engine.process
+    recommend, process = engine.recommend, engine.process
     profiles: dict[str, dict] = {}
     started = time.perf_counter()
     for n, (user, item, _rating, ts_ms) in enumerate(stream.rows):
@@ -300,16 +300,15 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
             metrics.know(later[due][1])
             due += 1
         profile = profiles.get(user)
-        served = recommend(profile, k, key=str(n))
+        served = recommend(profile, k, key=str(n), user=user)
         recommended = [s.item_id for s in served.items[:k]]
         try:
             rank: int | None = recommended.index(item)
         except ValueError:
             rank = None
         metrics.add(rank, recommended)
-        profile = note_served(profile, served)
         result = process("click", user, item, ts_ms, event_id=str(n), fingerprint="",
-                         profile=profile, dedupe=None, serve=False)
+                         profile=profile, dedupe=None, serve=False, served_before=served)
         if result.profile is not None:
             profiles[user] = result.profile
         metrics.learn(item)

@@ -6,12 +6,14 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredItem:
+class ScoredItem(NamedTuple):
     """One recommended item: its score, a human-readable reason and the strategy behind it.
+
+    A named tuple, not a dataclass: every request builds a few hundred of these (each
+    strategy's candidates), and a tuple is several times cheaper to make.
 
     >>> ScoredItem("i9", 0.5, "popular right now", "popularity").item_id
     'i9'
