@@ -249,6 +249,10 @@ def test_end_to_end_and_restart(service):
     bought3 = {ev["item_id"] for k, ev in valid
                if k == "purchases" and ev["user_id"] == raw_user(3)}
     assert not {i["item_id"] for i in body["items"]} & bought3
+    assert body["strategy"] in STRATEGIES and 0 < body["propensity"] <= 1
+    # a category filter no item matches (the test publishes no catalogue): nothing passes
+    status, body = worker.get_json(f"/users/{raw_user(3)}/recommendations?k=4&category=Opera")
+    assert status == 200 and body["items"] == []
     assert worker.get_json(f"/users/{raw_user(3)}/recommendations?k=zero")[0] == 400
     assert worker.get_json("/users/nobody-at-all/profile")[0] == 404
     for page in ("/table/", "/table/profiles/", "/router/", "/graph/", "/stats/"):
