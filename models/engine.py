@@ -321,10 +321,6 @@ class Engine:
         if len(self._explored) > self.config.max_items:
             del self._explored[next(iter(self._explored))]
 
-    def rank_for(self, prof: UserProfile, k: int) -> list[ScoredItem]:
-        """Top-k for a profile with the default strategy and no exploration draw."""
-        return self._serve(prof, k, key="", user="").items
-
     # -- state --------------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:

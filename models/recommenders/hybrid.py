@@ -137,7 +137,7 @@ class Hybrid:
                 source = next(by_row[r] for _, by_row, _ in listings if r in by_row)
             out.append(ScoredItem(ids[r], float(blended[r]), source.reason, source.strategy))
         if context is not None and context.user:
-            self._remember(context.user, ids, features, c, len(out))
+            self._remember(context.user, ids, features.astype(np.float32), c, len(out))
         return out
 
     @staticmethod
@@ -203,6 +203,14 @@ class Hybrid:
         if total > 0 and np.isfinite(total):
             self._weights[c] = w / total
             self.updates += 1
+
+    def __getstate__(self) -> dict:
+        # What was last served to whom is transient (up to max_pending users' candidate
+        # features, megabytes): checkpoints leave it out, and after a restore the blend
+        # simply waits for each user's next list.
+        state = self.__dict__.copy()
+        state["_pending"] = OrderedDict()
+        return state
 
     # -- inspection -------------------------------------------------------------------------
 
