@@ -272,6 +272,19 @@ def _catalogue_schedule(stream: Stream) -> tuple[list[str], list[tuple[int, str]
     return now, later
 
 
+def _ticking(rows: list[Row], progress: ProgressFn | None) -> Iterator[tuple[int, Row]]:
+    """``enumerate(rows)``, reporting progress every ``_PROGRESS_EVERY`` rows and at the end."""
+    if progress is None:
+        yield from enumerate(rows)
+        return
+    for n, row in enumerate(rows):
+        yield n, row
+        if (n + 1) % _PROGRESS_EVERY == 0:
+            progress(_PROGRESS_EVERY)
+    if len(rows) % _PROGRESS_EVERY:
+        progress(len(rows) % _PROGRESS_EVERY)
+
+
 def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
                    progress: ProgressFn | None = None) -> dict[str, Any]:
     """One strategy's prequential figures: for each event, recommend, score, then learn."""
@@ -294,7 +307,7 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
     recommend, process = engine.recommend, engine.process
     profiles: dict[str, dict] = {}
     started = time.perf_counter()
-    for n, (user, item, _rating, ts_ms) in enumerate(stream.rows):
+    for n, (user, item, _rating, ts_ms) in _ticking(stream.rows, progress):
         while due < len(later) and later[due][0] <= ts_ms:
             upsert(later[due][1])
             metrics.know(later[due][1])
@@ -312,10 +325,6 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
         if result.profile is not None:
             profiles[user] = result.profile
         metrics.learn(item)
-        if progress is not None and (n + 1) % _PROGRESS_EVERY == 0:
-            progress(_PROGRESS_EVERY)
-    if progress is not None and len(stream.rows) % _PROGRESS_EVERY:
-        progress(len(stream.rows) % _PROGRESS_EVERY)
     summary = metrics.summary()
     summary["seconds"] = time.perf_counter() - started
     return summary
@@ -332,7 +341,7 @@ def replay_rating(stream: Stream, cfg: ReplayConfig,
     states: dict[str, dict[str, Any]] = {}
     metrics = RatingMetrics(window=cfg.window)
     started = time.perf_counter()
-    for n, (user, item, rating, _ts) in enumerate(stream.rows):
+    for n, (user, item, rating, _ts) in _ticking(stream.rows, progress):
         if rating is None:
             raise InputError(f"event {n} has no rating")
         state = states.get(user)
@@ -341,10 +350,6 @@ def replay_rating(stream: Stream, cfg: ReplayConfig,
         context = Context(user_state=state)
         metrics.add(model.predict_one(item, context), rating)
         model.learn_rating(item, rating, context)
-        if progress is not None and (n + 1) % _PROGRESS_EVERY == 0:
-            progress(_PROGRESS_EVERY)
-    if progress is not None and len(stream.rows) % _PROGRESS_EVERY:
-        progress(len(stream.rows) % _PROGRESS_EVERY)
     summary = metrics.summary()
     summary["seconds"] = time.perf_counter() - started
     return summary
