@@ -33,6 +33,9 @@ PURCHASE_WEIGHT = 3.0
 # Version of the snapshot layout; a snapshot of another version is refused, not guessed at.
 SNAPSHOT_FORMAT = 2
 
+# Recently served items whose showings a profile counts, when a repeat cap is set.
+SERVED_COUNTS_KEPT = 100
+
 # Every strategy that can serve a request: the hybrid and each of its components.
 STRATEGIES = ("hybrid", "cooccurrence", "mf", "content", "popularity", "trending")
 # Models whose learn steps are counted (metrics label values).
@@ -129,6 +132,8 @@ class Engine:
             max_items=cfg.max_items
         )
         self.rules = Rules(cfg.max_repeats, cfg.max_per_category)
+        # Items whose showings a profile counts: only needed for a repeat cap.
+        self._served_kept = SERVED_COUNTS_KEPT if cfg.max_repeats else 0
         cat = self.catalogue
         self.popularity = SegmentPopularity(
             half_life=cfg.decay_half_life, max_items=cfg.max_items, catalogue=cat
@@ -212,7 +217,8 @@ class Engine:
             return Result(outcome=seen)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         if served_before is not None:
-            note_served(prof, served_before.item_ids, served_before.strategy)
+            note_served(prof, served_before.item_ids, served_before.strategy,
+                        self._served_kept)
         # apply_* return a new profile, so these keep the state from before this event.
         previous = prof.last_recommended
         previous_strategy = prof.last_strategy
@@ -244,7 +250,7 @@ class Engine:
         )
         if serve:
             served = self._serve(prof, cfg.top_k, key=event_id, user=user)
-            note_served(prof, served.item_ids, served.strategy)
+            note_served(prof, served.item_ids, served.strategy, self._served_kept)
             result.items, result.strategy = served.items, served.strategy
             result.propensity = served.propensity
         result.profile = prof.to_dict()
@@ -264,7 +270,7 @@ class Engine:
     def note_served(self, profile: dict | None, served: Served) -> dict:
         """The stored profile updated with what was just served (for hits and repeats)."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
-        note_served(prof, served.item_ids, served.strategy)
+        note_served(prof, served.item_ids, served.strategy, self._served_kept)
         return prof.to_dict()
 
     def _serve(

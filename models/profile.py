@@ -184,11 +184,15 @@ def note_served(p: UserProfile, items: Sequence[str], strategy: str, keep: int =
     """Record in ``p`` (in place) that ``items`` were just recommended by ``strategy``.
 
     ``served_counts`` keeps the ``keep`` most recently served items: an item served
-    again moves to the end.
+    again moves to the end. ``keep=0`` keeps none (no repeat cap is set, so counting
+    would only grow every profile).
     """
     p.last_recommended = list(items)
     p.last_strategy = strategy
     counts = p.served_counts
+    if keep <= 0:
+        counts.clear()
+        return
     for item_id in items:
         counts[item_id] = counts.pop(item_id, 0) + 1
     if len(counts) > keep:
