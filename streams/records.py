@@ -1,4 +1,5 @@
-"""Wire schemas for the ``clicks`` and ``purchases`` topics, validated at the boundary.
+"""Wire schemas for the input topics (clicks, purchases, items, ad-requests, ad-events,
+privacy, control), validated at the boundary, and the wire forms of the internal topics.
 
 Pure Python and orjson (no Faust), so it is fast to import and to test. DESIGN §2 is the contract.
 """
@@ -293,16 +294,23 @@ def _iso_ts_ms(text: str) -> int:
     return ms
 
 
-def _price(value: Any) -> float:
+def _number(value: Any, field: str, cap: float, *, zero_ok: bool) -> float:
+    """A finite float in ``(0, cap]``, or ``[0, cap]`` if ``zero_ok``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type("price", "a number", value)
+        raise _wrong_type(field, "a number", value)
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError("non_finite", "field 'price' must be finite")
-    if value <= 0:
-        raise ValidationError("bad_value", "field 'price' must be > 0")
-    if value > MAX_PRICE:
-        raise ValidationError("out_of_range", f"field 'price' must be <= {MAX_PRICE:g}")
-    return float(value)
+        raise ValidationError("non_finite", f"field {field!r} must be finite")
+    if value < 0 or (value == 0 and not zero_ok):
+        rule = ">= 0" if zero_ok else "> 0"
+        raise ValidationError("bad_value", f"field {field!r} must be {rule}")
+    if value > cap:
+        raise ValidationError("out_of_range", f"field {field!r} must be <= {cap:g}")
+    # + 0.0 turns an accepted -0.0 into 0.0, so equal amounts have one wire form.
+    return float(value) + 0.0
+
+
+def _price(value: Any) -> float:
+    return _number(value, "price", MAX_PRICE, zero_ok=False)
 
 
 def _quantity(value: Any) -> int:
@@ -480,6 +488,17 @@ def _text(obj: dict[str, Any], field: str, max_length: int, required: bool) -> s
     return value
 
 
+def _categories(value: Any, field: str) -> tuple[str, ...]:
+    """Category ids, normalized, first occurrence kept; absent or null is none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _wrong_type(field, "an array of strings", value)
+    if len(value) > MAX_CATEGORIES:
+        raise ValidationError("out_of_range", f"more than {MAX_CATEGORIES} categories")
+    return tuple(dict.fromkeys(_id(c, field) for c in value))
+
+
 def decode_item(key: bytes | None, raw: bytes | bytearray | None) -> tuple[str, Item | None]:
     """Validate one ``items`` message: ``(item_id, Item)``, or ``(item_id, None)`` to delete.
 
@@ -508,17 +527,7 @@ def decode_item(key: bytes | None, raw: bytes | bytearray | None) -> tuple[str, 
         if key_id != item_id:
             raise ValidationError("key_mismatch", "the message key differs from field 'item_id'")
     title = _text(obj, "title", MAX_TITLE_LENGTH, required=True) or item_id
-    cats = obj.get("categories")
-    categories: list[str] = []
-    if cats is not None:
-        if not isinstance(cats, list):
-            raise _wrong_type("categories", "an array of strings", cats)
-        if len(cats) > MAX_CATEGORIES:
-            raise ValidationError("out_of_range", f"more than {MAX_CATEGORIES} categories")
-        for c in cats:
-            cid = _id(c, "categories")
-            if cid not in categories:
-                categories.append(cid)
+    categories = _categories(obj.get("categories"), "categories")
     price = obj.get("price")
     if price is not None:
         price = _price(price)
@@ -530,7 +539,7 @@ def decode_item(key: bytes | None, raw: bytes | bytearray | None) -> tuple[str, 
     return item_id, Item(
         item_id,
         title,
-        tuple(categories),
+        categories,
         _text(obj, "description", MAX_DESCRIPTION_LENGTH, required=False),
         price,
         available,
@@ -628,3 +637,374 @@ def wire_fingerprint(wire: dict[str, Any]) -> str:
         {k: v for k, v in wire.items() if k != "user_id"}, option=orjson.OPT_SORT_KEYS
     )
     return hashlib.blake2b(payload, digest_size=8).hexdigest()
+
+
+# -- ads, privacy and control ----------------------------------------------------------
+
+MAX_AD_CANDIDATES: Final = 100
+MAX_FLOOR_PRICE: Final = 1e6
+MAX_VALUE_PER_CLICK: Final = 1e4
+MAX_VALUE_PER_CONVERSION: Final = 1e6
+MAX_AD_COST: Final = 1e6
+MAX_AD_REVENUE: Final = 1e9
+MAX_REASON_LENGTH: Final = 256
+
+AD_EVENT_TYPES: Final = ("impression", "click", "conversion")
+PRIVACY_ACTIONS: Final = ("erase", "opt_out", "opt_in")
+CONTROL_ACTIONS: Final = ("ads_kill", "ads_resume")
+
+
+@dataclass(frozen=True, slots=True)
+class AdCandidateMsg:
+    """One ad an ``ad-requests`` message offers; values are per click / per conversion."""
+
+    ad_id: str
+    campaign_id: str
+    value_per_click: float
+    categories: tuple[str, ...] = ()
+    value_per_conversion: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdRequestMsg:
+    """A validated, normalized ad request: 1 to ``MAX_AD_CANDIDATES`` distinct ads.
+
+    ``floor_price`` is optional on the wire: absent or null means no floor (0.0).
+
+    >>> r = decode_ad_request(b'{"request_id": "r1", "user_id": 7, "ts": 5, "slot": "top", '
+    ...     b'"candidates": [{"ad_id": "a", "campaign_id": "c", "value_per_click": 0.5}]}')
+    >>> r.user_id, r.floor_price, r.candidates  # doctest: +NORMALIZE_WHITESPACE
+    ('7', 0.0, (AdCandidateMsg(ad_id='a', campaign_id='c', value_per_click=0.5,
+                               categories=(), value_per_conversion=None),))
+    """
+
+    request_id: str
+    user_id: str
+    ts_ms: int
+    slot: str
+    floor_price: float
+    candidates: tuple[AdCandidateMsg, ...]
+    context: dict[str, ContextValue] | None = None
+    kind: ClassVar[str] = "ad_request"
+
+
+@dataclass(frozen=True, slots=True)
+class AdEventMsg:
+    """A validated ad impression, click or conversion; ``cost``/``revenue`` default to 0.0.
+
+    >>> e = decode_ad_event(b'{"event_id": "e", "request_id": "r", "ad_id": "a", '
+    ...                     b'"type": "click", "ts": "2024-05-01T12:00:00Z", "cost": 0.2}')
+    >>> e  # doctest: +NORMALIZE_WHITESPACE
+    AdEventMsg(event_id='e', request_id='r', ad_id='a', type='click', ts_ms=1714564800000,
+               cost=0.2, revenue=0.0)
+    """
+
+    event_id: str
+    request_id: str
+    ad_id: str
+    type: str
+    ts_ms: int
+    cost: float = 0.0
+    revenue: float = 0.0
+    kind: ClassVar[str] = "ad_event"
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyMsg:
+    """A validated privacy request (erase, opt_out, opt_in).
+
+    Without an ``event_id`` on the wire one is derived from the action and ts, so a
+    redelivered message dedupes like any event. The user id is left out of it, as in
+    ``fingerprint``: the derived id is unique only per user, which is where dedupe state lives.
+
+    >>> decode_privacy(b'{"user_id": "u", "action": "opt_out", "ts": 5}')
+    PrivacyMsg(user_id='u', action='opt_out', ts_ms=5, event_id='privacy:opt_out:5')
+    """
+
+    user_id: str
+    action: str
+    ts_ms: int
+    event_id: str
+    kind: ClassVar[str] = "privacy"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMsg:
+    """An operator command on the ``control`` topic: the ads kill switch.
+
+    >>> decode_control(b'{"action": "ads_kill", "ts": 5, "reason": " runaway  spend "}')
+    ControlMsg(action='ads_kill', ts_ms=5, reason='runaway spend')
+    """
+
+    action: str
+    ts_ms: int
+    reason: str | None = None
+    kind: ClassVar[str] = "control"
+
+
+def _choice(obj: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
+    # Exact match: an enum is not an id, so it is neither trimmed nor case-folded.
+    value = _required(obj, field)
+    if not isinstance(value, str):
+        raise _wrong_type(field, "a string", value)
+    if value not in allowed:
+        raise ValidationError("bad_value", f"field {field!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _optional_amount(obj: dict[str, Any], field: str, cap: float) -> float:
+    value = obj.get(field)
+    return 0.0 if value is None else _number(value, field, cap, zero_ok=True)
+
+
+def _reason(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _wrong_type("reason", "a string", value)
+    # Cleaned, never refused: a kill switch must not fail over its comment. Controls and
+    # format characters become spaces, whitespace runs collapse, the rest is cut to length
+    # (sliced before NFC too, so a 64 KiB reason costs no more than a short one).
+    value = unicodedata.normalize("NFC", value[: 4 * MAX_REASON_LENGTH])
+    category = unicodedata.category
+    cleaned = "".join(" " if category(ch) in _BAD_CATEGORIES else ch for ch in value)
+    return " ".join(cleaned.split())[:MAX_REASON_LENGTH].rstrip() or None
+
+
+def _candidate(value: Any, index: int) -> AdCandidateMsg:
+    where = f"candidates[{index}]"
+    if not isinstance(value, dict):
+        raise _wrong_type(where, "an object", value)
+
+    def required(name: str) -> Any:
+        field_value = value.get(name)
+        if field_value is None:
+            raise ValidationError("missing_field", f"field '{where}.{name}' is required")
+        return field_value
+
+    ad_id = _id(required("ad_id"), f"{where}.ad_id")
+    campaign_id = _id(required("campaign_id"), f"{where}.campaign_id")
+    per_click = _number(
+        required("value_per_click"), f"{where}.value_per_click", MAX_VALUE_PER_CLICK, zero_ok=False
+    )
+    categories = _categories(value.get("categories"), f"{where}.categories")
+    per_conversion = value.get("value_per_conversion")
+    if per_conversion is not None:
+        per_conversion = _number(
+            per_conversion,
+            f"{where}.value_per_conversion",
+            MAX_VALUE_PER_CONVERSION,
+            zero_ok=False,
+        )
+    return AdCandidateMsg(ad_id, campaign_id, per_click, categories, per_conversion)
+
+
+def _candidates(value: Any) -> tuple[AdCandidateMsg, ...]:
+    if not isinstance(value, list):
+        raise _wrong_type("candidates", "an array of objects", value)
+    if not value:
+        raise ValidationError("bad_value", "field 'candidates' must hold at least one ad")
+    if len(value) > MAX_AD_CANDIDATES:
+        raise ValidationError(
+            "out_of_range", f"field 'candidates' holds more than {MAX_AD_CANDIDATES} ads"
+        )
+    out = tuple(_candidate(c, i) for i, c in enumerate(value))
+    seen: set[str] = set()
+    for i, c in enumerate(out):
+        if c.ad_id in seen:
+            # Two bids for one ad in one auction: which value is meant is anyone's guess.
+            raise ValidationError("bad_value", f"field 'candidates[{i}].ad_id' repeats an ad_id")
+        seen.add(c.ad_id)
+    return out
+
+
+def decode_ad_request(raw: bytes | bytearray | None) -> AdRequestMsg:
+    """Validate and normalize one ``ad-requests`` message value; raise ``ValidationError``.
+
+    >>> decode_ad_request(b'{"request_id": "r", "user_id": "u", "ts": 5, "slot": "s", '
+    ...                   b'"candidates": []}')
+    Traceback (most recent call last):
+    ...
+    streams.records.ValidationError: bad_value: field 'candidates' must hold at least one ad
+    """
+    obj = _load_object(raw)
+    return AdRequestMsg(
+        _id(_required(obj, "request_id"), "request_id"),
+        _id(_required(obj, "user_id"), "user_id"),
+        _ts_ms(_required(obj, "ts")),
+        _id(_required(obj, "slot"), "slot"),
+        _optional_amount(obj, "floor_price", MAX_FLOOR_PRICE),
+        _candidates(_required(obj, "candidates")),
+        _context(obj.get("context")),
+    )
+
+
+def decode_ad_event(raw: bytes | bytearray | None) -> AdEventMsg:
+    """Validate and normalize one ``ad-events`` message value; raise ``ValidationError``."""
+    obj = _load_object(raw)
+    return AdEventMsg(
+        _id(_required(obj, "event_id"), "event_id"),
+        _id(_required(obj, "request_id"), "request_id"),
+        _id(_required(obj, "ad_id"), "ad_id"),
+        _choice(obj, "type", AD_EVENT_TYPES),
+        _ts_ms(_required(obj, "ts")),
+        _optional_amount(obj, "cost", MAX_AD_COST),
+        _optional_amount(obj, "revenue", MAX_AD_REVENUE),
+    )
+
+
+def decode_privacy(raw: bytes | bytearray | None) -> PrivacyMsg:
+    """Validate and normalize one ``privacy`` message value; raise ``ValidationError``."""
+    obj = _load_object(raw)
+    user_id = _id(_required(obj, "user_id"), "user_id")
+    action = _choice(obj, "action", PRIVACY_ACTIONS)
+    ts_ms = _ts_ms(_required(obj, "ts"))
+    event_id = _optional_id(obj, "event_id") or f"privacy:{action}:{ts_ms}"
+    return PrivacyMsg(user_id, action, ts_ms, event_id)
+
+
+def decode_control(raw: bytes | bytearray | None) -> ControlMsg:
+    """Validate and normalize one ``control`` message value; raise ``ValidationError``."""
+    obj = _load_object(raw)
+    return ControlMsg(
+        _choice(obj, "action", CONTROL_ACTIONS),
+        _ts_ms(_required(obj, "ts")),
+        _reason(obj.get("reason")),
+    )
+
+
+def ad_request_to_wire(msg: AdRequestMsg) -> dict[str, Any]:
+    """The request as a JSON-able dict for internal topics; a valid ``ad-requests`` message too.
+
+    >>> r = AdRequestMsg("r", "u", 5, "s", 0.1, (AdCandidateMsg("a", "c", 0.5, ("x",)),))
+    >>> ad_request_to_wire(r)  # doctest: +NORMALIZE_WHITESPACE
+    {'kind': 'ad_request', 'request_id': 'r', 'user_id': 'u', 'ts': 5, 'slot': 's',
+     'floor_price': 0.1, 'candidates': [{'ad_id': 'a', 'campaign_id': 'c',
+     'value_per_click': 0.5, 'categories': ['x']}]}
+    >>> ad_request_from_wire(ad_request_to_wire(r)) == r
+    True
+    >>> decode_ad_request(orjson.dumps(ad_request_to_wire(r))) == r
+    True
+    """
+    candidates = []
+    for c in msg.candidates:
+        cd: dict[str, Any] = {
+            "ad_id": c.ad_id,
+            "campaign_id": c.campaign_id,
+            "value_per_click": c.value_per_click,
+        }
+        if c.categories:
+            cd["categories"] = list(c.categories)
+        if c.value_per_conversion is not None:
+            cd["value_per_conversion"] = c.value_per_conversion
+        candidates.append(cd)
+    d: dict[str, Any] = {
+        "kind": msg.kind,
+        "request_id": msg.request_id,
+        "user_id": msg.user_id,
+        "ts": msg.ts_ms,
+        "slot": msg.slot,
+        "floor_price": msg.floor_price,
+        "candidates": candidates,
+    }
+    if msg.context is not None:
+        d["context"] = dict(msg.context)  # a copy: the message is frozen, the dict is not
+    return d
+
+
+def ad_request_from_wire(d: dict[str, Any]) -> AdRequestMsg:
+    """Rebuild a request from ``ad_request_to_wire`` output. Trusted input: no re-validation.
+
+    Keys it does not know (say, a user view added downstream) are ignored.
+    """
+    context = d.get("context")
+    return AdRequestMsg(
+        d["request_id"],
+        d["user_id"],
+        d["ts"],
+        d["slot"],
+        d["floor_price"],
+        tuple(
+            AdCandidateMsg(
+                c["ad_id"],
+                c["campaign_id"],
+                c["value_per_click"],
+                tuple(c.get("categories", ())),
+                c.get("value_per_conversion"),
+            )
+            for c in d["candidates"]
+        ),
+        None if context is None else dict(context),
+    )
+
+
+def ad_event_to_wire(msg: AdEventMsg) -> dict[str, Any]:
+    """The ad event as a JSON-able dict for internal topics; a valid ``ad-events`` message too.
+
+    >>> e = AdEventMsg("e", "r", "a", "conversion", 5, revenue=12.5)
+    >>> ad_event_to_wire(e)  # doctest: +NORMALIZE_WHITESPACE
+    {'kind': 'ad_event', 'event_id': 'e', 'request_id': 'r', 'ad_id': 'a',
+     'type': 'conversion', 'ts': 5, 'cost': 0.0, 'revenue': 12.5}
+    >>> ad_event_from_wire(ad_event_to_wire(e)) == e
+    True
+    """
+    return {
+        "kind": msg.kind,
+        "event_id": msg.event_id,
+        "request_id": msg.request_id,
+        "ad_id": msg.ad_id,
+        "type": msg.type,
+        "ts": msg.ts_ms,
+        "cost": msg.cost,
+        "revenue": msg.revenue,
+    }
+
+
+def ad_event_from_wire(d: dict[str, Any]) -> AdEventMsg:
+    """Rebuild an ad event from ``ad_event_to_wire`` output. Trusted input: no re-validation."""
+    return AdEventMsg(
+        d["event_id"], d["request_id"], d["ad_id"], d["type"], d["ts"], d["cost"], d["revenue"]
+    )
+
+
+def privacy_to_wire(msg: PrivacyMsg) -> dict[str, Any]:
+    """The privacy request as a JSON-able dict; a valid ``privacy`` message too.
+
+    >>> p = decode_privacy(b'{"user_id": "u", "action": "erase", "ts": 5}')
+    >>> privacy_to_wire(p)
+    {'kind': 'privacy', 'event_id': 'privacy:erase:5', 'user_id': 'u', 'action': 'erase', 'ts': 5}
+    >>> privacy_from_wire(privacy_to_wire(p)) == p
+    True
+    """
+    return {
+        "kind": msg.kind,
+        "event_id": msg.event_id,
+        "user_id": msg.user_id,
+        "action": msg.action,
+        "ts": msg.ts_ms,
+    }
+
+
+def privacy_from_wire(d: dict[str, Any]) -> PrivacyMsg:
+    """Rebuild a privacy request from ``privacy_to_wire`` output. Trusted input."""
+    return PrivacyMsg(d["user_id"], d["action"], d["ts"], d["event_id"])
+
+
+def control_to_wire(msg: ControlMsg) -> dict[str, Any]:
+    """The control command as a JSON-able dict; a valid ``control`` message too.
+
+    >>> c = ControlMsg("ads_resume", 5)
+    >>> control_to_wire(c)
+    {'kind': 'control', 'action': 'ads_resume', 'ts': 5}
+    >>> control_from_wire(control_to_wire(c)) == c
+    True
+    """
+    d: dict[str, Any] = {"kind": msg.kind, "action": msg.action, "ts": msg.ts_ms}
+    if msg.reason is not None:
+        d["reason"] = msg.reason
+    return d
+
+
+def control_from_wire(d: dict[str, Any]) -> ControlMsg:
+    """Rebuild a control command from ``control_to_wire`` output. Trusted input."""
+    return ControlMsg(d["action"], d["ts"], d.get("reason"))
