@@ -38,6 +38,8 @@ class UserProfile:
     factors: user-keyed state lives here, in the table, and goes with the profile when
     it is erased); ``served_counts`` counts how often each recently served item was
     recommended (for the re-recommendation cap; bounded, oldest dropped first).
+    ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
+    no personalized ad bid.
 
     >>> p = apply_click(UserProfile(), "i1", 1_000, ["Comedy"], half_life_ms=3_600_000)
     >>> p.clicks, p.recent_items, p.interests
@@ -60,6 +62,7 @@ class UserProfile:
     last_strategy: str = ""
     model_state: dict[str, Any] = field(default_factory=dict)
     served_counts: dict[str, int] = field(default_factory=dict)
+    opted_out: bool = False
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -105,6 +108,8 @@ class UserProfile:
             d["ms"] = dict(self.model_state)
         if self.served_counts:
             d["sc"] = dict(self.served_counts)
+        if self.opted_out:
+            d["oo"] = True
         return d
 
     @classmethod
@@ -129,6 +134,7 @@ class UserProfile:
             last_strategy=str(d.get("ls", "")),
             model_state=dict(d.get("ms", {})),
             served_counts=dict(d.get("sc", {})),
+            opted_out=bool(d.get("oo", False)),
         )
 
 

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,7 +305,7 @@ def wait_for_broker(bootstrap: str, timeout: float) -> None:
 def ensure_topics(
     bootstrap: str,
     names: list[str],
-    partitions: int,
+    partitions: int | Mapping[str, int],
     replication: int = 1,
     timeout: float = 30.0,
     configs: dict[str, str] | None = None,
@@ -314,6 +314,7 @@ def ensure_topics(
 
     Waits until metadata shows every partition of every named topic with a leader.
     Existing topics are left as they are (their partition count is not changed).
+    ``partitions`` is one count for all, or a count per name.
     """
     import kafka.errors as Errors
 
@@ -328,7 +329,8 @@ def ensure_topics(
         if missing:
             spec = {
                 n: {
-                    "num_partitions": partitions,
+                    "num_partitions": partitions if isinstance(partitions, int)
+                    else partitions[n],
                     "replication_factor": replication,
                     "configs": {k: str(v) for k, v in (configs or {}).items()},
                 }

@@ -11,16 +11,20 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from models.bidding import EVENT_OUTCOMES, EVENT_TYPES, NO_BID_REASONS
 from models.engine import MODELS, STRATEGIES
 from models.recommenders.hybrid import CONTEXTS
 from streams.records import ERROR_CODES
 
-INPUT_TOPICS = ("clicks", "purchases", "items")
+INPUT_TOPICS = ("clicks", "purchases", "items", "ad-requests", "ad-events", "privacy", "control")
 OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
-AGENTS = ("ingest", "profile", "items")
+AGENTS = ("ingest", "profile", "items", "ads")
+# A bid, or why not.
+BID_OUTCOMES = ("bid", *NO_BID_REASONS)
 VARIANTS = ("default",)
 # Dead-letter codes the agents add on top of the validation codes in records.py.
-AGENT_ERROR_CODES = ("internal_error", "event_conflict")
+AGENT_ERROR_CODES = ("internal_error", "event_conflict", "unknown_request", "late_event",
+                     "wrong_ad")
 
 
 @dataclass
@@ -46,10 +50,36 @@ class Metrics:
     checkpoint_seconds: Gauge
     checkpoint_bytes: Gauge
     checkpoint_version: Gauge
+    ad_bids: Counter
+    ad_bid_seconds: Histogram
+    ad_bid_amount: Counter
+    ad_events: Counter
+    ad_impressions: Counter
+    ad_clicks: Counter
+    ad_conversions: Counter
+    ad_spend: Counter
+    ad_revenue: Counter
+    ad_labels: Counter
+    ad_predicted_clicks: Counter
+    ad_log_loss: Counter
+    ad_budget_remaining: Gauge
+    ad_reserved: Gauge
+    ad_pacing: Gauge
+    ad_win_rate: Gauge
+    ad_roi: Gauge
+    ad_pctr_calibration: Gauge
+    ad_kill_switch: Gauge
 
 
-def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
-    """Create every metric on ``registry`` (a fresh one if None) and pre-set its labels."""
+def build_metrics(
+    registry: CollectorRegistry | None = None, campaigns: tuple[str, ...] = ()
+) -> Metrics:
+    """Create every metric on ``registry`` (a fresh one if None) and pre-set its labels.
+
+    ``campaigns`` are the configured campaign ids: the only campaign label values, since
+    they are a bounded, configured set (a request naming another campaign gets no bid
+    and counts under its no-bid reason, not under a new label).
+    """
     reg = registry if registry is not None else CollectorRegistry()
     m = Metrics(
         registry=reg,
@@ -169,6 +199,118 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Version of the newest model checkpoint saved or restored (0: none).",
             registry=reg,
         ),
+        ad_bids=Counter(
+            "persona_ad_bids",
+            "Ad-bid decisions: outcome is bid, or the no_bid_reason.",
+            ["outcome"],
+            registry=reg,
+        ),
+        ad_bid_seconds=Histogram(
+            "persona_ad_bid_decision_seconds",
+            "In-process time of one bid decision (features, pCTR of every candidate, rules).",
+            buckets=(2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2),
+            registry=reg,
+        ),
+        ad_bid_amount=Counter(
+            "persona_ad_bid_amount",
+            "Sum of the bids made, per campaign (currency units).",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_events=Counter(
+            "persona_ad_events",
+            "Ad events by type and outcome (counted, duplicate, late, unknown_request, "
+            "wrong_ad).",
+            ["type", "outcome"],
+            registry=reg,
+        ),
+        ad_impressions=Counter(
+            "persona_ad_impressions",
+            "Won auctions (first impression of a bid request), per campaign.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_clicks=Counter(
+            "persona_ad_clicks", "Ad clicks counted, per campaign.", ["campaign"], registry=reg
+        ),
+        ad_conversions=Counter(
+            "persona_ad_conversions", "Ad conversions counted, per campaign.", ["campaign"],
+            registry=reg,
+        ),
+        ad_spend=Counter(
+            "persona_ad_spend",
+            "Money charged by ad events (capped at each bid), per campaign.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_revenue=Counter(
+            "persona_ad_revenue",
+            "Revenue reported by ad events, per campaign.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_labels=Counter(
+            "persona_ad_pctr_labels",
+            "Resolved pCTR labels (clicked, or not within the window), per campaign.",
+            ["campaign", "label"],
+            registry=reg,
+        ),
+        ad_predicted_clicks=Counter(
+            "persona_ad_pctr_predicted_clicks",
+            "Sum of the pCTR served for the resolved labels: against "
+            "persona_ad_pctr_labels_total{label=\"click\"} it gives the calibration.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_log_loss=Counter(
+            "persona_ad_pctr_log_loss",
+            "Sum of the log loss of the pCTR served, over resolved labels (divide by the "
+            "label count for the mean).",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_budget_remaining=Gauge(
+            "persona_ad_budget_remaining",
+            "Budget left per campaign and period (daily: today, UTC; total), after spend and "
+            "reservations; -1 when the campaign has no such budget.",
+            ["campaign", "period"],
+            registry=reg,
+        ),
+        ad_reserved=Gauge(
+            "persona_ad_budget_reserved",
+            "Money reserved by open bids (no impression yet, window open), per campaign.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_pacing=Gauge(
+            "persona_ad_pacing_multiplier",
+            "Current pacing multiplier per campaign (1: unthrottled).",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_win_rate=Gauge(
+            "persona_ad_win_rate",
+            "Impressions / bids per campaign since start.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_roi=Gauge(
+            "persona_ad_roi",
+            "(revenue - spend) / spend per campaign since start (0 with no spend).",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_pctr_calibration=Gauge(
+            "persona_ad_pctr_calibration",
+            "Predicted / observed clicks over resolved labels since start (1 is calibrated; "
+            "0 before the first click).",
+            registry=reg,
+        ),
+        ad_kill_switch=Gauge(
+            "persona_ad_kill_switch",
+            "1 while the ads kill switch is on (no bids), else 0.",
+            registry=reg,
+        ),
     )
     for topic in INPUT_TOPICS:
         for outcome in OUTCOMES:
@@ -194,6 +336,21 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     for strategy in STRATEGIES:
         m.strategy_estimate.labels(strategy=strategy)
         m.strategy_propensity.labels(strategy=strategy)
+    for outcome in BID_OUTCOMES:
+        m.ad_bids.labels(outcome=outcome)
+    for kind in EVENT_TYPES:
+        # "counted" is the bidder's "applied": the one event counted per (request, type)
+        for outcome in ("counted", *EVENT_OUTCOMES[1:]):
+            m.ad_events.labels(type=kind, outcome=outcome)
+    for c in campaigns:
+        for counter in (m.ad_bid_amount, m.ad_impressions, m.ad_clicks, m.ad_conversions,
+                        m.ad_spend, m.ad_revenue, m.ad_predicted_clicks, m.ad_log_loss,
+                        m.ad_reserved, m.ad_pacing, m.ad_win_rate, m.ad_roi):
+            counter.labels(campaign=c)
+        for label in ("click", "no_click"):
+            m.ad_labels.labels(campaign=c, label=label)
+        for period in ("daily", "total"):
+            m.ad_budget_remaining.labels(campaign=c, period=period)
     for context in CONTEXTS:
         for component in STRATEGIES[1:]:
             m.blend_weight.labels(context=context, component=component)

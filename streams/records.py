@@ -47,7 +47,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "bad_timestamp": "ts is not ISO-8601 with a zone, nor epoch ms in [1970, 2100)",
     "non_finite": "a number is NaN or infinite",
     "out_of_range": "a number is beyond its sanity cap",
-    "bad_value": "a value breaks a rule of its field (price <= 0, quantity < 1, currency)",
+    "bad_value": "a value breaks a rule of its field (price <= 0, quantity < 1, currency, "
+                 "an unknown event type or action, no or duplicate ad candidates)",
     "key_mismatch": "an items message's key differs from its item_id",
 }
 

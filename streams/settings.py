@@ -11,6 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import orjson
+
+from models.bidding import Campaign, CampaignError, load_campaigns
 from models.engine import STRATEGIES, EngineConfig
 
 # The project root: the folder holding pyproject.toml (streams/..).
@@ -52,6 +55,18 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw.strip() == "" else raw.strip()
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: Sequence[str]) -> str:
     value = _str(env, name, default).lower()
     if value not in choices:
@@ -69,6 +84,8 @@ class Topics:
     ad_requests: str = "ad-requests"
     ad_events: str = "ad-events"
     privacy: str = "privacy"
+    # Operator commands (the ads kill switch): {"action": "ads_kill" | "ads_resume", "ts"}.
+    control: str = "control"
     recommendations: str = "recommendations"
     ad_bids: str = "ad-bids"
     segments: str = "segments"
@@ -128,6 +145,28 @@ class Settings:
     new_item_rate: float = 0.05
     # PERSONA_NEW_ITEM_BUDGET: exploration showings per new item before it must earn them.
     new_item_budget: int = 100
+    # PERSONA_CAMPAIGNS_FILE: JSON file of ad campaigns ({"campaigns": [...]}, see
+    # docs/ads.md). Empty: no campaigns, so every ad request gets no_bid unknown_campaign.
+    campaigns_file: str = ""
+    # PERSONA_AD_WINDOW_S: attribution window after an ad request whose impression came:
+    # a click within it makes a positive label, none a negative when it closes; clicks,
+    # conversions and their costs after it are refused.
+    ad_window_s: float = 1800.0
+    # PERSONA_AD_IMPRESSION_WINDOW_S: how long after the request its impression may be
+    # reported. A bid holds its amount out of the budget until then; with no impression
+    # by then the auction counts as lost and the money is free again (a later impression
+    # is refused, not charged). Set it above your exchange's reporting delay.
+    ad_impression_window_s: float = 60.0
+    # PERSONA_AD_RETENTION_S: how long a closed request is remembered, so a late
+    # duplicate event is recognised rather than counted.
+    ad_retention_s: float = 3600.0
+    # PERSONA_AD_MAX_RECORDS: bound on remembered ad requests (oldest closed go first).
+    ad_max_records: int = 200_000
+    # PERSONA_AD_PACING: spread each campaign's daily budget over the (UTC) day.
+    ad_pacing: bool = True
+    # PERSONA_ADS_KILL_SWITCH: true stops all bidding (every request gets no_bid
+    # kill_switch). The control topic's ads_kill does the same at run time and persists.
+    ads_kill_switch: bool = False
     # PERSONA_CHECKPOINT_INTERVAL_S: seconds between model checkpoints (0: only at shutdown).
     checkpoint_interval_s: float = 30.0
     # PERSONA_CHECKPOINT_KEEP: model checkpoint versions kept on disk.
@@ -156,13 +195,25 @@ class Settings:
         """Internal topic of validated events keyed by pseudonymous user id."""
         return f"{self.app_id}-events"
 
+    @property
+    def ads_topic(self) -> str:
+        """Internal one-partition topic of everything the ads agent decides on: requests
+        (with the user's ad view), ad events, control commands and clock ticks."""
+        return f"{self.app_id}-ads"
+
     def created_topics(self) -> list[str]:
         """Every topic ``persona topics create`` makes: the contract's and the events topic.
 
         The events topic is created up front (not left to Faust at worker start), so the
         worker's first group join already sees it and gets its partitions assigned.
         """
-        return [*self.topics.all(), self.events_topic]
+        return [*self.topics.all(), self.events_topic, self.ads_topic]
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Partitions of each created topic: ``partitions``, but one for the ads topic (a
+        single owner keeps budgets exact and global, and the kill switch in one place)."""
+        return {name: 1 if name == self.ads_topic else self.partitions
+                for name in self.created_topics()}
 
     def engine_config(self) -> EngineConfig:
         """The models' hyperparameters from these settings (worker and evaluator alike)."""
@@ -198,6 +249,23 @@ class Settings:
     @property
     def secret_key_file(self) -> Path:
         return self.data_dir / "secret.key"
+
+    def read_campaigns(self) -> dict[str, Campaign]:
+        """The campaigns of ``PERSONA_CAMPAIGNS_FILE`` (none when it is unset), or a clear
+        SettingsError naming the file and the problem."""
+        if not self.campaigns_file:
+            return {}
+        path = Path(self.campaigns_file)
+        try:
+            obj = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: {exc.strerror}") from None
+        except orjson.JSONDecodeError as exc:
+            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: not JSON ({exc})") from None
+        try:
+            return load_campaigns(obj)
+        except CampaignError as exc:
+            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: {exc}") from None
 
     def require_secret_key(self) -> bytes:
         """The pseudonymization key, or a clear error when it is missing or weak."""
@@ -250,6 +318,17 @@ class Settings:
             max_per_category=_int(env, "PERSONA_MAX_PER_CATEGORY", d.max_per_category, 0, 100),
             new_item_rate=_float(env, "PERSONA_NEW_ITEM_RATE", d.new_item_rate, 0.0, 1.0),
             new_item_budget=_int(env, "PERSONA_NEW_ITEM_BUDGET", d.new_item_budget, 0, 10**9),
+            campaigns_file=_str(env, "PERSONA_CAMPAIGNS_FILE", d.campaigns_file),
+            ad_window_s=_float(env, "PERSONA_AD_WINDOW_S", d.ad_window_s, 1.0, 86_400.0),
+            ad_impression_window_s=_float(
+                env, "PERSONA_AD_IMPRESSION_WINDOW_S", d.ad_impression_window_s, 1.0, 86_400.0
+            ),
+            ad_retention_s=_float(
+                env, "PERSONA_AD_RETENTION_S", d.ad_retention_s, 0.0, 7 * 86_400.0
+            ),
+            ad_max_records=_int(env, "PERSONA_AD_MAX_RECORDS", d.ad_max_records, 100, 10**8),
+            ad_pacing=_bool(env, "PERSONA_AD_PACING", d.ad_pacing),
+            ads_kill_switch=_bool(env, "PERSONA_ADS_KILL_SWITCH", d.ads_kill_switch),
             checkpoint_interval_s=_float(
                 env, "PERSONA_CHECKPOINT_INTERVAL_S", d.checkpoint_interval_s, 0.0, 86_400.0
             ),

@@ -1,28 +1,47 @@
 """In-process state shared by this worker's agents and views: models, metrics, key.
 
-Item-level model state (co-occurrence, item factors, TF-IDF, popularity, catalogue) is
-global, not per partition; with one worker it simply lives here (DESIGN §3).
+Item-level model state (co-occurrence, item factors, TF-IDF, popularity, catalogue) and
+the pCTR models are global, not per partition; with one worker they simply live here
+(DESIGN §3). The bidder's money state is mirrored from the changelog-backed ``ads``
+table by the ads agent.
 """
 
 from __future__ import annotations
 
+from models.ads import PctrModel, PctrQuality
+from models.bidding import Bidder
 from models.engine import Engine
 from models.privacy import Pseudonymizer
 from streams import __version__
 from streams.app import settings
-from streams.checkpoint import Checkpointer
+from streams.checkpoint import AdModels, Checkpointer
 from streams.metrics import build_metrics
 
-metrics = build_metrics()
+# A bad campaigns file stops the worker here, with a message naming the file and field.
+campaigns = settings.read_campaigns()
+metrics = build_metrics(campaigns=tuple(campaigns))
 
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())
 
 engine = Engine(settings.engine_config())
+bidder = Bidder(
+    campaigns,
+    pctr=PctrModel(),
+    pcvr=PctrModel(prior_ctr=0.05),
+    window_ms=int(settings.ad_window_s * 1000),
+    impression_window_ms=int(min(settings.ad_impression_window_s, settings.ad_window_s) * 1000),
+    retention_ms=int(settings.ad_retention_s * 1000),
+    max_records=settings.ad_max_records,
+    pacing=settings.ad_pacing,
+)
+ad_models = AdModels(bidder)
+# Quality of the pCTR served, over the labels resolved since this worker started.
+ads_learned = PctrQuality(max_samples=1)
 
 checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
 # Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.
-_restored = checkpointer.restore_latest(engine)
+_restored = checkpointer.restore_latest(engine, {"ads": ad_models})
 if _restored is not None:
     metrics.checkpoints.labels(outcome="restored").inc()
     metrics.checkpoint_version.set(_restored)

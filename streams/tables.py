@@ -25,3 +25,15 @@ profiles = app.Table(
 def stored_profile(record: dict | None) -> dict | None:
     """The profile dict inside a stored record (None for an unknown user)."""
     return None if record is None else record.get("p")
+
+
+# The ads agent's durable state (models.bidding.Bidder records): per-request decisions
+# with the features served, the spend ledger with pacing state, and the kill switch.
+# One partition, like its source topic: one owner, so spend is exact and global.
+ads = app.Table(
+    "ads",
+    default=None,
+    schema=_SCHEMA,
+    partitions=1,
+    help="Ad bidding state: request records, spend ledger, kill switch (no user ids).",
+)

@@ -11,6 +11,10 @@ _n = settings.partitions
 clicks = app.topic(t.clicks, key_type=bytes, value_type=bytes, partitions=_n)
 purchases = app.topic(t.purchases, key_type=bytes, value_type=bytes, partitions=_n)
 items = app.topic(t.items, key_type=bytes, value_type=bytes, partitions=_n)
+ad_requests = app.topic(t.ad_requests, key_type=bytes, value_type=bytes, partitions=_n)
+ad_events = app.topic(t.ad_events, key_type=bytes, value_type=bytes, partitions=_n)
+privacy = app.topic(t.privacy, key_type=bytes, value_type=bytes, partitions=_n)
+control = app.topic(t.control, key_type=bytes, value_type=bytes, partitions=_n)
 
 # Internal: validated events keyed by the pseudonymous user id, so one user's events
 # (whatever key the producer used) reach one partition and one profile owner, in order.
@@ -18,9 +22,18 @@ events = app.topic(
     settings.events_topic, key_type=bytes, value_type=bytes, partitions=_n, internal=True
 )
 
-# Topics the agents consume: /ready waits until each has partitions assigned here.
-SOURCE_TOPICS = (t.clicks, t.purchases, t.items, settings.events_topic)
+# Internal, ONE partition: ad requests (with the user's ad view, after the profile
+# agent), ad events, control commands and clock ticks, in one order for one owner, so
+# budgets are exact and global and the kill switch lives in one place (DESIGN §3).
+ads = app.topic(settings.ads_topic, key_type=bytes, value_type=bytes, partitions=1,
+                internal=True)
+
+# Topics the agents consume: /ready waits until each has partitions assigned here. Not
+# the one-partition ads topic: with several workers only one of them owns it.
+SOURCE_TOPICS = (t.clicks, t.purchases, t.items, t.ad_requests, t.ad_events, t.privacy,
+                 t.control, settings.events_topic)
 
 # Output topics.
 recommendations = app.topic(t.recommendations, key_type=bytes, value_type=bytes, partitions=_n)
+ad_bids = app.topic(t.ad_bids, key_type=bytes, value_type=bytes, partitions=_n)
 dead_letters = app.topic(t.dead_letters, key_type=bytes, value_type=bytes, partitions=_n)

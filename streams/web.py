@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import reasons
 from streams import tables
+from streams.agents.ads import refresh_gauges as refresh_ad_gauges
 from streams.app import app, settings
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
@@ -55,6 +56,7 @@ class MetricsView(View):
         for context, weights in engine.hybrid.weights().items():
             for component, weight in weights.items():
                 metrics.blend_weight.labels(context=context, component=component).set(weight)
+        refresh_ad_gauges()
         # aiohttp refuses a charset in content_type=, so the full header goes in headers.
         return self.bytes(
             generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

@@ -6,7 +6,7 @@ import logging
 
 from streams.app import app, settings
 from streams.checkpoint import timed_save
-from streams.state import checkpointer, engine, metrics
+from streams.state import ad_models, bidder, checkpointer, engine, metrics
 
 log = logging.getLogger(__name__)
 
@@ -16,11 +16,11 @@ _saved_at_updates = -1
 def save_if_changed() -> None:
     """Checkpoint the models if they learned anything since the last save."""
     global _saved_at_updates
-    if engine.updates == _saved_at_updates:
+    updates = engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates
+    if updates == _saved_at_updates:
         return
     try:
-        updates = engine.updates
-        version, size, seconds = timed_save(checkpointer, engine)
+        version, size, seconds = timed_save(checkpointer, engine, {"ads": ad_models})
     except Exception as exc:  # a failed save must not stop the worker
         metrics.checkpoints.labels(outcome="failed").inc()
         log.error("model checkpoint failed: %s", type(exc).__name__)

@@ -1,6 +1,8 @@
 """Profile agent: dedupe, update the user's profile, learn, recommend, emit.
 
-Owns the ``profiles`` table (concurrency 1: tables change only here).
+Owns the ``profiles`` table (concurrency 1: tables change only here). Ad requests pass
+through here too, to pick up the user's ad view (interests, recency, consent) from the
+profile on this partition before the ads agent bids; privacy requests change consent.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from datetime import UTC, datetime
 
 import orjson
 
+from models.ads import user_view
 from models.engine import MODELS, reasons
+from models.profile import UserProfile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
-from streams.app import app
+from streams.app import app, settings
 from streams.state import MODEL_VERSION, engine, metrics
 
 VARIANT = "default"
@@ -87,8 +91,51 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     return "accepted", record
 
 
+def with_ad_view(wire: dict) -> dict:
+    """The ad request with the user's ad view (``view``) from their stored profile.
+
+    Opted-out users get an empty, non-personal view (``np``): a contextual bid.
+    """
+    stored = tables.stored_profile(tables.profiles.get(wire["user_id"]))
+    profile = None if stored is None else UserProfile.from_dict(stored)
+    opted_out = profile is not None and profile.opted_out
+    wire["view"] = user_view(profile, int(wire["ts"]), settings.interest_half_life_ms,
+                             opted_out=opted_out)
+    return wire
+
+
+def handle_privacy(wire: dict) -> str:
+    """Apply an opt_out, opt_in or erase to the user's stored state; return the action.
+
+    Idempotent: applying one twice leaves the same state. Erase removes the profile (a
+    tombstone in the changelog: user factors, seen items and dedupe window go with it)
+    and what the hybrid keeps of the user's last served list.
+    """
+    user, action = wire["user_id"], wire["action"]
+    if action == "erase":
+        if tables.profiles.get(user) is not None:
+            del tables.profiles[user]
+        engine.hybrid.forget_user(user)
+        return action
+    stored = tables.profiles.get(user) or {}
+    profile = UserProfile.from_dict(stored.get("p") or {})
+    want = action == "opt_out"
+    if profile.opted_out != want or not stored:
+        profile.opted_out = want
+        tables.profiles[user] = {"p": profile.to_dict(), "d": stored.get("d") or []}
+    return action
+
+
 async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
     wire = orjson.loads(msg.value)
+    kind = wire.get("kind")
+    if kind == "ad_request":
+        await topics.ads.send(key=None, value=orjson.dumps(with_ad_view(wire)))
+        return
+    if kind == "privacy":
+        handle_privacy(wire)
+        metrics.events.labels(topic="privacy", outcome="accepted").inc()
+        return
     outcome, record = handle_event(wire)
     if outcome == "conflict":
         await send_dead_letter(

@@ -14,10 +14,16 @@ import pytest
 
 os.environ.setdefault("PERSONA_SECRET_KEY", "agent-test-secret-key-0123456789")
 os.environ.setdefault("PERSONA_DATA_DIR", tempfile.mkdtemp(prefix="persona-agent-tests-"))
+# A campaign for the ads agent to bid for.
+_campaigns = os.path.join(os.environ["PERSONA_DATA_DIR"], "campaigns.json")
+with open(_campaigns, "w", encoding="utf-8") as _fh:
+    _fh.write('{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}')
+os.environ.setdefault("PERSONA_CAMPAIGNS_FILE", _campaigns)
+os.environ.setdefault("PERSONA_AD_PACING", "false")
 
-from faust.topics import Topic
+from faust.topics import Topic  # noqa: E402
 
-from streams.app import app
+from streams.app import app  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,7 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float, idle: f
 def service(kafka_broker, tmp_path_factory):
     sfx = uuid.uuid4().hex[:8]
     names = {k: f"{k.replace('_', '-')}-{sfx}" for k in
-             ("clicks", "purchases", "items", "ad_requests", "ad_events", "privacy",
+             ("clicks", "purchases", "items", "ad_requests", "ad_events", "privacy", "control",
               "recommendations", "ad_bids", "segments", "dead_letters")}
     env = {f"PERSONA_TOPIC_{k.upper()}": v for k, v in names.items()}
     data_dir: Path = tmp_path_factory.mktemp("worker")
@@ -143,7 +143,9 @@ def service(kafka_broker, tmp_path_factory):
         # The default exploration, spelled out: the test checks what it records.
         "PERSONA_EXPLORATION": "0.05",
     })
-    ensure_topics(kafka_broker.bootstrap, [*names.values(), f"persona-it-{sfx}-events"], 4)
+    counts = {n: 4 for n in [*names.values(), f"persona-it-{sfx}-events"]}
+    counts[f"persona-it-{sfx}-ads"] = 1  # the ads topic has one partition
+    ensure_topics(kafka_broker.bootstrap, list(counts), counts)
     worker = WorkerProcess(env=env, web_port=free_port(), log_path=data_dir / "worker.log")
     worker.start()
     try:

@@ -1,0 +1,257 @@
+"""Ads agent: bid on ad requests, charge spend, learn pCTR from what was served.
+
+It consumes the one-partition ads topic (requests with the user's ad view, ad events,
+control commands, clock ticks) and owns the ``ads`` table (concurrency 1). All money
+state goes through ``models.bidding.Bidder``: this module only moves its writes into
+the table, sends ``ad-bids`` and counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+from models.bidding import AdCandidate, AdRequest, Decision
+from streams import tables, topics
+from streams.agents.deadletter import run_guarded, send_dead_letter
+from streams.app import app, settings
+from streams.state import ads_learned, bidder, metrics
+
+log = logging.getLogger(__name__)
+
+# Event outcomes that mean the event cannot be applied: dead-lettered with this code.
+REFUSED = {"unknown_request": "unknown_request", "late": "late_event", "wrong_ad": "wrong_ad"}
+REFUSED_DETAIL = {
+    "unknown_request": "no ad request with this request_id is known (never seen, or "
+                       "forgotten after PERSONA_AD_RETENTION_S)",
+    "late_event": "the request's window had closed (impression window, or attribution "
+                  "window after the impression): not charged",
+    "wrong_ad": "the request's bid was for another ad_id, or no bid was made",
+}
+
+
+class _Clock:
+    """Event time for closing attribution windows: the newest event ts seen, moved on by
+    wall time while no events arrive (so windows close in a quiet period too, and a
+    replay of old events is not closed early by today's clock)."""
+
+    def __init__(self) -> None:
+        self.event_ms = 0
+        self.wall_at_event = time.monotonic()
+
+    def saw(self, ts_ms: int) -> None:
+        if ts_ms > self.event_ms:
+            self.event_ms = ts_ms
+            self.wall_at_event = time.monotonic()
+
+    def now_ms(self) -> int:
+        if not self.event_ms:
+            return 0
+        return self.event_ms + int((time.monotonic() - self.wall_at_event) * 1000)
+
+
+clock = _Clock()
+_loaded = False
+
+
+@app.on_partitions_assigned.connect
+async def _reload_after_rebalance(app, assigned=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    # The table may have moved away and back: rebuild the bidder from it on next use.
+    global _loaded
+    _loaded = False
+
+
+def _ensure_loaded() -> None:
+    """Rebuild the bidder's money state from the recovered ``ads`` table (once per
+    assignment: Faust delivers no message before the table has recovered)."""
+    global _loaded
+    if not _loaded:
+        bidder.load(list(tables.ads.items()))
+        _loaded = True
+        metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+
+
+def _apply(writes: list) -> None:
+    for key, value in writes:
+        if value is None:
+            if tables.ads.get(key) is not None:
+                del tables.ads[key]
+        else:
+            tables.ads[key] = value
+
+
+def request_from_wire(w: dict) -> AdRequest:
+    """The model's request from the wire form the profile agent forwarded."""
+    return AdRequest(
+        request_id=w["request_id"],
+        user=w["user_id"],
+        ts_ms=int(w["ts"]),
+        slot=w["slot"],
+        floor_price=float(w.get("floor_price", 0.0)),
+        candidates=tuple(
+            AdCandidate(
+                ad_id=c["ad_id"],
+                campaign_id=c["campaign_id"],
+                value_per_click=float(c["value_per_click"]),
+                categories=tuple(c.get("categories", ())),
+                value_per_conversion=c.get("value_per_conversion"),
+            )
+            for c in w["candidates"]
+        ),
+        context=w.get("context"),
+        view=w.get("view") or {},
+    )
+
+
+def bid_record(d: Decision) -> dict:
+    """The DESIGN §2 ``ad-bids`` record: a bid, or the reason for none."""
+    rec: dict = {
+        "request_id": d.request_id,
+        "user_id": d.user,
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    if d.no_bid_reason is None:
+        rec.update(ad_id=d.ad_id, campaign_id=d.campaign_id, bid=round(float(d.bid or 0.0), 6),
+                   pctr=round(float(d.pctr or 0.0), 8))
+    else:
+        rec["no_bid_reason"] = d.no_bid_reason
+    return rec
+
+
+# Per campaign since start, for the win-rate and ROI gauges.
+_tallies: dict[str, dict[str, float]] = {}
+
+
+def tally(campaign: str) -> dict[str, float]:
+    t = _tallies.get(campaign)
+    if t is None:
+        t = _tallies[campaign] = {"bids": 0, "impressions": 0, "spend": 0.0, "revenue": 0.0}
+    return t
+
+
+def _count_labels(labels) -> None:  # type: ignore[no-untyped-def]
+    for label in labels:
+        if label.model != "pctr" or label.campaign_id not in bidder.campaigns:
+            continue
+        p = min(max(float(label.p), 1e-12), 1 - 1e-12)
+        y = int(label.y)
+        campaign = label.campaign_id
+        ads_learned.update(p, y)
+        metrics.ad_labels.labels(campaign=campaign, label="click" if y else "no_click").inc()
+        metrics.ad_predicted_clicks.labels(campaign=campaign).inc(p)
+        metrics.ad_log_loss.labels(campaign=campaign).inc(-math.log(p if y else 1 - p))
+
+
+async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+    kind = wire.get("kind")
+    if kind == "ad_request":
+        started = time.perf_counter()
+        req = request_from_wire(wire)
+        decision, writes = bidder.decide(req, killed=settings.ads_kill_switch)
+        metrics.ad_bid_seconds.observe(time.perf_counter() - started)
+        _apply(writes)
+        clock.saw(req.ts_ms)
+        metrics.events.labels(topic="ad-requests",
+                              outcome="duplicate" if decision.replay else "accepted").inc()
+        if not decision.replay:  # a replayed request re-sends its stored answer, once counted
+            metrics.ad_bids.labels(outcome=decision.no_bid_reason or "bid").inc()
+            if decision.no_bid_reason is None and decision.campaign_id in bidder.campaigns:
+                tally(decision.campaign_id)["bids"] += 1
+                metrics.ad_bid_amount.labels(campaign=decision.campaign_id).inc(decision.bid or 0)
+        await topics.ad_bids.send(key=req.user.encode("utf-8"),
+                                  value=orjson.dumps(bid_record(decision)))
+    elif kind == "ad_event":
+        outcome, writes = bidder.on_event(
+            wire["event_id"], wire["request_id"], wire["ad_id"], wire["type"], int(wire["ts"]),
+            cost=float(wire.get("cost", 0.0)), revenue=float(wire.get("revenue", 0.0)),
+        )
+        _apply(writes)
+        clock.saw(int(wire["ts"]))
+        _count_event(wire["type"], outcome)
+        code = REFUSED.get(outcome.outcome)
+        if code is not None:
+            topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
+            raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
+            await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], raw)
+    elif kind == "control":
+        writes = bidder.set_kill(wire["action"] == "ads_kill", int(wire["ts"]))
+        _apply(writes)
+        metrics.events.labels(topic="control", outcome="accepted").inc()
+        log.warning("ads kill switch %s", "ON" if bidder.killed else "off")
+    elif kind != "tick":
+        raise ValueError(f"unknown ads message kind {kind!r}")
+    labels, writes = bidder.advance(clock.now_ms())
+    _apply(writes)
+    _count_labels(labels)
+    metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+
+
+def _count_event(kind: str, outcome) -> None:  # type: ignore[no-untyped-def]
+    label = "counted" if outcome.first else outcome.outcome
+    metrics.ad_events.labels(type=kind, outcome=label).inc()
+    metrics.events.labels(topic="ad-events",
+                          outcome="duplicate" if label == "duplicate" else
+                          ("invalid" if label in REFUSED else "accepted")).inc()
+    if not outcome.first or outcome.campaign_id not in bidder.campaigns:
+        return
+    c = outcome.campaign_id
+    t = tally(c)
+    if outcome.spend:
+        metrics.ad_spend.labels(campaign=c).inc(outcome.spend)
+        t["spend"] += outcome.spend
+    if outcome.revenue:
+        metrics.ad_revenue.labels(campaign=c).inc(outcome.revenue)
+        t["revenue"] += outcome.revenue
+    if kind == "impression":
+        metrics.ad_impressions.labels(campaign=c).inc()
+        t["impressions"] += 1
+    elif kind == "click":
+        metrics.ad_clicks.labels(campaign=c).inc()
+    elif kind == "conversion":
+        metrics.ad_conversions.labels(campaign=c).inc()
+    _count_labels(outcome.labels)
+
+
+def refresh_gauges() -> None:
+    """Budget, pacing, win-rate, ROI and calibration gauges, at scrape time."""
+    from models.bidding import utc_day
+
+    today = utc_day(bidder.now_ms)
+    for cid, c in bidder.campaigns.items():
+        daily = -1.0 if c.daily_budget is None else (
+            c.daily_budget - bidder.spend(cid, today) - bidder.reserved(cid, today))
+        total = -1.0 if c.total_budget is None else (
+            c.total_budget - bidder.spend(cid) - bidder.reserved(cid))
+        metrics.ad_budget_remaining.labels(campaign=cid, period="daily").set(daily)
+        metrics.ad_budget_remaining.labels(campaign=cid, period="total").set(total)
+        metrics.ad_reserved.labels(campaign=cid).set(bidder.reserved(cid))
+        metrics.ad_pacing.labels(campaign=cid).set(bidder.pacing_rate(cid))
+        t = tally(cid)
+        metrics.ad_win_rate.labels(campaign=cid).set(
+            t["impressions"] / t["bids"] if t["bids"] else 0.0)
+        metrics.ad_roi.labels(campaign=cid).set(
+            (t["revenue"] - t["spend"]) / t["spend"] if t["spend"] else 0.0)
+    metrics.ad_pctr_calibration.set(ads_learned.calibration if ads_learned.clicks else 0.0)
+    metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+
+
+async def _ads(msg) -> None:  # type: ignore[no-untyped-def]
+    _ensure_loaded()
+    await handle(orjson.loads(msg.value), msg)
+
+
+@app.agent(topics.ads, name="persona.ads", concurrency=1)
+async def ads(stream):  # type: ignore[no-untyped-def]
+    await run_guarded(stream, "ads", _ads)
+
+
+@app.timer(interval=1.0)
+async def _tick() -> None:
+    """Close attribution windows in quiet periods too: a tick through the ads topic,
+    so the table changes inside the agent's stream loop as Faust requires."""
+    await topics.ads.send(key=None, value=orjson.dumps({"kind": "tick"}))

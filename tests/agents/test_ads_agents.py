@@ -1,0 +1,149 @@
+"""The ad path under Faust's test_context(): ingest routing, the profile agent's ad view,
+the ads agent's bids, charges, refusals and kill switch."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from models.privacy import pseudonymize
+from streams import tables
+from streams.agents.ads import ads as ads_agent
+from streams.agents.ingest import ingest_ad_events, ingest_ad_requests, ingest_control
+from streams.agents.profile import profile as profile_agent
+from streams.app import settings
+from streams.state import bidder, metrics
+
+KEY = settings.require_secret_key()
+T = settings.topics
+EVENTS = f"{settings.app_id}-events"
+ADS = settings.ads_topic
+TS = 1_760_000_000_000
+
+
+def _value(name: str, **labels: str) -> float:
+    v = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+def request(rid: str, user: str, campaign: str = "books", ts: int = TS, **over) -> dict:
+    d = {"request_id": rid, "user_id": user, "ts": ts, "slot": "top", "floor_price": 0.0,
+         "candidates": [{"ad_id": f"{campaign}-1", "campaign_id": campaign,
+                         "value_per_click": 20.0, "categories": ["fiction"]}]}
+    d.update(over)
+    return d
+
+
+def forwarded(rid: str, user_raw: str, campaign: str = "books", ts: int = TS,
+              view: dict | None = None) -> bytes:
+    """An ad request as the profile agent forwards it to the ads topic."""
+    d = request(rid, pseudonymize(user_raw, KEY), campaign, ts)
+    d.update(kind="ad_request", view=view or {})
+    return orjson.dumps(d)
+
+
+def ad_event(eid: str, rid: str, ad: str, kind: str, ts: int, cost: float = 0.0) -> bytes:
+    return orjson.dumps({"kind": "ad_event", "event_id": eid, "request_id": rid, "ad_id": ad,
+                         "type": kind, "ts": ts, "cost": cost, "revenue": 0.0,
+                         "at": [T.ad_events, 1, 7]})
+
+
+def test_ingest_routes_ad_requests_by_user_and_ad_events_to_the_ads_topic(loop, sent):
+    async def run():
+        async with ingest_ad_requests.test_context() as agent:
+            await agent.put(orjson.dumps(request("q1", "raw-ann")), key=b"raw-ann")
+        async with ingest_ad_events.test_context() as agent:
+            await agent.put(orjson.dumps({"event_id": "e1", "request_id": "q1",
+                                          "ad_id": "books-1", "type": "impression",
+                                          "ts": TS}), key=None)
+        async with ingest_control.test_context() as agent:
+            await agent.put(b'{"action": "ads_kill", "ts": 5}', key=None)
+
+    loop.run_until_complete(run())
+    assert [t for t, _, _ in sent] == [EVENTS, ADS, ADS]
+    _, key, value = sent[0]
+    assert key == pseudonymize("raw-ann", KEY).encode() and b"raw-ann" not in value
+    wire = orjson.loads(value)
+    assert wire["kind"] == "ad_request" and wire["user_id"] == key.decode()
+    assert wire["at"] == [T.ad_requests, 0, 0]
+    assert orjson.loads(sent[1][2])["kind"] == "ad_event"
+    assert orjson.loads(sent[2][2])["kind"] == "control"
+
+
+def test_profile_agent_adds_the_ad_view_and_consent(loop, sent):
+    user = pseudonymize("raw-bea", KEY)
+    wire = request("q2", user) | {"kind": "ad_request"}
+    opt_out = {"kind": "privacy", "user_id": user, "action": "opt_out", "ts": TS,
+               "event_id": "p1"}
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(orjson.dumps(wire), key=user.encode())
+            await agent.put(orjson.dumps(opt_out), key=user.encode())
+            await agent.put(orjson.dumps(wire | {"request_id": "q3"}), key=user.encode())
+            return tables.stored_profile(tables.profiles[user])
+
+    stored = loop.run_until_complete(run())
+    assert [t for t, _, _ in sent] == [ADS, ADS]
+    first, second = (orjson.loads(v) for _, _, v in sent)
+    assert not first["view"].get("np")
+    assert second["view"].get("np") is True  # opted out: a contextual, non-personal bid
+    assert stored is not None and stored.get("oo") is True
+
+
+def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
+    bids_before = _value("persona_ad_bids_total", outcome="bid")
+
+    async def run():
+        async with ads_agent.test_context() as agent:
+            await agent.put(forwarded("a1", "raw-cy", ts=TS))
+            await agent.put(ad_event("i1", "a1", "books-1", "impression", TS + 10, cost=0.02))
+            await agent.put(ad_event("i1", "a1", "books-1", "impression", TS + 10, cost=0.02))
+            await agent.put(ad_event("c1", "a1", "books-1", "click", TS + 20))
+            await agent.put(forwarded("a2", "raw-cy", ts=TS + 30))
+            return tables.ads.get("r:a1")
+
+    record = loop.run_until_complete(run())
+    bids = [orjson.loads(v) for t, _, v in sent if t == T.ad_bids]
+    assert [b["request_id"] for b in bids] == ["a1", "a2"]
+    assert bids[0]["user_id"] == pseudonymize("raw-cy", KEY)
+    assert bids[1]["pctr"] > bids[0]["pctr"] and bids[1]["bid"] > bids[0]["bid"]
+    assert _value("persona_ad_bids_total", outcome="bid") == bids_before + 2
+    assert bidder.spend("books") >= 0.02 and record is not None
+    assert _value("persona_ad_events_total", type="impression", outcome="duplicate") >= 1
+    assert _value("persona_ad_pctr_labels_total", campaign="books", label="click") >= 1
+    # the state kept for the request holds no user id, raw or pseudonymous
+    assert b"raw-cy" not in orjson.dumps(record)
+    assert pseudonymize("raw-cy", KEY).encode() not in orjson.dumps(record)
+
+
+def test_ads_agent_refuses_unknown_requests_into_dead_letters(loop, sent):
+    async def run():
+        async with ads_agent.test_context() as agent:
+            await agent.put(ad_event("x1", "never-asked", "books-1", "impression", TS))
+
+    loop.run_until_complete(run())
+    assert [t for t, _, _ in sent] == [T.dead_letters]
+    d = orjson.loads(sent[0][2])
+    assert (d["error"], d["source_topic"], d["partition"], d["offset"]) == (
+        "unknown_request", T.ad_events, 1, 7)
+    assert base64.b64decode(d["raw"])  # the event is kept, not lost
+
+
+def test_kill_switch_stops_bids_and_is_stored(loop, sent):
+    async def run():
+        async with ads_agent.test_context() as agent:
+            await agent.put(b'{"kind": "control", "action": "ads_kill", "ts": 100}')
+            await agent.put(forwarded("k1", "raw-dee", ts=TS + 100))
+            killed = tables.ads.get("$kill")
+            await agent.put(b'{"kind": "control", "action": "ads_resume", "ts": 200}')
+            await agent.put(forwarded("k2", "raw-dee", ts=TS + 200))
+            return killed
+
+    killed = loop.run_until_complete(run())
+    bids = [orjson.loads(v) for t, _, v in sent if t == T.ad_bids]
+    assert bids[0]["no_bid_reason"] == "kill_switch" and "bid" not in bids[0]
+    assert "bid" in bids[1]
+    assert killed is not None and killed["on"] is True
+    assert _value("persona_ad_kill_switch") == 0
