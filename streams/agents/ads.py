@@ -151,8 +151,12 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
     kind = wire.get("kind")
     if kind == "ad_request":
         started = time.perf_counter()
-        req = request_from_wire(wire)
-        decision, writes = bidder.decide(req, killed=settings.ads_kill_switch)
+        try:
+            req = request_from_wire(wire)
+            decision, writes = bidder.decide(req, killed=settings.ads_kill_switch)
+        except ValueError:  # beyond the bidder's own limits (ingest checks most of them)
+            await _refuse_invalid("ad-requests", wire, msg)
+            return
         metrics.ad_bid_seconds.observe(time.perf_counter() - started)
         _apply(writes)
         clock.saw(req.ts_ms)
@@ -166,10 +170,15 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
         await topics.ad_bids.send(key=req.user.encode("utf-8"),
                                   value=orjson.dumps(bid_record(decision)))
     elif kind == "ad_event":
-        outcome, writes = bidder.on_event(
-            wire["event_id"], wire["request_id"], wire["ad_id"], wire["type"], int(wire["ts"]),
-            cost=float(wire.get("cost", 0.0)), revenue=float(wire.get("revenue", 0.0)),
-        )
+        try:
+            outcome, writes = bidder.on_event(
+                wire["event_id"], wire["request_id"], wire["ad_id"], wire["type"],
+                int(wire["ts"]), cost=float(wire.get("cost", 0.0)),
+                revenue=float(wire.get("revenue", 0.0)),
+            )
+        except ValueError:
+            await _refuse_invalid("ad-events", wire, msg)
+            return
         _apply(writes)
         clock.saw(int(wire["ts"]))
         _count_event(wire["type"], outcome)
@@ -189,6 +198,18 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
     _apply(writes)
     _count_labels(labels)
     metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+
+
+async def _refuse_invalid(label: str, wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+    """Dead-letter a message the bidder refused as beyond its limits (e.g. a ts more than
+    a day ahead of the newest event). Its original bytes, when ingest kept them; else the
+    normalized form (pseudonymous ids only). The detail names no value."""
+    metrics.events.labels(topic=label, outcome="invalid").inc()
+    topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
+    raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
+    await send_dead_letter(topic, partition, offset, "out_of_range",
+                           "refused by the bidder: a value beyond its limits (ids, amounts, "
+                           "or ts more than a day ahead of the newest event)", raw)
 
 
 def _count_event(kind: str, outcome) -> None:  # type: ignore[no-untyped-def]

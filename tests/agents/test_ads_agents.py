@@ -147,3 +147,15 @@ def test_kill_switch_stops_bids_and_is_stored(loop, sent):
     assert "bid" in bids[1]
     assert killed is not None and killed["on"] is True
     assert _value("persona_ad_kill_switch") == 0
+
+
+def test_a_request_far_ahead_of_the_clock_is_dead_lettered_not_lost(loop, sent):
+    async def run():
+        async with ads_agent.test_context() as agent:
+            await agent.put(forwarded("f1", "raw-eve", ts=TS))
+            await agent.put(forwarded("f2", "raw-eve", ts=TS + 3 * 86_400_000))  # 3 days on
+
+    loop.run_until_complete(run())
+    assert [t for t, _, _ in sent] == [T.ad_bids, T.dead_letters]
+    d = orjson.loads(sent[1][2])
+    assert d["error"] == "out_of_range" and b"raw-eve" not in sent[1][2]
