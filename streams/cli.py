@@ -29,6 +29,8 @@ broker_app = typer.Typer(help="Run the local Apache Kafka broker (KRaft, 127.0.0
 topics_app = typer.Typer(help="Manage persona's Kafka topics.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+ads_app = typer.Typer(help="Operate ad bidding: the kill switch.", no_args_is_help=True)
+app.add_typer(ads_app, name="ads")
 
 
 def _quiet_clients() -> None:
@@ -129,13 +131,16 @@ def broker_status() -> None:
 def topics_create(
     partitions: int | None = typer.Option(None, help="Partitions (default PERSONA_PARTITIONS)."),
 ) -> None:
-    """Create every topic of the contract (DESIGN §2), and the internal events topic."""
+    """Create every topic of the contract (DESIGN §2), and the internal events and ads
+    topics (the ads topic always has one partition)."""
     from streams.broker import BrokerError, ensure_topics
 
     s = _settings()
     try:
-        created = ensure_topics(s.bootstrap_servers, s.created_topics(),
-                                partitions or s.partitions)
+        counts = s.topic_partitions()
+        if partitions:
+            counts = {n: 1 if n == s.ads_topic else partitions for n in counts}
+        created = ensure_topics(s.bootstrap_servers, list(counts), counts)
     except BrokerError as exc:
         raise _fail(str(exc)) from None
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
@@ -158,6 +163,43 @@ def worker(
 
     w = Worker(faust_app, loglevel=loglevel or s.log_level, quiet=True)
     w.execute_from_commandline()
+
+
+# ---------------------------------------------------------------- ads
+def _control(action: str, reason: str) -> None:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from streams.replay import make_producer
+
+    _quiet_clients()
+    s = _settings()
+    payload = {"action": action, "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+    if reason:
+        payload["reason"] = reason
+    try:
+        producer = make_producer(s.bootstrap_servers)
+        producer.send(s.topics.control, value=orjson.dumps(payload)).get(timeout=10)
+        producer.close()
+    except Exception as exc:  # kafka-python's NoBrokersAvailable, timeouts etc.
+        raise _fail(f"cannot send to {s.topics.control} at {s.bootstrap_servers}: {exc}") from None
+    console.print(f"sent {action} to topic {s.topics.control}")
+
+
+@ads_app.command("kill")
+def ads_kill(reason: str = typer.Option("", help="Why (kept in the control topic).")) -> None:
+    """Stop all bidding now: every ad request gets no_bid kill_switch until `ads resume`.
+
+    The worker applies it within a second and keeps it across restarts.
+    """
+    _control("ads_kill", reason)
+
+
+@ads_app.command("resume")
+def ads_resume(reason: str = typer.Option("", help="Why (kept in the control topic).")) -> None:
+    """Resume bidding after `ads kill` (PERSONA_ADS_KILL_SWITCH=true still wins)."""
+    _control("ads_resume", reason)
 
 
 # ---------------------------------------------------------------- produce / consume
@@ -275,15 +317,19 @@ def demo(
                                         "(default: all 100,000)."),
     rate: float | None = typer.Option(None, help="Max events per second."),
     keep_data: bool = typer.Option(False, help="Keep the demo broker's data afterwards."),
+    ad_requests: int = typer.Option(
+        600, min=0, help="Ad requests to auction over one simulated day after the replay, "
+        "against the campaigns of ops/campaigns.demo.json (0 skips the ad phase)."),
 ) -> None:
-    """Start a broker and a worker, replay MovieLens 100K, show recommendations and metrics."""
+    """Start a broker and a worker, replay MovieLens 100K, show recommendations and metrics,
+    then run ad auctions for the replay's users and show campaign figures."""
     from streams.demo import run_demo
 
     _quiet_clients()
     s = _settings()
     key = ensure_secret_key(s)
     code = run_demo(s, key, limit=limit, rate=rate, keep_data=keep_data, console=console,
-                    out=out)
+                    out=out, ad_requests=ad_requests)
     raise typer.Exit(code)
 
 
@@ -426,6 +472,83 @@ def evaluate(
     if plot is not None:
         write_plot(plot, results, k, title)
         console.print(f"per-window curves drawn in {plot}")
+
+
+# ---------------------------------------------------------------- evaluate-ads
+# One string, not the docstring: typer keeps a docstring's single line breaks after its
+# first paragraph, which then wrap badly.
+_EVALUATE_ADS_HELP = (
+    "Replay the Open Bandit Dataset through the bidder and score its click predictions."
+    "\n\nEach logged impression is an ad request with one candidate (the item shown): the "
+    "bidder predicts its pCTR, then is told the impression and the click, if any, and "
+    "closes attribution windows as event time passes, as the ads agent does. Reports "
+    "prequential log loss, AUC and calibration (sum of pCTR / clicks) against a running "
+    "mean click rate with the same prior, overall and per campaign, events/s, and whether "
+    "the targets are met (log loss <= the baseline's, calibration in [0.8, 1.25])."
+    "\n\nThe data comes from the obp wheel: pip install --no-deps obp==0.4.1. Exit codes: "
+    "0 done (targets met or not), 1 data not installed, 2 bad usage. See docs/ads.md."
+)
+
+
+@app.command("evaluate-ads", help=_EVALUATE_ADS_HELP)
+def evaluate_ads(
+    policy: str = typer.Option(
+        "random", help="Logging policy of the Open Bandit Dataset sample: random (uniform, "
+        "the unbiased log) or bts (Bernoulli Thompson sampling)."),
+    campaign: str = typer.Option(
+        "pooled", help="OBD campaign: all, men, women, or pooled (the three merged by "
+        "timestamp, one model learning them all)."),
+    limit: int | None = typer.Option(None, min=1, help="Replay only the first N impressions "
+                                     "(default: all, 30,000 pooled)."),
+    window_minutes: float = typer.Option(
+        30.0, min=0.001, help="Attribution window in event-time minutes (PERSONA_AD_WINDOW_S's "
+        "default): a row's negative label is learned when it closes."),
+    as_json: bool = typer.Option(False, "--json", help="Print every figure, the targets and "
+                                 "the run's parameters as JSON on stdout, instead of the table."),
+) -> None:
+    """Score pCTR on the Open Bandit Dataset (help: _EVALUATE_ADS_HELP)."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streams.evaluate_ads import AdsReplayConfig, replay_ads, results_table, targets
+    from streams.obd import CAMPAIGNS, POLICIES, POOLED, ObdMissing, load_obd
+
+    if policy not in POLICIES:
+        raise _fail(f"unknown --policy {policy!r}: choose from {', '.join(POLICIES)}", 2)
+    if campaign not in (POOLED, *CAMPAIGNS):
+        raise _fail(f"unknown --campaign {campaign!r}: choose from {POOLED}, "
+                    f"{', '.join(CAMPAIGNS)}", 2)
+    try:
+        sample = load_obd(policy, campaign)
+    except ObdMissing as exc:
+        raise _fail(str(exc)) from None
+    if limit is not None:
+        sample.impressions = sample.impressions[:limit]
+    cfg = AdsReplayConfig(window_ms=max(1, round(window_minutes * 60_000)))
+    n = len(sample.impressions)
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"{policy}/{campaign}", total=n)
+        result = replay_ads(sample, cfg, lambda done: progress.advance(task, done))
+    took = time.monotonic() - started
+    met = targets(result["overall"])
+    if as_json:
+        params = {"policy": policy, "campaign": campaign, "limit": limit,
+                  "window_minutes": window_minutes, "seconds": took}
+        sys.stdout.write(json.dumps({"params": params, "results": result, "targets": met},
+                                    indent=2) + "\n")
+    else:
+        title = (f"pCTR on OBD {policy}/{campaign}: {n:,} requests, prequential, "
+                 f"{window_minutes:g} min window")
+        table_out = out if out.is_terminal else Console(width=max(out.width, 120))
+        table_out.print(results_table(result, title))
+    for name, t in met.items():
+        mark = "[green]met[/green]" if t["met"] else "[red]NOT met[/red]"
+        console.print(f"target {name}: {t['value']:.5g} {t['target']}: {mark}")
+    console.print(f"replayed {n:,} requests ({result['events']:,} events) in {took:.1f}s, "
+                  f"{result['events_per_s']:,.0f} events/s")
 
 
 def main() -> None:

@@ -162,6 +162,9 @@ class Settings:
     ad_retention_s: float = 3600.0
     # PERSONA_AD_MAX_RECORDS: bound on remembered ad requests (oldest closed go first).
     ad_max_records: int = 200_000
+    # PERSONA_AD_PRIOR_CTR: the click rate a fresh pCTR model predicts before it has
+    # learned anything (set it near your inventory's typical CTR; it learns from there).
+    ad_prior_ctr: float = 0.005
     # PERSONA_AD_PACING: spread each campaign's daily budget over the (UTC) day.
     ad_pacing: bool = True
     # PERSONA_ADS_KILL_SWITCH: true stops all bidding (every request gets no_bid
@@ -327,6 +330,7 @@ class Settings:
                 env, "PERSONA_AD_RETENTION_S", d.ad_retention_s, 0.0, 7 * 86_400.0
             ),
             ad_max_records=_int(env, "PERSONA_AD_MAX_RECORDS", d.ad_max_records, 100, 10**8),
+            ad_prior_ctr=_float(env, "PERSONA_AD_PRIOR_CTR", d.ad_prior_ctr, 1e-5, 0.5),
             ad_pacing=_bool(env, "PERSONA_AD_PACING", d.ad_pacing),
             ads_kill_switch=_bool(env, "PERSONA_ADS_KILL_SWITCH", d.ads_kill_switch),
             checkpoint_interval_s=_float(

@@ -27,7 +27,7 @@ pseudonymize = Pseudonymizer(settings.require_secret_key())
 engine = Engine(settings.engine_config())
 bidder = Bidder(
     campaigns,
-    pctr=PctrModel(),
+    pctr=PctrModel(prior_ctr=settings.ad_prior_ctr),
     pcvr=PctrModel(prior_ctr=0.05),
     window_ms=int(settings.ad_window_s * 1000),
     impression_window_ms=int(min(settings.ad_impression_window_s, settings.ad_window_s) * 1000),

@@ -72,6 +72,7 @@ def _ensure_loaded() -> None:
     global _loaded
     if not _loaded:
         bidder.load(list(tables.ads.items()))
+        clock.saw(bidder.now_ms)  # quiet periods after a restart still close windows
         _loaded = True
         metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
 

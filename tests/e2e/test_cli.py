@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_broker_commands(tmp_path: Path, kafka_broker) -> None:
         assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout
         created = persona("topics", "create", env=env)
         assert created.returncode == 0, created.stderr
-        assert "created 11 topic(s)" in created.stderr and "persona-events" in created.stderr
+        assert "created 13 topic(s)" in created.stderr and "persona-events" in created.stderr
+        assert "persona-ads" in created.stderr
     finally:
         stopped = persona("broker", "stop", env=env, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
@@ -110,18 +112,65 @@ def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
     # popularity earns the most hits), and this test checks what the hybrid serves.
     env = {"PERSONA_DATA_DIR": str(tmp_path), "PERSONA_BROKER_PORT": str(free_port()),
            "PERSONA_EXPLORATION": "0"}
-    res = persona("demo", "--limit", "3000", env=env, timeout=400)
+    res = persona("demo", "--limit", "3000", "--ad-requests", "240", env=env, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "demo summary" in out
     assert "similar to" in out  # reasons name the item the user viewed
     assert "strategy hybrid" in out  # the demo serves the default strategy
-    summary = out[out.index("demo summary"):]
+    summary = out[out.index("demo summary"):out.index("ad campaigns")]
     assert "3,005" in summary and "3,000" in summary  # replayed, accepted
     for code in ("not_utf8", "bad_timestamp", "bad_value", "missing_field", "not_object"):
         assert f"{code}: 1" in summary
+    _check_ad_phase(out, requests=240)
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "demo").exists()  # the demo cleans up after itself
+
+
+def table(out: str, title: str) -> dict[str, list[str]]:
+    """The body rows of the rich table titled ``title``, keyed by their first cell."""
+    rows: dict[str, list[str]] = {}
+    for line in out[out.index(title):].splitlines()[1:]:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip().strip("│").split("│")]
+            rows[cells[0]] = cells[1:]
+    assert rows, f"table {title!r} has no rows"
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+def _check_ad_phase(out: str, requests: int) -> None:
+    from streams.adsim import demo_campaigns
+
+    campaigns = {c["campaign_id"]: c for c in demo_campaigns()["campaigns"]}
+    # columns: bids, mean bid, wins, win rate, spend, daily budget, used, budget left, pacing
+    spend = table(out, "ad campaigns: auctions and spend")
+    assert set(spend) == {*campaigns, "total"}
+    assert number(spend["total"][0]) > 0 and number(spend["total"][2]) > 0  # bids, wins
+    assert number(spend["total"][4]) > 0  # spend
+    for cid, c in campaigns.items():
+        row = spend[cid]
+        assert number(row[2]) <= number(row[0])  # wins <= bids
+        cost = number(row[4])
+        assert cost <= c["daily_budget"] + 1e-9
+        assert cost <= c.get("total_budget", float("inf")) + 1e-9
+    # columns: wins, clicks, CTR, conversions, revenue, ROI
+    ctr = table(out, "ad campaigns: clicks, conversions, return")["total"]
+    assert ctr[0] == spend["total"][2]
+    assert re.fullmatch(r"\d+\.\d%", ctr[2]), ctr  # a CTR figure
+    assert "pCTR calibration" in out and "sample bids" in out
+    outcomes = table(out, "ad requests by outcome")
+    assert number(outcomes["bid"][0]) == number(spend["total"][0])
+    assert sum(number(v[0]) for v in outcomes.values()) == requests
+    phase = table(out, "ad phase summary")
+    assert number(phase["ad requests published"][0]) == requests
+    assert number(phase["answered on ad-bids (bid or no-bid)"][0]) == requests
+    assert phase["ad events refused"] == ["0"]  # every event came inside its window
 
 
 def test_demo_stops_everything_on_ctrl_c(tmp_path: Path, kafka_broker) -> None:
