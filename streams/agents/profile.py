@@ -120,7 +120,7 @@ def handle_privacy(wire: dict) -> str:
     stored = tables.profiles.get(user) or {}
     profile = UserProfile.from_dict(stored.get("p") or {})
     want = action == "opt_out"
-    if profile.opted_out != want or not stored:
+    if profile.opted_out != want or (want and not stored):  # an unknown user can opt out
         profile.opted_out = want
         tables.profiles[user] = {"p": profile.to_dict(), "d": stored.get("d") or []}
     return action

@@ -159,3 +159,28 @@ def test_a_request_far_ahead_of_the_clock_is_dead_lettered_not_lost(loop, sent):
     assert [t for t, _, _ in sent] == [T.ad_bids, T.dead_letters]
     d = orjson.loads(sent[1][2])
     assert d["error"] == "out_of_range" and b"raw-eve" not in sent[1][2]
+
+
+def test_opt_in_lifts_opt_out_and_erase_removes_the_profile(loop, sent):
+    user = pseudonymize("raw-fay", KEY)
+    stranger = pseudonymize("raw-never-seen", KEY)
+
+    def privacy(who: str, action: str, n: int) -> bytes:
+        return orjson.dumps({"kind": "privacy", "user_id": who, "action": action,
+                             "ts": TS + n, "event_id": f"p{n}"})
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(privacy(user, "opt_out", 1), key=user.encode())
+            opted = tables.stored_profile(tables.profiles[user])
+            await agent.put(privacy(user, "opt_in", 2), key=user.encode())
+            back = tables.stored_profile(tables.profiles[user])
+            await agent.put(privacy(user, "erase", 3), key=user.encode())
+            await agent.put(privacy(stranger, "opt_in", 4), key=stranger.encode())
+            return opted, back, tables.profiles.get(user), tables.profiles.get(stranger)
+
+    opted, back, erased, stranger_record = loop.run_until_complete(run())
+    assert opted["oo"] is True and "oo" not in back
+    assert erased is None
+    assert stranger_record is None  # opting in creates nothing
+    assert sent == []
