@@ -170,16 +170,19 @@ def _control(action: str, reason: str) -> None:
     from datetime import UTC, datetime
 
     import orjson
-
-    from streams.replay import make_producer
+    from kafka import KafkaProducer
 
     _quiet_clients()
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the error below says it all
     s = _settings()
     payload = {"action": action, "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
     if reason:
         payload["reason"] = reason
     try:
-        producer = make_producer(s.bootstrap_servers)
+        # An operator's switch: fail within seconds when Kafka is unreachable.
+        producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
+                                 bootstrap_timeout_ms=10_000, max_block_ms=10_000,
+                                 client_id="persona-ads-control")
         producer.send(s.topics.control, value=orjson.dumps(payload)).get(timeout=10)
         producer.close()
     except Exception as exc:  # kafka-python's NoBrokersAvailable, timeouts etc.

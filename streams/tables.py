@@ -28,7 +28,7 @@ def stored_profile(record: dict | None) -> dict | None:
 
 
 # The ads agent's durable state (models.bidding.Bidder records): per-request decisions
-# with the features served, the spend ledger with pacing state, and the kill switch.
+# with the features served, spend per campaign and day, the event clock, the kill switch.
 # One partition, like its source topic: one owner, so spend is exact and global.
 ads = app.Table(
     "ads",

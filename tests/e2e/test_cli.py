@@ -33,7 +33,8 @@ def persona(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 def test_help_lists_every_verb() -> None:
     res = persona("--help")
     assert res.returncode == 0
-    for verb in ("broker", "topics", "worker", "produce", "consume", "demo", "pseudonymize"):
+    for verb in ("broker", "topics", "worker", "produce", "consume", "demo", "pseudonymize",
+                 "ads", "evaluate-ads"):
         assert verb in res.stdout
     assert "start" in persona("broker", "--help").stdout
 
@@ -102,6 +103,30 @@ def test_produce_jsonl_and_consume(tmp_path: Path, kafka_broker) -> None:
     assert got_ids == sorted(e["event_id"] for e in events)
     assert persona("produce", str(tmp_path / "nope.jsonl"), "--topic", topic,
                    env=env).returncode == 1
+
+
+def test_ads_kill_and_resume_write_the_control_topic(kafka_broker) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.records import decode_control
+
+    topic = f"control-{os.getpid()}"
+    ensure_topics(kafka_broker.bootstrap, [topic], 4)
+    env = {"PERSONA_BOOTSTRAP": kafka_broker.bootstrap, "PERSONA_TOPIC_CONTROL": topic}
+    killed = persona("ads", "kill", "--reason", "campaign audit", env=env)
+    assert killed.returncode == 0, killed.stderr
+    assert persona("ads", "resume", env=env).returncode == 0
+    consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=None,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(topic, p) for p in range(4)])
+    got = sorted((decode_control(m.value) for m in consumer), key=lambda c: c.ts_ms)
+    consumer.close()
+    assert [(c.action, c.reason) for c in got] == [("ads_kill", "campaign audit"),
+                                                   ("ads_resume", None)]
+    unreachable = persona("ads", "kill", env={"PERSONA_BOOTSTRAP": f"127.0.0.1:{free_port()}"},
+                          timeout=60)
+    assert unreachable.returncode == 1 and "cannot send" in unreachable.stderr
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
