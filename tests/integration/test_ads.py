@@ -224,7 +224,9 @@ def test_kill_switch_within_a_second_and_across_a_restart(ads_service):
     sent = time.monotonic()
     _send(svc, "control", {"action": "ads_kill", "ts": BASE_TS + 50_000, "reason": "test"})
     _wait_metric(worker, "persona_ad_kill_switch", lambda v: v == 1, timeout=10)
-    assert time.monotonic() - sent < 1.0
+    took = time.monotonic() - sent
+    print(f"kill switch on {took * 1000:.0f} ms after the control message was acked")
+    assert took < 1.0
     _send(svc, "ad_requests", _request("k-1", user, BASE_TS + 60_000), key=user)
     assert _bid_for(svc, "k-1")["no_bid_reason"] == "kill_switch"
 
