@@ -113,31 +113,16 @@ async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
 
 
 # One agent per input topic (one body): each message knows the topic it came from.
-@app.agent(topics.clicks, name="persona.ingest-clicks")
-async def ingest_clicks(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
+def _ingest_agent(topic, name: str):  # type: ignore[no-untyped-def]
+    async def ingest(stream):  # type: ignore[no-untyped-def]
+        await run_guarded(stream, "ingest", _ingest)
+
+    return app.agent(topic, name=name)(ingest)
 
 
-@app.agent(topics.purchases, name="persona.ingest-purchases")
-async def ingest_purchases(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
-
-
-@app.agent(topics.ad_requests, name="persona.ingest-ad-requests")
-async def ingest_ad_requests(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
-
-
-@app.agent(topics.ad_events, name="persona.ingest-ad-events")
-async def ingest_ad_events(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
-
-
-@app.agent(topics.privacy, name="persona.ingest-privacy")
-async def ingest_privacy(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
-
-
-@app.agent(topics.control, name="persona.ingest-control")
-async def ingest_control(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "ingest", _ingest)
+ingest_clicks = _ingest_agent(topics.clicks, "persona.ingest-clicks")
+ingest_purchases = _ingest_agent(topics.purchases, "persona.ingest-purchases")
+ingest_ad_requests = _ingest_agent(topics.ad_requests, "persona.ingest-ad-requests")
+ingest_ad_events = _ingest_agent(topics.ad_events, "persona.ingest-ad-events")
+ingest_privacy = _ingest_agent(topics.privacy, "persona.ingest-privacy")
+ingest_control = _ingest_agent(topics.control, "persona.ingest-control")
