@@ -8,7 +8,7 @@ table by the ads agent.
 
 from __future__ import annotations
 
-from models.ads import PctrModel, PctrQuality
+from models.ads import PctrModel
 from models.bidding import Bidder
 from models.engine import Engine
 from models.privacy import Pseudonymizer
@@ -36,8 +36,6 @@ bidder = Bidder(
     pacing=settings.ad_pacing,
 )
 ad_models = AdModels(bidder)
-# Quality of the pCTR served, over the labels resolved since this worker started.
-ads_learned = PctrQuality(max_samples=1)
 
 checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
 # Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.

@@ -20,7 +20,7 @@ from models.bidding import AdCandidate, AdRequest, Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import ads_learned, bidder, metrics
+from streams.state import bidder, metrics
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,15 @@ def bid_record(d: Decision) -> dict:
     return rec
 
 
-# Per campaign since start, for the win-rate and ROI gauges.
+# Per campaign since start, for the win-rate, ROI and calibration gauges.
 _tallies: dict[str, dict[str, float]] = {}
 
 
 def tally(campaign: str) -> dict[str, float]:
     t = _tallies.get(campaign)
     if t is None:
-        t = _tallies[campaign] = {"bids": 0, "impressions": 0, "spend": 0.0, "revenue": 0.0}
+        t = _tallies[campaign] = {"bids": 0, "impressions": 0, "spend": 0.0, "revenue": 0.0,
+                                  "predicted": 0.0, "clicked": 0}
     return t
 
 
@@ -142,7 +143,9 @@ def _count_labels(labels) -> None:  # type: ignore[no-untyped-def]
         p = min(max(float(label.p), 1e-12), 1 - 1e-12)
         y = int(label.y)
         campaign = label.campaign_id
-        ads_learned.update(p, y)
+        t = tally(campaign)
+        t["predicted"] += p
+        t["clicked"] += y
         metrics.ad_labels.labels(campaign=campaign, label="click" if y else "no_click").inc()
         metrics.ad_predicted_clicks.labels(campaign=campaign).inc(p)
         metrics.ad_log_loss.labels(campaign=campaign).inc(-math.log(p if y else 1 - p))
@@ -258,7 +261,9 @@ def refresh_gauges() -> None:
             t["impressions"] / t["bids"] if t["bids"] else 0.0)
         metrics.ad_roi.labels(campaign=cid).set(
             (t["revenue"] - t["spend"]) / t["spend"] if t["spend"] else 0.0)
-    metrics.ad_pctr_calibration.set(ads_learned.calibration if ads_learned.clicks else 0.0)
+    clicked = sum(t["clicked"] for t in _tallies.values())
+    metrics.ad_pctr_calibration.set(
+        sum(t["predicted"] for t in _tallies.values()) / clicked if clicked else 0.0)
     metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
 
 

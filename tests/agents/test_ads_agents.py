@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 
 import orjson
+import pytest
 
 from models.privacy import pseudonymize
 from streams import tables
 from streams.agents.ads import ads as ads_agent
+from streams.agents.ads import refresh_gauges
 from streams.agents.ingest import ingest_ad_events, ingest_ad_requests, ingest_control
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
@@ -113,6 +115,14 @@ def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
     assert bidder.spend("books") >= 0.02 and record is not None
     assert _value("persona_ad_events_total", type="impression", outcome="duplicate") >= 1
     assert _value("persona_ad_pctr_labels_total", campaign="books", label="click") >= 1
+    # the scrape-time gauges derive from what was counted
+    refresh_gauges()
+    clicks = _value("persona_ad_pctr_labels_total", campaign="books", label="click")
+    predicted = _value("persona_ad_pctr_predicted_clicks_total", campaign="books")
+    assert _value("persona_ad_pctr_calibration") == pytest.approx(predicted / clicks)
+    assert _value("persona_ad_budget_remaining", campaign="books", period="total") == -1
+    assert _value("persona_ad_budget_reserved", campaign="books") == pytest.approx(
+        bidder.reserved("books"))
     # the state kept for the request holds no user id, raw or pseudonymous
     assert b"raw-cy" not in orjson.dumps(record)
     assert pseudonymize("raw-cy", KEY).encode() not in orjson.dumps(record)
