@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
 
+from models.attribution import Attribution, attribute, remember
 from models.bandit import EpsilonGreedy, uniform_from_key
 from models.catalogue import Catalogue
 from models.dedupe import check_and_add
@@ -71,6 +72,9 @@ class EngineConfig:
     new_item_budget: int = 100
     candidates: int = 30  # per component, for the hybrid to blend
     seed: int = 0
+    attribution_window_ms: float = 86_400_000.0  # credit events this long after a list
+    attribute_by_item: bool = False  # also credit events without a recommendation_id
+    attribution_keep: int = 5  # served recommendations a profile remembers for it
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -109,6 +113,7 @@ class Result:
     propensity: float = 1.0
     hit: bool | None = None  # None: the user had no previous recommendation
     hit_strategy: str = ""  # the strategy of the previous recommendation, credited with a hit
+    attributed: Attribution | None = None  # the recommendation this event is credited to
 
 
 class Engine:
@@ -206,11 +211,18 @@ class Engine:
         amount: float = 0.0,
         serve: bool = True,
         served_before: Served | None = None,
+        recommendation_id: str | None = None,
+        serve_id: str = "",
+        variant: str = "default",
     ) -> Result:
         """Apply one event; with ``serve``, also pick the user's next list (keyed by the
         event id, so a redelivered event is served the same way). ``served_before``: the
         list served to the user just before this event, if not yet recorded in
-        ``profile`` (what ``note_served`` does, without a second profile round trip)."""
+        ``profile`` (what ``note_served`` does, without a second profile round trip).
+
+        Attribution: the event (with its ``recommendation_id``, if any) is credited to a
+        recommendation the profile remembers (``Result.attributed``); the list served now
+        is remembered under ``serve_id`` and ``variant`` (none when ``serve_id`` is "")."""
         cfg = self.config
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
         if seen != "new":
@@ -219,6 +231,10 @@ class Engine:
         if served_before is not None:
             note_served(prof, served_before.item_ids, served_before.strategy,
                         self._served_kept)
+        # Before apply_*: the copy it makes then carries the clicked mark.
+        attributed = attribute(prof.served_recs, kind, recommendation_id, item_id, ts_ms,
+                               window_ms=cfg.attribution_window_ms,
+                               by_item=cfg.attribute_by_item) if prof.served_recs else None
         # apply_* return a new profile, so these keep the state from before this event.
         previous = prof.last_recommended
         previous_strategy = prof.last_strategy
@@ -246,11 +262,14 @@ class Engine:
             self.bandit.update(previous_strategy, float(hit))
         result = Result(
             outcome="accepted", dedupe=dedupe_new, hit=hit,
-            hit_strategy=previous_strategy,
+            hit_strategy=previous_strategy, attributed=attributed,
         )
         if serve:
             served = self._serve(prof, cfg.top_k, key=event_id, user=user)
             note_served(prof, served.item_ids, served.strategy, self._served_kept)
+            if serve_id:
+                remember(prof.served_recs, serve_id, served.strategy, variant, ts_ms,
+                         served.item_ids, cfg.attribution_keep)
             result.items, result.strategy = served.items, served.strategy
             result.propensity = served.propensity
         result.profile = prof.to_dict()

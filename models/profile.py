@@ -38,6 +38,8 @@ class UserProfile:
     factors: user-keyed state lives here, in the table, and goes with the profile when
     it is erased); ``served_counts`` counts how often each recently served item was
     recommended (for the re-recommendation cap; bounded, oldest dropped first).
+    ``served_recs`` remembers the latest served recommendations for attribution
+    (``models.attribution``: id, strategy, variant, ts, items, clicked).
     ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
     no personalized ad bid.
 
@@ -63,6 +65,7 @@ class UserProfile:
     model_state: dict[str, Any] = field(default_factory=dict)
     served_counts: dict[str, int] = field(default_factory=dict)
     opted_out: bool = False
+    served_recs: list[list[Any]] = field(default_factory=list)
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -75,6 +78,7 @@ class UserProfile:
             last_recommended=list(self.last_recommended),
             model_state=dict(self.model_state),
             served_counts=dict(self.served_counts),
+            served_recs=[[*e[:4], list(e[4]), e[5]] for e in self.served_recs],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +114,8 @@ class UserProfile:
             d["sc"] = dict(self.served_counts)
         if self.opted_out:
             d["oo"] = True
+        if self.served_recs:
+            d["rr"] = [[*e[:4], list(e[4]), e[5]] for e in self.served_recs]
         return d
 
     @classmethod
@@ -135,6 +141,8 @@ class UserProfile:
             model_state=dict(d.get("ms", {})),
             served_counts=dict(d.get("sc", {})),
             opted_out=bool(d.get("oo", False)),
+            served_recs=[[str(e[0]), str(e[1]), str(e[2]), int(e[3]), [str(i) for i in e[4]],
+                          bool(e[5])] for e in d.get("rr", ())],
         )
 
 

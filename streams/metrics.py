@@ -36,6 +36,9 @@ class Metrics:
     recommendations: Counter
     recommended_items: Counter
     recommendation_hits: Counter
+    recommendation_clicks: Counter
+    conversions: Counter
+    attributed_revenue: Counter
     recommendation_hit_checks: Counter
     dead_letters: Counter
     model_updates: Counter
@@ -117,6 +120,25 @@ def build_metrics(
         recommendation_hits=Counter(
             "persona_recommendation_hits",
             "Accepted events whose item was in the user's previous recommendation.",
+            ["strategy", "variant"],
+            registry=reg,
+        ),
+        recommendation_clicks=Counter(
+            "persona_recommendation_clicks",
+            "Recommendations clicked (at most one click each), credited by the click's "
+            "recommendation_id (or, with PERSONA_ATTRIBUTE_BY_ITEM, by its item).",
+            ["strategy", "variant"],
+            registry=reg,
+        ),
+        conversions=Counter(
+            "persona_conversions",
+            "Purchases credited to a recommendation (attributed like clicks).",
+            ["strategy", "variant"],
+            registry=reg,
+        ),
+        attributed_revenue=Counter(
+            "persona_revenue",
+            "Revenue (price x quantity) of the purchases credited to a recommendation.",
             ["strategy", "variant"],
             registry=reg,
         ),
@@ -324,6 +346,9 @@ def build_metrics(
                 m.recommended_items,
                 m.recommendation_hits,
                 m.recommendation_hit_checks,
+                m.recommendation_clicks,
+                m.conversions,
+                m.attributed_revenue,
             ):
                 c.labels(strategy=strategy, variant=variant)
     for code in (*ERROR_CODES, *AGENT_ERROR_CODES):

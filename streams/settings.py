@@ -145,6 +145,12 @@ class Settings:
     new_item_rate: float = 0.05
     # PERSONA_NEW_ITEM_BUDGET: exploration showings per new item before it must earn them.
     new_item_budget: int = 100
+    # PERSONA_ATTRIBUTION_WINDOW_HOURS: a click or purchase is credited to a recommendation
+    # (its recommendation_id) only this long after the recommendation was made.
+    attribution_window_hours: float = 24.0
+    # PERSONA_ATTRIBUTE_BY_ITEM: also credit a click or purchase without a (known)
+    # recommendation_id to the newest recent recommendation that held its item.
+    attribute_by_item: bool = False
     # PERSONA_CAMPAIGNS_FILE: JSON file of ad campaigns ({"campaigns": [...]}, see
     # docs/ads.md). Empty: no campaigns, so every ad request gets no_bid unknown_campaign.
     campaigns_file: str = ""
@@ -235,6 +241,8 @@ class Settings:
             max_per_category=self.max_per_category,
             new_item_rate=self.new_item_rate,
             new_item_budget=self.new_item_budget,
+            attribution_window_ms=self.attribution_window_hours * 3_600_000.0,
+            attribute_by_item=self.attribute_by_item,
         )
 
     @property
@@ -321,6 +329,9 @@ class Settings:
             max_per_category=_int(env, "PERSONA_MAX_PER_CATEGORY", d.max_per_category, 0, 100),
             new_item_rate=_float(env, "PERSONA_NEW_ITEM_RATE", d.new_item_rate, 0.0, 1.0),
             new_item_budget=_int(env, "PERSONA_NEW_ITEM_BUDGET", d.new_item_budget, 0, 10**9),
+            attribution_window_hours=_float(env, "PERSONA_ATTRIBUTION_WINDOW_HOURS",
+                                            d.attribution_window_hours, 0.01, 24 * 90),
+            attribute_by_item=_bool(env, "PERSONA_ATTRIBUTE_BY_ITEM", d.attribute_by_item),
             campaigns_file=_str(env, "PERSONA_CAMPAIGNS_FILE", d.campaigns_file),
             ad_window_s=_float(env, "PERSONA_AD_WINDOW_S", d.ad_window_s, 1.0, 86_400.0),
             ad_impression_window_s=_float(

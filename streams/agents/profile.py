@@ -65,6 +65,9 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         profile=stored.get("p"),
         dedupe=stored.get("d"),
         amount=amount,
+        recommendation_id=wire.get("recommendation_id"),
+        serve_id=recommendation_id(wire["event_id"], user),
+        variant=VARIANT,
     )
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
@@ -79,6 +82,14 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         metrics.revenue.inc(amount)
     for model in MODELS:
         metrics.model_updates.labels(model=model).inc()
+    credit = res.attributed
+    if credit is not None:
+        labels = {"strategy": credit.strategy, "variant": credit.variant}
+        if credit.first_click:
+            metrics.recommendation_clicks.labels(**labels).inc()
+        if kind == "purchase":
+            metrics.conversions.labels(**labels).inc()
+            metrics.attributed_revenue.labels(**labels).inc(amount)
     if res.hit is not None:
         labels = {"strategy": res.hit_strategy or res.strategy, "variant": VARIANT}
         metrics.recommendation_hit_checks.labels(**labels).inc()

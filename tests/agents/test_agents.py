@@ -6,6 +6,7 @@ import base64
 
 import orjson
 
+from models.engine import STRATEGIES
 from models.privacy import pseudonymize
 from streams import tables
 from streams.agents.ingest import ingest_clicks, ingest_purchases
@@ -156,3 +157,34 @@ def test_items_agent_upserts_and_deletes(loop, sent):
     loop.run_until_complete(run())
     assert engine.catalogue.get("m1") is None
     assert [orjson.loads(v)["error"] for _, _, v in sent] == ["missing_field"]
+
+
+def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop, sent):
+    user = pseudonymize("gus", KEY)
+
+    def total(name: str) -> float:
+        return sum(_value(name, strategy=s, variant="default") for s in STRATEGIES)
+
+    before = {n: total(n) for n in ("persona_recommendation_clicks_total",
+                                    "persona_conversions_total", "persona_revenue_total")}
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("g1", user, "a", 1000), key=user.encode())
+            rec = orjson.loads(sent[-1][2])["recommendation_id"]
+            # two clicks from the same list: one clicked recommendation
+            await agent.put(_wire("g2", user, "b", 2000, recommendation_id=rec),
+                            key=user.encode())
+            await agent.put(_wire("g3", user, "c", 3000, recommendation_id=rec),
+                            key=user.encode())
+            await agent.put(_wire("g4", user, "d", 4000, kind="purchase", price=7.5,
+                                  quantity=2, recommendation_id=rec), key=user.encode())
+            # a recommendation this user was never served: not credited
+            await agent.put(_wire("g5", user, "e", 5000, recommendation_id="r-unknown"),
+                            key=user.encode())
+
+    loop.run_until_complete(run())
+    assert total("persona_recommendation_clicks_total") == before[
+        "persona_recommendation_clicks_total"] + 1
+    assert total("persona_conversions_total") == before["persona_conversions_total"] + 1
+    assert total("persona_revenue_total") == before["persona_revenue_total"] + 15.0
