@@ -1,0 +1,603 @@
+"""User segments: profile features, online k-means over them, stable assignment and
+plain-words descriptions of each segment (what ``persona segments`` lists).
+
+The segment names ``s0`` .. ``s{k-1}`` are metric labels and travel on the ``segments``
+topic, so there are exactly ``k`` of them and a name always means the same centroid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.profile import UserProfile
+
+DAY_MS = 86_400_000
+# Profile features, in this order, before one interest share per vocabulary category and
+# the share of interest in every other category.
+BASE_FEATURES = ("recency", "tenure", "frequency", "monetary", "purchase_ratio")
+RECENCY, TENURE, FREQUENCY, MONETARY, PURCHASE_RATIO = range(len(BASE_FEATURES))
+# Interest shares are taken against at least one click's worth of interest, so a profile
+# holding almost no interest (corrupt or hand-made) counts as having no clear taste.
+INTEREST_FLOOR = 1.0
+# Stored scores beyond this are corrupt; clipping keeps the sums finite.
+MAX_SCORE = 1e12
+# Activity words, from a centroid's days since last seen and since first seen.
+ACTIVE_DAYS = 7.0
+LAPSING_DAYS = 30.0
+NEW_DAYS = 7.0
+# A centroid below this spend (in currency units, on the log scale) "spends nothing".
+NO_SPEND = 1.0
+# A category is named in a description when it holds at least this share of interest.
+MIN_DESCRIBED_SHARE = 0.15
+# A category takes over a vocabulary slot when its weight is this many times the weakest
+# slot's: the margin keeps two similar categories from swapping slots back and forth.
+VOCAB_MARGIN = 2.0
+SPEND_BINS = 64
+# After warm-up, a point this many times farther (squared) from every centroid than points
+# usually are from theirs takes over a centroid that has no points, if there is one.
+SPAWN_FACTOR = 4.0
+# Stored timestamps are clipped to this (about 285,000 years): differences stay exact floats.
+MAX_TS_MS = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureScales:
+    """Where each log-scaled feature reaches 1.0 (larger values are clipped to 1.0).
+
+    >>> FeatureScales().recency_cap_days
+    365.0
+    """
+
+    recency_cap_days: float = 365.0
+    frequency_cap: float = 10_000.0
+    spend_cap: float = 100_000.0
+
+    def __post_init__(self) -> None:
+        for name in ("recency_cap_days", "frequency_cap", "spend_cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0.0 < float(value) < math.inf
+            ):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+DEFAULT_SCALES = FeatureScales()
+
+
+def feature_names(categories: Sequence[str]) -> list[str]:
+    """Names of the entries of ``profile_features(..., categories)``.
+
+    >>> feature_names(["Action"])
+    ['recency', 'tenure', 'frequency', 'monetary', 'purchase_ratio', 'share:Action', 'share:other']
+    """
+    return [*BASE_FEATURES, *(f"share:{c}" for c in _check_vocabulary(categories)), "share:other"]
+
+
+def profile_features(
+    profile: UserProfile,
+    now_ms: int,
+    categories: Sequence[str],
+    *,
+    scales: FeatureScales = DEFAULT_SCALES,
+) -> npt.NDArray[np.float64]:
+    """The profile as ``len(BASE_FEATURES) + len(categories) + 1`` numbers, each in [0, 1].
+
+    - recency: log1p(days since last seen) / log1p(``recency_cap_days``); 1.0 if never seen;
+    - tenure: the same for days since first seen (0.0 if never seen);
+    - frequency: log1p(clicks + purchases) / log1p(``frequency_cap``);
+    - monetary: log1p(spend) / log1p(``spend_cap``);
+    - purchase_ratio: purchases / (clicks + purchases);
+    - one share per category (an empty string is a free slot and gets 0.0), then the share
+      of all other categories: the category's recency-weighted interest divided by the
+      larger of the total and ``INTEREST_FLOOR``. Decay scales every category alike, so
+      the shares need no half-life: a dormant user keeps the taste they last showed
+      (recency says they are dormant).
+
+    Stored values are data and may be corrupt: NaN counts as 0, +inf as the cap, negative
+    numbers as 0 and a last-seen time after ``now_ms`` as now, so the result is always
+    finite. Bad arguments (``now_ms``, ``categories``) raise ValueError.
+
+    >>> p = UserProfile(clicks=3, purchases=1, spend=99.0, interests={"Action": 3.0,
+    ...                 "Drama": 1.0}, interest_ts_ms=0, first_seen_ms=0, last_seen_ms=0)
+    >>> x = profile_features(p, 0, ["Action", "Comedy"])
+    >>> [round(float(v), 2) for v in x]
+    [0.0, 0.0, 0.17, 0.4, 0.25, 0.75, 0.0, 0.25]
+    """
+    now = _check_now(now_ms)
+    cats = _check_vocabulary(categories)
+    return _features(profile, now, cats, scales)
+
+
+def _features(
+    p: UserProfile, now: int, cats: Sequence[str], scales: FeatureScales
+) -> npt.NDArray[np.float64]:
+    x = np.zeros(len(BASE_FEATURES) + len(cats) + 1)
+    last = _timestamp(p.last_seen_ms)
+    first = _timestamp(p.first_seen_ms)
+    recency_norm = math.log1p(scales.recency_cap_days)
+    if last is None:
+        x[RECENCY] = 1.0
+    else:
+        x[RECENCY] = math.log1p(max(0, now - last) / DAY_MS) / recency_norm
+    if first is not None:
+        x[TENURE] = math.log1p(max(0, now - first) / DAY_MS) / recency_norm
+    clicks = _clean(p.clicks, MAX_SCORE)
+    purchases = _clean(p.purchases, MAX_SCORE)
+    events = clicks + purchases
+    x[FREQUENCY] = math.log1p(events) / math.log1p(scales.frequency_cap)
+    x[MONETARY] = math.log1p(_clean(p.spend, MAX_SCORE)) / math.log1p(scales.spend_cap)
+    if events > 0:
+        x[PURCHASE_RATIO] = purchases / events
+    interests = p.interests if isinstance(p.interests, dict) else {}
+    scores = {c: _clean(s, MAX_SCORE) for c, s in interests.items()}
+    total = sum(scores.values())
+    if total > 0.0:
+        norm = max(total, INTEREST_FLOOR)
+        base = len(BASE_FEATURES)
+        for j, cat in enumerate(cats):
+            x[base + j] = scores.get(cat, 0.0) / norm if cat else 0.0
+        # A category listed twice is still counted once towards "other".
+        shown = sum(scores.get(cat, 0.0) for cat in set(cats) if cat)
+        x[-1] = max(0.0, total - shown) / norm
+    np.clip(x, 0.0, 1.0, out=x)
+    return x
+
+
+class OnlineKMeans:
+    """Sequential k-means on fixed-length vectors, deterministic given ``seed`` and the
+    order of the points.
+
+    The first ``warmup`` points are buffered; centroids are then seeded from them with
+    k-means++ and refined with ``n_iter`` Lloyd iterations (before that, ``predict_one``
+    answers from the same seeding over the points buffered so far). After warm-up each
+    point moves its nearest centroid towards it by ``1 / min(count, memory)``: a running
+    mean at first, then an average over about the last ``memory`` points of that cluster,
+    so centroids follow drift. A centroid left without points at seeding (fewer distinct
+    warm-up points than ``k``) is moved to the first later point that fits no cluster.
+    Points must be finite and all of one length.
+
+    >>> km = OnlineKMeans(k=2, seed=0, warmup=4)
+    >>> for x in ([0.0, 0.1], [1.0, 0.9], [0.1, 0.0], [0.9, 1.0], [0.05, 0.05]):
+    ...     km.learn_one(x)
+    >>> km.predict_one([0.0, 0.0]) != km.predict_one([1.0, 1.0])
+    True
+    >>> km.counts().tolist()
+    [2, 3]
+    """
+
+    def __init__(
+        self, k: int = 6, seed: int = 0, memory: int = 1_000, warmup: int = 100, n_iter: int = 10
+    ) -> None:
+        for name, value, low in (("k", k, 1), ("memory", memory, 1), ("n_iter", n_iter, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < k:
+            raise ValueError(f"warmup must be an int >= k ({k}), got {warmup!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        self.k = k
+        self.seed = seed
+        self.memory = memory
+        self.warmup = warmup
+        self.n_iter = n_iter
+        self._dim: int | None = None
+        self._buffer: list[npt.NDArray[np.float64]] | None = []
+        # Seeded from the buffer on demand while warming up (None: not computed yet).
+        self._centroids: npt.NDArray[np.float64] | None = None
+        self._counts = np.zeros(k, dtype=np.int64)
+        # Running mean squared distance of a point to its centroid.
+        self._spread = 0.0
+
+    @property
+    def seeded(self) -> bool:
+        """True once warm-up is over and points update the centroids one by one."""
+        return self._buffer is None
+
+    @property
+    def n_seen(self) -> int:
+        """Points learned so far."""
+        return int(self._counts.sum()) if self._buffer is None else len(self._buffer)
+
+    def centroids(self) -> npt.NDArray[np.float64] | None:
+        """A copy of the centroids (k rows), or None before the first point."""
+        c = self._current()
+        return None if c is None else c.copy()
+
+    def counts(self) -> npt.NDArray[np.int64]:
+        """Points learned by each centroid (during warm-up: buffered points nearest to it)."""
+        if self._buffer is not None:
+            c = self._current()
+            if c is None:
+                return np.zeros(self.k, dtype=np.int64)
+            return np.bincount(_nearest_all(np.array(self._buffer), c), minlength=self.k)
+        return self._counts.copy()
+
+    def learn_one(self, x: npt.ArrayLike) -> None:
+        """Learn one point (ValueError, and nothing learned, if it is not finite or is of
+        another length than the first point's)."""
+        v = self._check(x)
+        if self._buffer is not None:
+            self._buffer.append(v)
+            self._centroids = None
+            if len(self._buffer) >= self.warmup:
+                points = np.array(self._buffer)
+                centroids = self._seed_from(points)
+                labels = _nearest_all(points, centroids)
+                self._counts = np.bincount(labels, minlength=self.k)
+                self._spread = float(((points - centroids[labels]) ** 2).sum(axis=1).mean())
+                self._centroids = centroids
+                self._buffer = None
+            return
+        c = self._centroids
+        assert c is not None
+        d2 = ((c - v) ** 2).sum(axis=1)
+        j = int(np.argmin(d2))
+        nearest = float(d2[j])
+        counts = self._counts
+        if nearest > SPAWN_FACTOR * self._spread and not counts.all():
+            # A centroid that won nothing at seeding (the warm-up points were fewer
+            # distinct ones than k) takes the first point that fits no cluster.
+            j = int(np.argmin(counts))
+            c[j] = v
+            counts[j] = 1
+            return
+        counts[j] += 1
+        c[j] += (v - c[j]) / min(int(counts[j]), self.memory)
+        self._spread += (nearest - self._spread) / min(int(counts.sum()), self.memory)
+
+    def predict_one(self, x: npt.ArrayLike) -> int:
+        """Index of the nearest centroid (ties: the lowest index; 0 before any point)."""
+        d = self.distances(x)
+        return int(np.argmin(d)) if d.size else 0
+
+    def distances(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Euclidean distance from ``x`` to each centroid (empty before any point)."""
+        v = self._check(x)
+        c = self._current()
+        if c is None:
+            return np.zeros(0)
+        return np.sqrt(((c - v) ** 2).sum(axis=1))
+
+    def reset_feature(self, j: int, value: float = 0.0) -> None:
+        """Set feature ``j`` of every centroid (and buffered point) to ``value``: for when
+        the meaning of that feature changes, so old values must not pull new points."""
+        if self._dim is None:
+            return
+        if not 0 <= j < self._dim:
+            raise ValueError(f"feature index must be in [0, {self._dim}), got {j!r}")
+        if self._buffer is not None:
+            for v in self._buffer:
+                v[j] = value
+            self._centroids = None
+        elif self._centroids is not None:
+            self._centroids[:, j] = value
+
+    def _current(self) -> npt.NDArray[np.float64] | None:
+        if self._centroids is None and self._buffer:
+            self._centroids = self._seed_from(np.array(self._buffer))
+        return self._centroids
+
+    def _seed_from(self, points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # A generator derived from (seed, number of points): the result depends only on
+        # the points, not on how often predict_one ran during warm-up.
+        rng = np.random.default_rng([self.seed, len(points)])
+        n = len(points)
+        chosen = [int(rng.integers(n))]
+        d2 = ((points - points[chosen[0]]) ** 2).sum(axis=1)
+        for _ in range(1, self.k):
+            total = float(d2.sum())
+            if total > 0.0:
+                i = int(rng.choice(n, p=d2 / total))
+            else:
+                i = int(rng.integers(n))
+            chosen.append(i)
+            d2 = np.minimum(d2, ((points - points[i]) ** 2).sum(axis=1))
+        centroids = points[chosen].copy()
+        for _ in range(self.n_iter):
+            labels = _nearest_all(points, centroids)
+            moved = False
+            for j in range(self.k):
+                members = points[labels == j]
+                if len(members):
+                    mean = members.mean(axis=0)
+                    if not np.array_equal(mean, centroids[j]):
+                        centroids[j] = mean
+                        moved = True
+            if not moved:
+                break
+        return centroids
+
+    def _check(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        try:
+            v = np.array(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a point must be a sequence of numbers: {exc}") from None
+        if v.ndim != 1 or v.size == 0:
+            raise ValueError(f"a point must be a non-empty 1-D vector, got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError("a point must be finite (no NaN or inf)")
+        if self._dim is None:
+            self._dim = v.size
+        elif v.size != self._dim:
+            raise ValueError(f"points have {self._dim} features, got {v.size}")
+        return v
+
+
+def _nearest_all(
+    points: npt.NDArray[np.float64], centroids: npt.NDArray[np.float64]
+) -> npt.NDArray[np.intp]:
+    d2 = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(d2, axis=1)
+
+
+class Segmenter:
+    """Segments users by their profile features: online k-means, a bounded category
+    vocabulary, stable (hysteretic) assignment, segment sizes and descriptions.
+
+    The vocabulary holds up to ``max_categories`` categories, weighted by the interest
+    shares of the profiles learned (decaying with a half-life of ``stats_half_life``
+    learned profiles); a category takes a full vocabulary's weakest slot only when it
+    weighs ``VOCAB_MARGIN`` times more, and that feature is then reset in every centroid.
+    ``assign`` keeps a user's previous segment unless another centroid is closer by
+    the factor ``1 - switch_margin``, and counts users per segment from the moves it
+    returns (``forget`` takes an erased user out).
+
+    >>> from models.profile import apply_purchase
+    >>> def buyer(item, amount, category):
+    ...     return apply_purchase(UserProfile(), item, 0, amount, [category], half_life_ms=DAY_MS)
+    >>> users = [buyer(f"a{n}", 500.0, "Action") for n in range(20)]
+    >>> users += [buyer(f"c{n}", 5.0, "Comedy") for n in range(20)]
+    >>> seg = Segmenter(k=2, warmup=20)
+    >>> for p in users:
+    ...     seg.learn_one(p, now_ms=DAY_MS)
+    >>> fan = seg.assign(None, users[0], now_ms=DAY_MS)
+    >>> seg.describe(fan), seg.describe(seg.predict_one(users[-1], now_ms=DAY_MS))
+    ('new, high spend, into Action', 'new, low spend, into Comedy')
+    >>> [s["size"] for s in seg.summary() if s["name"] == fan]
+    [1]
+    """
+
+    def __init__(
+        self,
+        k: int = 6,
+        seed: int = 0,
+        *,
+        max_categories: int = 16,
+        switch_margin: float = 0.15,
+        memory: int = 1_000,
+        warmup: int = 100,
+        stats_half_life: float = 20_000.0,
+        scales: FeatureScales = DEFAULT_SCALES,
+    ) -> None:
+        _check_positive("stats_half_life", stats_half_life)
+        if isinstance(max_categories, bool) or not isinstance(max_categories, int) or not (
+            1 <= max_categories <= 256
+        ):
+            raise ValueError(f"max_categories must be an int in [1, 256], got {max_categories!r}")
+        if isinstance(switch_margin, bool) or not isinstance(switch_margin, (int, float)) or not (
+            0.0 <= float(switch_margin) < 1.0
+        ):
+            raise ValueError(f"switch_margin must be a number in [0, 1), got {switch_margin!r}")
+        if not isinstance(scales, FeatureScales):
+            raise ValueError(f"scales must be a FeatureScales, got {scales!r}")
+        self.k = k
+        self.seed = seed
+        self.max_categories = max_categories
+        self.switch_margin = float(switch_margin)
+        self.memory = memory
+        self.warmup = warmup
+        self.stats_half_life = float(stats_half_life)
+        self.scales = scales
+        self._kmeans = OnlineKMeans(k=k, seed=seed, memory=memory, warmup=warmup)
+        self._names = tuple(f"s{j}" for j in range(k))
+        self._index = {name: j for j, name in enumerate(self._names)}
+        self._sizes = [0] * k
+        # Vocabulary slots ("" is free); a slot's category keeps its feature column.
+        self._slots = [""] * max_categories
+        # Decayed category weights, stored multiplied by _scale (which grows instead of
+        # every weight shrinking at each step); bounded to 4 x max_categories entries.
+        self._weights: dict[str, float] = {}
+        self._scale = 1.0
+        self._keep = 0.5 ** (1.0 / self.stats_half_life)
+        # Decayed histogram of the monetary feature over the profiles that spent something.
+        self._spend_hist = np.zeros(SPEND_BINS)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every segment name, ``s0`` .. ``s{k-1}``."""
+        return self._names
+
+    def centroids(self) -> npt.NDArray[np.float64] | None:
+        """A copy of the centroids (row j is segment ``s{j}``; columns as ``features``), or
+        None before the first profile."""
+        return self._kmeans.centroids()
+
+    def vocabulary(self) -> list[str]:
+        """The categories with a feature column, in column order (free slots left out)."""
+        return [c for c in self._slots if c]
+
+    def features(self, profile: UserProfile, now_ms: int) -> npt.NDArray[np.float64]:
+        """``profile_features`` over this segmenter's vocabulary slots (fixed length)."""
+        return _features(profile, _check_now(now_ms), self._slots, self.scales)
+
+    def learn_one(self, profile: UserProfile, now_ms: int) -> None:
+        """Learn from one profile as of ``now_ms``: vocabulary, spend levels, centroids."""
+        now = _check_now(now_ms)
+        self._learn_vocabulary(profile)
+        x = _features(profile, now, self._slots, self.scales)
+        self._spend_hist *= self._keep
+        if x[MONETARY] > 0.0:
+            self._spend_hist[min(int(x[MONETARY] * SPEND_BINS), SPEND_BINS - 1)] += 1.0
+        self._kmeans.learn_one(x)
+
+    def predict_one(self, profile: UserProfile, now_ms: int) -> str:
+        """The nearest segment, with no hysteresis and no counting."""
+        return self._names[self._kmeans.predict_one(self.features(profile, now_ms))]
+
+    def assign(self, previous: str | None, profile: UserProfile, now_ms: int) -> str:
+        """The user's segment now, given the one they had: ``previous`` is kept unless
+        another centroid is closer by the factor ``1 - switch_margin``. Sizes follow:
+        a new user (``previous`` None or not a current name) adds one, a move shifts one."""
+        d = self._kmeans.distances(self.features(profile, now_ms))
+        prev = self._index.get(previous) if previous is not None else None
+        if not d.size:  # nothing learned yet: nothing to move anyone for
+            best = 0 if prev is None else prev
+        else:
+            best = int(np.argmin(d))
+            if prev is not None and not d[best] < (1.0 - self.switch_margin) * d[prev]:
+                best = prev
+        if prev != best:
+            if prev is not None:
+                self._sizes[prev] = max(0, self._sizes[prev] - 1)
+            self._sizes[best] += 1
+        return self._names[best]
+
+    def forget(self, segment: str | None) -> None:
+        """Take one user out of ``segment``'s size (an erased user); unknown names do nothing."""
+        j = self._index.get(segment) if segment is not None else None
+        if j is not None:
+            self._sizes[j] = max(0, self._sizes[j] - 1)
+
+    def describe(self, segment: str) -> str:
+        """The segment in plain words: activity, spend level and top categories, e.g.
+        ``"active, high spend, into Action and Sci-Fi"``."""
+        if segment not in self._index:
+            raise ValueError(f"unknown segment {segment!r}; segments are {', '.join(self._names)}")
+        centroids = self._kmeans.centroids()
+        if centroids is None:
+            return "no data yet"
+        c = centroids[self._index[segment]]
+        return f"{self._activity(c)}, {self._spend_level(c)}, {self._taste(c)}"
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One entry per segment: ``name``, ``size`` (users currently assigned) and
+        ``description``."""
+        return [
+            {"name": name, "size": self._sizes[j], "description": self.describe(name)}
+            for j, name in enumerate(self._names)
+        ]
+
+    def _learn_vocabulary(self, profile: UserProfile) -> None:
+        self._scale /= self._keep
+        weights = self._weights
+        if self._scale > 1e100:
+            for cat in weights:
+                weights[cat] /= self._scale
+            self._scale = 1.0
+        interests = profile.interests if isinstance(profile.interests, dict) else {}
+        scores = {c: v for c, s in interests.items()
+                  if isinstance(c, str) and c and (v := _clean(s, MAX_SCORE)) > 0.0}
+        total = sum(scores.values())
+        if total <= 0.0:
+            return
+        for cat, s in scores.items():
+            weights[cat] = weights.get(cat, 0.0) + self._scale * s / total
+        slots = self._slots
+        taken = set(slots)
+        newcomers = sorted((c for c in scores if c not in taken), key=lambda c: (-weights[c], c))
+        for cat in newcomers:
+            if "" in taken:
+                j = slots.index("")
+            else:
+                j = min(range(len(slots)), key=lambda i: (weights.get(slots[i], 0.0), slots[i]))
+                if not weights[cat] > VOCAB_MARGIN * weights.get(slots[j], 0.0):
+                    break  # newcomers are sorted: no later one can pass either
+                self._kmeans.reset_feature(len(BASE_FEATURES) + j)
+            taken.discard(slots[j])
+            slots[j] = cat
+            taken.add(cat)
+        if len(weights) > 4 * self.max_categories:
+            spare = sorted((c for c in weights if c not in taken), key=lambda c: (weights[c], c))
+            for cat in spare[: len(weights) - 3 * self.max_categories]:
+                del weights[cat]
+
+    def _activity(self, c: npt.NDArray[np.float64]) -> str:
+        norm = math.log1p(self.scales.recency_cap_days)
+        since_last = math.expm1(float(c[RECENCY]) * norm)
+        since_first = math.expm1(float(c[TENURE]) * norm)
+        if since_last > LAPSING_DAYS:
+            return "dormant"
+        if since_last > ACTIVE_DAYS:
+            return "lapsing"
+        return "new" if since_first <= NEW_DAYS else "active"
+
+    def _spend_level(self, c: npt.NDArray[np.float64]) -> str:
+        m = float(c[MONETARY])
+        if m < math.log1p(NO_SPEND) / math.log1p(self.scales.spend_cap):
+            return "no spend"
+        rank = self.spend_rank(m)
+        if rank < 1 / 3:
+            return "low spend"
+        return "medium spend" if rank < 2 / 3 else "high spend"
+
+    def spend_rank(self, monetary: float) -> float:
+        """Where a monetary feature value falls among the (recent) spending profiles
+        learned, in [0, 1]: the share below it, counting its own histogram bin half
+        (0.5 before any spender). Below 1/3 is "low spend", from 2/3 "high spend"."""
+        hist = self._spend_hist
+        total = float(hist.sum())
+        if total <= 0.0:
+            return 0.5
+        i = min(max(int(monetary * SPEND_BINS), 0), SPEND_BINS - 1)
+        return (float(hist[:i].sum()) + 0.5 * float(hist[i])) / total
+
+    def _taste(self, c: npt.NDArray[np.float64]) -> str:
+        base = len(BASE_FEATURES)
+        shares = [(float(c[base + j]), cat) for j, cat in enumerate(self._slots) if cat]
+        top = sorted((s for s in shares if s[0] >= MIN_DESCRIBED_SHARE),
+                     key=lambda sc: (-sc[0], sc[1]))[:3]
+        names = [cat for _, cat in top]
+        if not names:
+            return "no clear favourite category"
+        if len(names) == 1:
+            return f"into {names[0]}"
+        return f"into {', '.join(names[:-1])} and {names[-1]}"
+
+
+def _clean(value: object, cap: float) -> float:
+    """A stored number as a float in [0, cap]: NaN and junk are 0, +inf is ``cap``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0 if not isinstance(value, Integral) else (cap if int(value) > 0 else 0.0)
+    if math.isnan(v) or v <= 0.0:
+        return 0.0
+    return min(v, cap)
+
+
+def _timestamp(value: object) -> int | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, Integral):
+        return None
+    return min(max(0, int(value)), MAX_TS_MS)
+
+
+def _check_now(now_ms: int) -> int:
+    if isinstance(now_ms, bool) or not isinstance(now_ms, Integral) or not (
+        0 <= now_ms <= MAX_TS_MS
+    ):
+        raise ValueError(f"now_ms must be an int in [0, 2**53] (epoch ms), got {now_ms!r}")
+    return int(now_ms)
+
+
+def _check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0.0 < float(value) < math.inf
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_vocabulary(categories: Sequence[str]) -> Sequence[str]:
+    if isinstance(categories, str) or not isinstance(categories, Sequence):
+        raise ValueError(f"categories must be a sequence of strings, got {categories!r}")
+    for cat in categories:
+        if not isinstance(cat, str):
+            raise ValueError(f"categories must be strings, got {cat!r}")
+    return categories
