@@ -214,6 +214,7 @@ class Engine:
         recommendation_id: str | None = None,
         serve_id: str = "",
         variant: str = "default",
+        strategy: str | None = None,
     ) -> Result:
         """Apply one event; with ``serve``, also pick the user's next list (keyed by the
         event id, so a redelivered event is served the same way). ``served_before``: the
@@ -222,7 +223,9 @@ class Engine:
 
         Attribution: the event (with its ``recommendation_id``, if any) is credited to a
         recommendation the profile remembers (``Result.attributed``); the list served now
-        is remembered under ``serve_id`` and ``variant`` (none when ``serve_id`` is "")."""
+        is remembered under ``serve_id`` and ``variant`` (none when ``serve_id`` is "").
+        ``strategy`` serves with that strategy instead of the policy's choice (an
+        experiment variant's)."""
         cfg = self.config
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
         if seen != "new":
@@ -265,7 +268,7 @@ class Engine:
             hit_strategy=previous_strategy, attributed=attributed,
         )
         if serve:
-            served = self._serve(prof, cfg.top_k, key=event_id, user=user)
+            served = self._serve(prof, cfg.top_k, key=event_id, user=user, strategy=strategy)
             note_served(prof, served.item_ids, served.strategy, self._served_kept)
             if serve_id:
                 remember(prof.served_recs, serve_id, served.strategy, variant, ts_ms,
@@ -279,12 +282,14 @@ class Engine:
 
     def recommend(
         self, profile: dict | None, k: int, *, key: str = "", user: str = "",
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None, strategy: str | None = None,
     ) -> Served:
         """The list to serve a stored profile (None: a user we have not seen), chosen by
-        the policy for request ``key``; ``categories`` restricts it to those categories."""
+        the policy for request ``key`` (or by ``strategy``); ``categories`` restricts it
+        to those categories."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
-        return self._serve(prof, k, key=key, user=user, categories=categories)
+        return self._serve(prof, k, key=key, user=user, categories=categories,
+                           strategy=strategy)
 
     def note_served(self, profile: dict | None, served: Served) -> dict:
         """The stored profile updated with what was just served (for hits and repeats)."""
@@ -294,11 +299,15 @@ class Engine:
 
     def _serve(
         self, prof: UserProfile, k: int, *, key: str, user: str,
-        categories: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None, strategy: str | None = None,
     ) -> Served:
         check_k(k)
         cfg = self.config
-        if cfg.exploration > 0:
+        if strategy is not None:  # an experiment variant's strategy: no exploration
+            if strategy not in STRATEGIES:
+                raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+            propensity = 1.0
+        elif cfg.exploration > 0:
             strategy, propensity = self.bandit.choose(key)
         else:
             strategy, propensity = cfg.strategy, 1.0

@@ -40,6 +40,9 @@ class UserProfile:
     recommended (for the re-recommendation cap; bounded, oldest dropped first).
     ``served_recs`` remembers the latest served recommendations for attribution
     (``models.attribution``: id, strategy, variant, ts, items, clicked).
+    ``experiments`` maps an experiment to ``[variant, attributed revenue]``: the variant
+    the user was first assigned (kept, so bandit-mode allocation never moves a user) and
+    the revenue credited to the user in it (for the per-user revenue statistics).
     ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
     no personalized ad bid.
 
@@ -66,6 +69,7 @@ class UserProfile:
     served_counts: dict[str, int] = field(default_factory=dict)
     opted_out: bool = False
     served_recs: list[list[Any]] = field(default_factory=list)
+    experiments: dict[str, list[Any]] = field(default_factory=dict)
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -79,6 +83,7 @@ class UserProfile:
             model_state=dict(self.model_state),
             served_counts=dict(self.served_counts),
             served_recs=[[*e[:4], list(e[4]), e[5]] for e in self.served_recs],
+            experiments={k: list(v) for k, v in self.experiments.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +121,8 @@ class UserProfile:
             d["oo"] = True
         if self.served_recs:
             d["rr"] = [[*e[:4], list(e[4]), e[5]] for e in self.served_recs]
+        if self.experiments:
+            d["ex"] = {k: list(v) for k, v in self.experiments.items()}
         return d
 
     @classmethod
@@ -143,6 +150,7 @@ class UserProfile:
             opted_out=bool(d.get("oo", False)),
             served_recs=[[str(e[0]), str(e[1]), str(e[2]), int(e[3]), [str(i) for i in e[4]],
                           bool(e[5])] for e in d.get("rr", ())],
+            experiments={str(k): [str(v[0]), float(v[1])] for k, v in d.get("ex", {}).items()},
         )
 
 

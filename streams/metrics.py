@@ -7,6 +7,7 @@ dashboard sees zeros instead of gaps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -72,16 +73,22 @@ class Metrics:
     ad_roi: Gauge
     ad_pctr_calibration: Gauge
     ad_kill_switch: Gauge
+    experiment_users: Counter
+    experiment_revenue: Counter
+    experiment_revenue_sumsq: Counter
 
 
 def build_metrics(
-    registry: CollectorRegistry | None = None, campaigns: tuple[str, ...] = ()
+    registry: CollectorRegistry | None = None,
+    campaigns: tuple[str, ...] = (),
+    experiments: Mapping[str, Sequence[str]] | None = None,
 ) -> Metrics:
     """Create every metric on ``registry`` (a fresh one if None) and pre-set its labels.
 
     ``campaigns`` are the configured campaign ids: the only campaign label values, since
     they are a bounded, configured set (a request naming another campaign gets no bid
-    and counts under its no-bid reason, not under a new label).
+    and counts under its no-bid reason, not under a new label). ``experiments`` maps each
+    configured experiment to its variant names: the only other variant labels.
     """
     reg = registry if registry is not None else CollectorRegistry()
     m = Metrics(
@@ -333,14 +340,38 @@ def build_metrics(
             "1 while the ads kill switch is on (no bids), else 0.",
             registry=reg,
         ),
+        experiment_users=Counter(
+            "persona_experiment_users",
+            "Users assigned to each experiment variant (counted at their first event).",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
+        experiment_revenue=Counter(
+            "persona_experiment_revenue",
+            "Revenue credited to recommendations, by experiment and variant.",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
+        experiment_revenue_sumsq=Counter(
+            "persona_experiment_revenue_sumsq",
+            "Sum over users of the square of each user's credited revenue (with the user "
+            "count and the revenue, the variance of revenue per user).",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
     )
     for topic in INPUT_TOPICS:
         for outcome in OUTCOMES:
             m.events.labels(topic=topic, outcome=outcome)
     for agent in AGENTS:
         m.processing_seconds.labels(agent=agent)
+    variants = sorted({*VARIANTS, *(v for vs in (experiments or {}).values() for v in vs)})
+    for name, names in (experiments or {}).items():
+        for variant in names:
+            for c in (m.experiment_users, m.experiment_revenue, m.experiment_revenue_sumsq):
+                c.labels(experiment=name, variant=variant)
     for strategy in STRATEGIES:
-        for variant in VARIANTS:
+        for variant in variants:
             for c in (
                 m.recommendations,
                 m.recommended_items,

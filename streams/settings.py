@@ -7,14 +7,18 @@ reads them once; the object is frozen so nothing changes behind an agent's back.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
-from models.bidding import Campaign, CampaignError, load_campaigns
+from models.bidding import Campaign, load_campaigns
 from models.engine import STRATEGIES, EngineConfig
+from models.experiments import Experiment, load_experiments
+
+T = TypeVar("T")
 
 # The project root: the folder holding pyproject.toml (streams/..).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +76,23 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: Sequence[s
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _read_config(name: str, path_text: str, load: Callable[[Any], dict[str, T]]) -> dict[str, T]:
+    """``load`` applied to the JSON file ``path_text`` (the value of setting ``name``)."""
+    if not path_text:
+        return {}
+    path = Path(path_text)
+    try:
+        obj = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise SettingsError(f"{name} {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise SettingsError(f"{name} {path}: not JSON ({exc})") from None
+    try:
+        return load(obj)
+    except ValueError as exc:  # CampaignError, ExperimentError
+        raise SettingsError(f"{name} {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,10 @@ class Settings:
     # PERSONA_ATTRIBUTE_BY_ITEM: also credit a click or purchase without a (known)
     # recommendation_id to the newest recent recommendation that held its item.
     attribute_by_item: bool = False
+    # PERSONA_EXPERIMENTS_FILE: JSON file of A/B/n experiments on recommendations
+    # ({"experiments": [...]}, docs/experiments.md). The first active one assigns each user
+    # a variant (and its strategy). Empty: every recommendation is variant "default".
+    experiments_file: str = ""
     # PERSONA_CAMPAIGNS_FILE: JSON file of ad campaigns ({"campaigns": [...]}, see
     # docs/ads.md). Empty: no campaigns, so every ad request gets no_bid unknown_campaign.
     campaigns_file: str = ""
@@ -264,19 +289,13 @@ class Settings:
     def read_campaigns(self) -> dict[str, Campaign]:
         """The campaigns of ``PERSONA_CAMPAIGNS_FILE`` (none when it is unset), or a clear
         SettingsError naming the file and the problem."""
-        if not self.campaigns_file:
-            return {}
-        path = Path(self.campaigns_file)
-        try:
-            obj = orjson.loads(path.read_bytes())
-        except OSError as exc:
-            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: {exc.strerror}") from None
-        except orjson.JSONDecodeError as exc:
-            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: not JSON ({exc})") from None
-        try:
-            return load_campaigns(obj)
-        except CampaignError as exc:
-            raise SettingsError(f"PERSONA_CAMPAIGNS_FILE {path}: {exc}") from None
+        return _read_config("PERSONA_CAMPAIGNS_FILE", self.campaigns_file, load_campaigns)
+
+    def read_experiments(self) -> dict[str, Experiment]:
+        """The experiments of ``PERSONA_EXPERIMENTS_FILE`` (none when it is unset), or a
+        clear SettingsError naming the file and the problem."""
+        return _read_config("PERSONA_EXPERIMENTS_FILE", self.experiments_file,
+                            load_experiments)
 
     def require_secret_key(self) -> bytes:
         """The pseudonymization key, or a clear error when it is missing or weak."""
@@ -332,6 +351,7 @@ class Settings:
             attribution_window_hours=_float(env, "PERSONA_ATTRIBUTION_WINDOW_HOURS",
                                             d.attribution_window_hours, 0.01, 24 * 90),
             attribute_by_item=_bool(env, "PERSONA_ATTRIBUTE_BY_ITEM", d.attribute_by_item),
+            experiments_file=_str(env, "PERSONA_EXPERIMENTS_FILE", d.experiments_file),
             campaigns_file=_str(env, "PERSONA_CAMPAIGNS_FILE", d.campaigns_file),
             ad_window_s=_float(env, "PERSONA_AD_WINDOW_S", d.ad_window_s, 1.0, 86_400.0),
             ad_impression_window_s=_float(

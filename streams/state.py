@@ -15,11 +15,15 @@ from models.privacy import Pseudonymizer
 from streams import __version__
 from streams.app import settings
 from streams.checkpoint import AdModels, Checkpointer
+from streams.experiments import Running
 from streams.metrics import build_metrics
 
-# A bad campaigns file stops the worker here, with a message naming the file and field.
+# A bad campaigns or experiments file stops the worker here, naming the file and field.
 campaigns = settings.read_campaigns()
-metrics = build_metrics(campaigns=tuple(campaigns))
+experiments = settings.read_experiments()
+running = Running(experiments)
+metrics = build_metrics(campaigns=tuple(campaigns),
+                        experiments={n: e.variant_names for n, e in experiments.items()})
 
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())

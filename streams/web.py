@@ -18,7 +18,7 @@ from streams.agents.ads import refresh_gauges as refresh_ad_gauges
 from streams.app import app, settings
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
-from streams.state import MODEL_VERSION, engine, metrics, pseudonymize
+from streams.state import MODEL_VERSION, engine, metrics, pseudonymize, running
 from streams.topics import SOURCE_TOPICS
 
 
@@ -101,15 +101,16 @@ class UserRecommendationsView(View):
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
         profile = tables.stored_profile(tables.profiles.get(user))
         categories = [c for c in request.query.getall("category", []) if c]
+        arm = running.assign(user, (profile or {}).get("ex"))  # not stored: a read
         served = engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
-                                  categories=categories or None)
+                                  categories=categories or None, strategy=arm.strategy)
         return self.json(
             {
                 "user_id": user,
                 "known_user": profile is not None,
                 "strategy": served.strategy,
                 "propensity": round(served.propensity, 6),
-                "variant": "default",
+                "variant": arm.variant,
                 "model_version": MODEL_VERSION,
                 "items": reasons(served.items),
             }

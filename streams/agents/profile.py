@@ -19,9 +19,7 @@ from models.profile import UserProfile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import MODEL_VERSION, engine, metrics
-
-VARIANT = "default"
+from streams.state import MODEL_VERSION, engine, metrics, running
 
 
 def recommendation_id(event_id: str, user: str) -> str:
@@ -31,7 +29,8 @@ def recommendation_id(event_id: str, user: str) -> str:
 
 
 def recommendation_record(
-    user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0
+    user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0,
+    variant: str = "default",
 ) -> dict:
     return {
         "recommendation_id": recommendation_id(event_id, user),
@@ -39,11 +38,27 @@ def recommendation_record(
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "strategy": strategy,
         "propensity": round(float(propensity), 6),
-        "variant": VARIANT,
+        "variant": variant,
         "model_version": MODEL_VERSION,
         "items": reasons(items),
         "trigger_event_id": event_id,
     }
+
+
+def _account_experiment(profile: dict, arm, credit, amount: float) -> None:  # type: ignore[no-untyped-def]
+    """Keep the user's variant in the stored profile (so it never moves) and count the
+    user and the revenue credited in the experiment, with its per-user square."""
+    entries = profile.setdefault("ex", {})
+    labels = {"experiment": arm.experiment, "variant": arm.variant}
+    if arm.new or arm.experiment not in entries:
+        entries[arm.experiment] = [arm.variant, 0.0]
+        metrics.experiment_users.labels(**labels).inc()
+    if amount and credit is not None and credit.variant == arm.variant:
+        before = float(entries[arm.experiment][1])
+        after = before + amount
+        entries[arm.experiment][1] = after
+        metrics.experiment_revenue.labels(**labels).inc(amount)
+        metrics.experiment_revenue_sumsq.labels(**labels).inc(after * after - before * before)
 
 
 def handle_event(wire: dict) -> tuple[str, dict | None]:
@@ -55,6 +70,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     kind = wire["kind"]
     stored = tables.profiles.get(user) or {}
     amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
+    arm = running.assign(user, (stored.get("p") or {}).get("ex"))
     res = engine.process(
         kind,
         user,
@@ -67,7 +83,8 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
         amount=amount,
         recommendation_id=wire.get("recommendation_id"),
         serve_id=recommendation_id(wire["event_id"], user),
-        variant=VARIANT,
+        variant=arm.variant,
+        strategy=arm.strategy,
     )
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
@@ -76,29 +93,34 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     if res.outcome == "conflict":
         metrics.events.labels(topic=src, outcome="invalid").inc()
         return res.outcome, None
+    credit = res.attributed
+    if arm.experiment is not None:
+        _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
     tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
     metrics.events.labels(topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
     for model in MODELS:
         metrics.model_updates.labels(model=model).inc()
-    credit = res.attributed
     if credit is not None:
         labels = {"strategy": credit.strategy, "variant": credit.variant}
         if credit.first_click:
             metrics.recommendation_clicks.labels(**labels).inc()
+            running.observe(credit.variant, 1, 0)
         if kind == "purchase":
             metrics.conversions.labels(**labels).inc()
             metrics.attributed_revenue.labels(**labels).inc(amount)
     if res.hit is not None:
-        labels = {"strategy": res.hit_strategy or res.strategy, "variant": VARIANT}
+        labels = {"strategy": res.hit_strategy or res.strategy, "variant": arm.variant}
         metrics.recommendation_hit_checks.labels(**labels).inc()
         if res.hit:
             metrics.recommendation_hits.labels(**labels).inc()
     record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
-                                   res.propensity)
-    metrics.recommendations.labels(strategy=res.strategy, variant=VARIANT).inc()
-    metrics.recommended_items.labels(strategy=res.strategy, variant=VARIANT).inc(len(res.items))
+                                   res.propensity, arm.variant)
+    metrics.recommendations.labels(strategy=res.strategy, variant=arm.variant).inc()
+    metrics.recommended_items.labels(strategy=res.strategy, variant=arm.variant).inc(
+        len(res.items))
+    running.observe(arm.variant, 0, 1)
     return "accepted", record
 
 

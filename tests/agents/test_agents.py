@@ -188,3 +188,44 @@ def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop,
         "persona_recommendation_clicks_total"] + 1
     assert total("persona_conversions_total") == before["persona_conversions_total"] + 1
     assert total("persona_revenue_total") == before["persona_revenue_total"] + 15.0
+
+
+def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
+        loop, sent, monkeypatch):
+    import streams.agents.profile as profile_module
+    from models.experiments import load_experiments
+    from streams.experiments import Running
+
+    exp = {"experiments": [{"name": "exp1", "control": "A", "variants": [
+        {"name": "A", "strategy": "popularity"}, {"name": "B", "strategy": "popularity"}]}]}
+    monkeypatch.setattr(profile_module, "running", Running(load_experiments(exp)))
+    user = pseudonymize("hal", KEY)
+    variant = profile_module.running.assign(user, None).variant
+
+    def val(name: str) -> float:
+        return _value(name, experiment="exp1", variant=variant)
+
+    users_before, revenue_before, sumsq_before = (
+        val("persona_experiment_users_total"), val("persona_experiment_revenue_total"),
+        val("persona_experiment_revenue_sumsq_total"))
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("h1", user, "a", 1000), key=user.encode())
+            rec = orjson.loads(sent[-1][2])["recommendation_id"]
+            for n, price in enumerate((2.0, 3.0), start=2):
+                await agent.put(_wire(f"h{n}", user, f"i{n}", 1000 * n, kind="purchase",
+                                      price=price, quantity=1, recommendation_id=rec),
+                                key=user.encode())
+            return tables.stored_profile(tables.profiles[user])
+
+    stored = loop.run_until_complete(run())
+    recs = [orjson.loads(v) for t, _, v in sent if t == T.recommendations]
+    assert {r["variant"] for r in recs} == {variant}
+    assert {r["strategy"] for r in recs} == {"popularity"}  # the variant's, no exploration
+    assert all(r["propensity"] == 1.0 for r in recs)
+    assert stored["ex"] == {"exp1": [variant, 5.0]}
+    assert val("persona_experiment_users_total") == users_before + 1  # once per user
+    assert val("persona_experiment_revenue_total") == revenue_before + 5.0
+    # the user's credited revenue went 0 -> 2 -> 5: the squares sum to 25
+    assert val("persona_experiment_revenue_sumsq_total") == sumsq_before + 25.0
