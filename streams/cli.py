@@ -313,6 +313,95 @@ def pseudonymize_cmd(
             raise _fail(f"invalid user id: {exc.detail}") from None
 
 
+# ---------------------------------------------------------------- report
+@app.command("report")
+def report_cmd(
+    url: str = typer.Option("", help="A worker's metrics URL (default: "
+                            "http://PERSONA_WEB_HOST:PERSONA_WEB_PORT/metrics)."),
+    metrics_file: Path | None = typer.Option(None, "--metrics-file",
+                                             help="Read a saved /metrics page instead."),
+    experiment: str = typer.Option("", help="Experiment to report (default: every one)."),
+    control: str = typer.Option("", help="Control variant (default: the experiment's "
+                                "control in PERSONA_EXPERIMENTS_FILE, else the first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Per experiment variant: users, recommendations, CTR, conversion rate, revenue per
+    user, and the lift against control with its 95% interval and p-value; says when the
+    sample is too small to conclude."""
+    import json
+    import urllib.request
+
+    from rich.table import Table
+
+    from streams.report import as_json as report_json
+    from streams.report import figures, report
+
+    s = _settings()
+    if metrics_file is not None:
+        try:
+            text = metrics_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"{metrics_file}: {exc.strerror}") from None
+    else:
+        target = url or f"http://{s.web_host}:{s.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(target, timeout=10) as resp:
+                text = resp.read().decode("utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot read {target}: {exc}") from None
+    try:
+        configured = s.read_experiments()
+    except SettingsError as exc:
+        raise _fail(str(exc), 2) from None
+    found = figures(text)
+    if experiment:
+        found = {experiment: found[experiment]} if experiment in found else {}
+    if not found:
+        raise _fail("no experiment figures in the metrics (is PERSONA_EXPERIMENTS_FILE set "
+                    "on the worker?)")
+    out_json = {}
+    for name, variants in found.items():
+        ctrl = control or (configured[name].control if name in configured else next(iter(variants)))
+        try:
+            rows = report(variants, ctrl)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        if as_json:
+            out_json[name] = {"control": ctrl, "variants": report_json(rows)}
+            continue
+        t = Table(title=f"experiment {name} (control {ctrl})", title_justify="left")
+        for col in ("variant", "users", "recs", "CTR", "lift (95% CI)", "p",
+                    "conv. rate", "revenue/user", "lift (95% CI)", "p"):
+            t.add_column(col, justify="left" if col == "variant" else "right")
+        notes = []
+        for r in rows:
+            f = r.figures
+
+            def pct(v: float | None) -> str:
+                return "-" if v is None else f"{v:.2%}"
+
+            def lift(c) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+                if c is None or c.lift is None:
+                    return ("control" if c is None else "-"), "-"
+                lo, hi = c.lift_ci or (None, None)
+                ci = "" if lo is None else f" ({lo:+.1%}, {hi:+.1%})"
+                return f"{c.lift:+.1%}{ci}", "-" if c.p_value is None else f"{c.p_value:.3f}"
+
+            ctr_l, ctr_p = lift(r.ctr)
+            rev_l, rev_p = lift(r.revenue_per_user)
+            rpu = "-" if f.revenue_per_user is None else f"{f.revenue_per_user:,.2f}"
+            t.add_row(f.variant, f"{f.users:,.0f}", f"{f.recommendations:,.0f}", pct(f.ctr),
+                      ctr_l, ctr_p, pct(f.conversion_rate), rpu, rev_l, rev_p)
+            for what, c in (("CTR", r.ctr), ("revenue per user", r.revenue_per_user)):
+                if c is not None:
+                    notes.append(f"{f.variant} {what}: {c.reason}")
+        out.print(t)
+        for note in notes:
+            out.print(f"  {note}")
+    if as_json:
+        sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------- demo
 @app.command("demo")
 def demo(
