@@ -44,6 +44,6 @@ def test_compose_shape() -> None:
         assert re.search(rf"^  {service}", text, re.M), service
     # every published port is bound to loopback on the host
     ports = re.findall(r"^    - (\S+:\d+:\d+(?:/\w+)?)$", text, re.M)
-    assert len(ports) == 3 and all(p.startswith("127.0.0.1:") for p in ports), ports
+    assert len(ports) == 4 and all(p.startswith("127.0.0.1:") for p in ports), ports
     assert "ops/prometheus/prometheus.yml" in text
     assert (ROOT / "ops" / "Dockerfile").is_file()
