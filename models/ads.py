@@ -106,7 +106,8 @@ def user_view(
         hours = max(0, now_ms - last) / 3_600_000
         recency = min(RECENCY_CAP, int(math.log2(1.0 + hours)))
     frequency = min(FREQUENCY_CAP, int(math.log2(1 + max(0, profile.clicks + profile.purchases))))
-    return {"i": interests, "r": recency, "f": frequency, "s": ""}
+    segment = profile.segment if len(profile.segment) <= _MAX_NAME else ""
+    return {"i": interests, "r": recency, "f": frequency, "s": segment}
 
 
 def _valid_name(v: object) -> bool:

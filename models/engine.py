@@ -257,7 +257,8 @@ class Engine:
             )
             weight = 1.0
         # The new profile's model_state is a fresh dict: user-level models update it.
-        context = Context(user_state=prof.model_state, interests=interests, user=user)
+        context = Context(user_state=prof.model_state, interests=interests,
+                          segment=prof.segment or None, user=user)
         self.hybrid.learn_one(item_id, history, weight, context)
         self.updates += 1
         hit = (item_id in previous) if previous else None
@@ -314,7 +315,8 @@ class Engine:
         exclude = set(prof.seen)
         exclude.update(prof.purchased)
         history = prof.recent_items
-        context = Context(user_state=prof.model_state, interests=prof.interests, user=user)
+        context = Context(user_state=prof.model_state, interests=prof.interests,
+                          segment=prof.segment or None, user=user)
         # Room for what the rules will drop; then popularity tops up a short list.
         wide = 2 * k + 10 if (categories or self.rules.max_per_category
                               or self.rules.max_repeats) else k

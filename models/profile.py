@@ -43,6 +43,7 @@ class UserProfile:
     ``experiments`` maps an experiment to ``[variant, attributed revenue]``: the variant
     the user was first assigned (kept, so bandit-mode allocation never moves a user) and
     the revenue credited to the user in it (for the per-user revenue statistics).
+    ``segment`` is the user's segment (``models.segments``; "" until assigned).
     ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
     no personalized ad bid.
 
@@ -70,6 +71,7 @@ class UserProfile:
     opted_out: bool = False
     served_recs: list[list[Any]] = field(default_factory=list)
     experiments: dict[str, list[Any]] = field(default_factory=dict)
+    segment: str = ""
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -123,6 +125,8 @@ class UserProfile:
             d["rr"] = [[*e[:4], list(e[4]), e[5]] for e in self.served_recs]
         if self.experiments:
             d["ex"] = {k: list(v) for k, v in self.experiments.items()}
+        if self.segment:
+            d["sg"] = self.segment
         return d
 
     @classmethod
@@ -151,6 +155,7 @@ class UserProfile:
             served_recs=[[str(e[0]), str(e[1]), str(e[2]), int(e[3]), [str(i) for i in e[4]],
                           bool(e[5])] for e in d.get("rr", ())],
             experiments={str(k): [str(v[0]), float(v[1])] for k, v in d.get("ex", {}).items()},
+            segment=str(d.get("sg", "")),
         )
 
 

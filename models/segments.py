@@ -414,6 +414,11 @@ class Segmenter:
         """Every segment name, ``s0`` .. ``s{k-1}``."""
         return self._names
 
+    @property
+    def n_learned(self) -> int:
+        """Profiles learned so far (for "did anything change since the checkpoint")."""
+        return self._kmeans.n_seen
+
     def centroids(self) -> npt.NDArray[np.float64] | None:
         """A copy of the centroids (row j is segment ``s{j}``; columns as ``features``), or
         None before the first profile."""

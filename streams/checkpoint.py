@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from models.ads import PctrModel
 from models.bidding import Bidder
@@ -123,6 +123,25 @@ class AdModels:
                 and isinstance(state.get("pcvr"), PctrModel)):
             raise ValueError("ads snapshot holds unexpected types")
         self.bidder.pctr, self.bidder.pcvr = state["pctr"], state["pcvr"]
+
+
+class Pickled:
+    """A model kept in ``holder.model`` (of type ``kind``) as one checkpoint entry."""
+
+    def __init__(self, holder: Any, kind: type) -> None:
+        self.holder, self.kind = holder, kind
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.holder.model, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        try:
+            model = pickle.loads(blob)  # our own local checkpoint files only
+        except Exception as exc:  # any unpickling failure means "not ours"
+            raise ValueError(f"not a {self.kind.__name__} snapshot: {type(exc).__name__}") from None
+        if not isinstance(model, self.kind):
+            raise ValueError(f"checkpoint entry is not a {self.kind.__name__}")
+        self.holder.model = model
 
 
 def _split(blob: bytes) -> tuple[bytes, dict[str, bytes]]:

@@ -74,6 +74,8 @@ class Metrics:
     ad_pctr_calibration: Gauge
     ad_kill_switch: Gauge
     experiment_users: Counter
+    segment_users: Gauge
+    segment_changes: Counter
     experiment_revenue: Counter
     experiment_revenue_sumsq: Counter
 
@@ -82,6 +84,7 @@ def build_metrics(
     registry: CollectorRegistry | None = None,
     campaigns: tuple[str, ...] = (),
     experiments: Mapping[str, Sequence[str]] | None = None,
+    segments: Sequence[str] = (),
 ) -> Metrics:
     """Create every metric on ``registry`` (a fresh one if None) and pre-set its labels.
 
@@ -340,6 +343,17 @@ def build_metrics(
             "1 while the ads kill switch is on (no bids), else 0.",
             registry=reg,
         ),
+        segment_users=Gauge(
+            "persona_segment_users",
+            "Users currently assigned to each segment (this worker's segmenter).",
+            ["segment"],
+            registry=reg,
+        ),
+        segment_changes=Counter(
+            "persona_segment_changes",
+            "Users given a segment or moved to another one (segments topic events).",
+            registry=reg,
+        ),
         experiment_users=Counter(
             "persona_experiment_users",
             "Users assigned to each experiment variant (counted at their first event).",
@@ -365,6 +379,8 @@ def build_metrics(
             m.events.labels(topic=topic, outcome=outcome)
     for agent in AGENTS:
         m.processing_seconds.labels(agent=agent)
+    for segment in segments:
+        m.segment_users.labels(segment=segment)
     variants = sorted({*VARIANTS, *(v for vs in (experiments or {}).values() for v in vs)})
     for name, names in (experiments or {}).items():
         for variant in names:

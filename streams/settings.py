@@ -172,6 +172,9 @@ class Settings:
     # PERSONA_ATTRIBUTE_BY_ITEM: also credit a click or purchase without a (known)
     # recommendation_id to the newest recent recommendation that held its item.
     attribute_by_item: bool = False
+    # PERSONA_SEGMENTS: segments an online k-means finds over profiles (recency,
+    # frequency, spend, interests); 0 switches segmentation off.
+    segments: int = 6
     # PERSONA_EXPERIMENTS_FILE: JSON file of A/B/n experiments on recommendations
     # ({"experiments": [...]}, docs/experiments.md). The first active one assigns each user
     # a variant (and its strategy). Empty: every recommendation is variant "default".
@@ -351,6 +354,7 @@ class Settings:
             attribution_window_hours=_float(env, "PERSONA_ATTRIBUTION_WINDOW_HOURS",
                                             d.attribution_window_hours, 0.01, 24 * 90),
             attribute_by_item=_bool(env, "PERSONA_ATTRIBUTE_BY_ITEM", d.attribute_by_item),
+            segments=_int(env, "PERSONA_SEGMENTS", d.segments, 0, 32),
             experiments_file=_str(env, "PERSONA_EXPERIMENTS_FILE", d.experiments_file),
             campaigns_file=_str(env, "PERSONA_CAMPAIGNS_FILE", d.campaigns_file),
             ad_window_s=_float(env, "PERSONA_AD_WINDOW_S", d.ad_window_s, 1.0, 86_400.0),

@@ -12,9 +12,10 @@ from models.ads import PctrModel
 from models.bidding import Bidder
 from models.engine import Engine
 from models.privacy import Pseudonymizer
+from models.segments import Segmenter
 from streams import __version__
 from streams.app import settings
-from streams.checkpoint import AdModels, Checkpointer
+from streams.checkpoint import AdModels, Checkpointer, Pickled
 from streams.experiments import Running
 from streams.metrics import build_metrics
 
@@ -23,7 +24,8 @@ campaigns = settings.read_campaigns()
 experiments = settings.read_experiments()
 running = Running(experiments)
 metrics = build_metrics(campaigns=tuple(campaigns),
-                        experiments={n: e.variant_names for n, e in experiments.items()})
+                        experiments={n: e.variant_names for n, e in experiments.items()},
+                        segments=[f"s{j}" for j in range(settings.segments)])
 
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())
@@ -41,9 +43,22 @@ bidder = Bidder(
 )
 ad_models = AdModels(bidder)
 
+
+class Segments:
+    """The segmenter (None when PERSONA_SEGMENTS is 0), replaced whole on restore."""
+
+    def __init__(self, k: int) -> None:
+        self.model: Segmenter | None = Segmenter(k=k) if k else None
+
+
+segments = Segments(settings.segments)
+checkpointed = {"ads": ad_models}
+if segments.model is not None:
+    checkpointed["segments"] = Pickled(segments, Segmenter)  # type: ignore[assignment]
+
 checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
 # Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.
-_restored = checkpointer.restore_latest(engine, {"ads": ad_models})
+_restored = checkpointer.restore_latest(engine, checkpointed)
 if _restored is not None:
     metrics.checkpoints.labels(outcome="restored").inc()
     metrics.checkpoint_version.set(_restored)

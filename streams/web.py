@@ -18,7 +18,7 @@ from streams.agents.ads import refresh_gauges as refresh_ad_gauges
 from streams.app import app, settings
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
-from streams.state import MODEL_VERSION, engine, metrics, pseudonymize, running
+from streams.state import MODEL_VERSION, engine, metrics, pseudonymize, running, segments
 from streams.topics import SOURCE_TOPICS
 
 
@@ -57,6 +57,9 @@ class MetricsView(View):
             for component, weight in weights.items():
                 metrics.blend_weight.labels(context=context, component=component).set(weight)
         refresh_ad_gauges()
+        if segments.model is not None:
+            for entry in segments.model.summary():
+                metrics.segment_users.labels(segment=entry["name"]).set(entry["size"])
         # aiohttp refuses a charset in content_type=, so the full header goes in headers.
         return self.bytes(
             generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -115,6 +118,16 @@ class UserRecommendationsView(View):
                 "items": reasons(served.items),
             }
         )
+
+
+@app.page("/segments")
+class SegmentsView(View):
+    """The segments with their sizes and plain-words descriptions (no user data)."""
+
+    async def get(self, request: Request) -> Response:
+        if segments.model is None:
+            return self.json({"segments": [], "enabled": False})
+        return self.json({"segments": segments.model.summary(), "enabled": True})
 
 
 @app.page("/users/{user_id}/profile")

@@ -6,7 +6,7 @@ import logging
 
 from streams.app import app, settings
 from streams.checkpoint import timed_save
-from streams.state import ad_models, bidder, checkpointer, engine, metrics
+from streams.state import bidder, checkpointed, checkpointer, engine, metrics, segments
 
 log = logging.getLogger(__name__)
 
@@ -16,11 +16,12 @@ _saved_at_updates = -1
 def save_if_changed() -> None:
     """Checkpoint the models if they learned anything since the last save."""
     global _saved_at_updates
-    updates = engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates
+    updates = (engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates  # type: ignore[attr-defined]
+               + (segments.model.n_learned if segments.model is not None else 0))
     if updates == _saved_at_updates:
         return
     try:
-        version, size, seconds = timed_save(checkpointer, engine, {"ads": ad_models})
+        version, size, seconds = timed_save(checkpointer, engine, checkpointed)
     except Exception as exc:  # a failed save must not stop the worker
         metrics.checkpoints.labels(outcome="failed").inc()
         log.error("model checkpoint failed: %s", type(exc).__name__)

@@ -19,7 +19,7 @@ from models.profile import UserProfile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import MODEL_VERSION, engine, metrics, running
+from streams.state import MODEL_VERSION, engine, metrics, running, segments
 
 
 def recommendation_id(event_id: str, user: str) -> str:
@@ -61,8 +61,26 @@ def _account_experiment(profile: dict, arm, credit, amount: float) -> None:  # t
         metrics.experiment_revenue_sumsq.labels(**labels).inc(after * after - before * before)
 
 
-def handle_event(wire: dict) -> tuple[str, dict | None]:
-    """Apply one validated event to the tables and models; return (outcome, record|None).
+def update_segment(user: str, profile: dict, ts_ms: int) -> dict | None:
+    """Learn from the user's new profile and (re)assign their segment, in ``profile``;
+    the ``segments`` record to emit when it changed, else None."""
+    segmenter = segments.model
+    if segmenter is None:
+        return None
+    prof = UserProfile.from_dict(profile)
+    segmenter.learn_one(prof, ts_ms)
+    segment = segmenter.assign(prof.segment or None, prof, ts_ms)
+    if segment == prof.segment:
+        return None
+    profile["sg"] = segment
+    metrics.segment_changes.inc()
+    return {"user_id": user, "segment": segment,
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+
+
+def handle_event(wire: dict) -> tuple[str, dict | None, dict | None]:
+    """Apply one validated event to the tables and models; return (outcome, the
+    recommendation record or None, the segments record or None).
 
     Runs inside the agent's stream loop (Faust's rule for table writes).
     """
@@ -89,13 +107,14 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
         metrics.events.labels(topic=src, outcome="duplicate").inc()
-        return res.outcome, None
+        return res.outcome, None, None
     if res.outcome == "conflict":
         metrics.events.labels(topic=src, outcome="invalid").inc()
-        return res.outcome, None
+        return res.outcome, None, None
     credit = res.attributed
     if arm.experiment is not None:
         _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
+    changed = update_segment(user, res.profile, int(wire["ts"]))
     tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
     metrics.events.labels(topic=src, outcome="accepted").inc()
     if amount:
@@ -121,7 +140,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None]:
     metrics.recommended_items.labels(strategy=res.strategy, variant=arm.variant).inc(
         len(res.items))
     running.observe(arm.variant, 0, 1)
-    return "accepted", record
+    return "accepted", record, changed
 
 
 def with_ad_view(wire: dict) -> dict:
@@ -146,7 +165,10 @@ def handle_privacy(wire: dict) -> str:
     """
     user, action = wire["user_id"], wire["action"]
     if action == "erase":
-        if tables.profiles.get(user) is not None:
+        stored_profile = tables.stored_profile(tables.profiles.get(user))
+        if stored_profile is not None:
+            if segments.model is not None:
+                segments.model.forget(stored_profile.get("sg"))
             del tables.profiles[user]
         engine.hybrid.forget_user(user)
         return action
@@ -169,7 +191,7 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         handle_privacy(wire)
         metrics.events.labels(topic="privacy", outcome="accepted").inc()
         return
-    outcome, record = handle_event(wire)
+    outcome, record, segment = handle_event(wire)
     if outcome == "conflict":
         await send_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
@@ -179,6 +201,9 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         await topics.recommendations.send(
             key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
         )
+    if segment is not None:
+        await topics.segments.send(key=segment["user_id"].encode("utf-8"),
+                                   value=orjson.dumps(segment))
     kts = wire.get("kts")
     if kts:
         metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))

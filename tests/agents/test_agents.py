@@ -127,9 +127,10 @@ def test_profile_agent_conflict_is_dead_lettered(loop, sent):
             await agent.put(_wire("e1", user, "zzz", 1000), key=user.encode())
 
     loop.run_until_complete(run())
-    topics_sent = [t for t, _, _ in sent]
+    topics_sent = [t for t, _, _ in sent if t != T.segments]
     assert topics_sent == [T.recommendations, T.dead_letters]
-    assert orjson.loads(sent[1][2])["error"] == "event_conflict"
+    assert orjson.loads(next(v for t, _, v in sent if t == T.dead_letters))["error"] == (
+        "event_conflict")
 
 
 def test_profile_agent_bug_is_contained(loop, sent):
@@ -141,7 +142,7 @@ def test_profile_agent_bug_is_contained(loop, sent):
             await agent.put(_wire("f1", "ufine", "a", 1000), key=b"ufine")
 
     loop.run_until_complete(run())
-    assert [t for t, _, _ in sent] == [T.dead_letters, T.recommendations]
+    assert [t for t, _, _ in sent if t != T.segments] == [T.dead_letters, T.recommendations]
     assert _value("persona_dead_letters_total", error="internal_error") == before + 1
 
 
@@ -171,7 +172,8 @@ def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop,
     async def run():
         async with profile_agent.test_context() as agent:
             await agent.put(_wire("g1", user, "a", 1000), key=user.encode())
-            rec = orjson.loads(sent[-1][2])["recommendation_id"]
+            rec = next(orjson.loads(v) for t, _, v in reversed(sent)
+                       if t == T.recommendations)["recommendation_id"]
             # two clicks from the same list: one clicked recommendation
             await agent.put(_wire("g2", user, "b", 2000, recommendation_id=rec),
                             key=user.encode())
@@ -212,7 +214,8 @@ def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
     async def run():
         async with profile_agent.test_context() as agent:
             await agent.put(_wire("h1", user, "a", 1000), key=user.encode())
-            rec = orjson.loads(sent[-1][2])["recommendation_id"]
+            rec = next(orjson.loads(v) for t, _, v in reversed(sent)
+                       if t == T.recommendations)["recommendation_id"]
             for n, price in enumerate((2.0, 3.0), start=2):
                 await agent.put(_wire(f"h{n}", user, f"i{n}", 1000 * n, kind="purchase",
                                       price=price, quantity=1, recommendation_id=rec),
@@ -225,7 +228,32 @@ def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
     assert {r["strategy"] for r in recs} == {"popularity"}  # the variant's, no exploration
     assert all(r["propensity"] == 1.0 for r in recs)
     assert stored["ex"] == {"exp1": [variant, 5.0]}
+    assert stored["sg"].startswith("s")  # a segment too
     assert val("persona_experiment_users_total") == users_before + 1  # once per user
     assert val("persona_experiment_revenue_total") == revenue_before + 5.0
     # the user's credited revenue went 0 -> 2 -> 5: the squares sum to 25
     assert val("persona_experiment_revenue_sumsq_total") == sumsq_before + 25.0
+
+
+def test_a_new_user_gets_a_segment_and_one_segments_event(loop, sent):
+    user = pseudonymize("ivy", KEY)
+    before = _value("persona_segment_changes_total")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            for n, item in enumerate("abc", start=1):
+                await agent.put(_wire(f"v{n}", user, item, 1000 * n), key=user.encode())
+            return tables.stored_profile(tables.profiles[user])
+
+    stored = loop.run_until_complete(run())
+    seg_events = [(k, orjson.loads(v)) for t, k, v in sent if t == T.segments]
+    # one event when the user first gets a segment, then only when it changes (the
+    # segmenter is still warming up here, so it may move the user)
+    assert 1 <= len(seg_events) <= 3
+    names = [e["segment"] for _, e in seg_events]
+    assert all(a != b for a, b in zip(names, names[1:], strict=False))
+    for key, event in seg_events:
+        assert key == user.encode() and event["user_id"] == user
+        assert set(event) == {"user_id", "segment", "ts"}
+    assert names[-1] == stored["sg"]
+    assert _value("persona_segment_changes_total") == before + len(seg_events)
