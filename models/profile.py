@@ -43,7 +43,8 @@ class UserProfile:
     ``experiments`` maps an experiment to ``[variant, attributed revenue]``: the variant
     the user was first assigned (kept, so bandit-mode allocation never moves a user) and
     the revenue credited to the user in it (for the per-user revenue statistics).
-    ``segment`` is the user's segment (``models.segments``; "" until assigned).
+    ``segment`` is the user's segment (``models.segments``; "" until assigned) and
+    ``audiences`` the configured audiences they are in (``models.audiences``).
     ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
     no personalized ad bid.
 
@@ -72,6 +73,7 @@ class UserProfile:
     served_recs: list[list[Any]] = field(default_factory=list)
     experiments: dict[str, list[Any]] = field(default_factory=dict)
     segment: str = ""
+    audiences: list[str] = field(default_factory=list)
 
     def copy(self) -> UserProfile:
         """A copy sharing no mutable containers with this profile."""
@@ -86,6 +88,7 @@ class UserProfile:
             served_counts=dict(self.served_counts),
             served_recs=[[*e[:4], list(e[4]), e[5]] for e in self.served_recs],
             experiments={k: list(v) for k, v in self.experiments.items()},
+            audiences=list(self.audiences),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +130,8 @@ class UserProfile:
             d["ex"] = {k: list(v) for k, v in self.experiments.items()}
         if self.segment:
             d["sg"] = self.segment
+        if self.audiences:
+            d["au"] = list(self.audiences)
         return d
 
     @classmethod
@@ -156,6 +161,7 @@ class UserProfile:
                           bool(e[5])] for e in d.get("rr", ())],
             experiments={str(k): [str(v[0]), float(v[1])] for k, v in d.get("ex", {}).items()},
             segment=str(d.get("sg", "")),
+            audiences=[str(a) for a in d.get("au", ())],
         )
 
 

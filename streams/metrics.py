@@ -76,6 +76,7 @@ class Metrics:
     experiment_users: Counter
     segment_users: Gauge
     segment_changes: Counter
+    audience_changes: Counter
     experiment_revenue: Counter
     experiment_revenue_sumsq: Counter
 
@@ -85,6 +86,7 @@ def build_metrics(
     campaigns: tuple[str, ...] = (),
     experiments: Mapping[str, Sequence[str]] | None = None,
     segments: Sequence[str] = (),
+    audiences: Sequence[str] = (),
 ) -> Metrics:
     """Create every metric on ``registry`` (a fresh one if None) and pre-set its labels.
 
@@ -354,6 +356,12 @@ def build_metrics(
             "Users given a segment or moved to another one (segments topic events).",
             registry=reg,
         ),
+        audience_changes=Counter(
+            "persona_audience_changes",
+            "Users joining or leaving each configured audience (audiences topic events).",
+            ["audience", "action"],
+            registry=reg,
+        ),
         experiment_users=Counter(
             "persona_experiment_users",
             "Users assigned to each experiment variant (counted at their first event).",
@@ -381,6 +389,9 @@ def build_metrics(
         m.processing_seconds.labels(agent=agent)
     for segment in segments:
         m.segment_users.labels(segment=segment)
+    for audience in audiences:
+        for action in ("join", "leave"):
+            m.audience_changes.labels(audience=audience, action=action)
     variants = sorted({*VARIANTS, *(v for vs in (experiments or {}).values() for v in vs)})
     for name, names in (experiments or {}).items():
         for variant in names:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from models.audiences import Audience, load_audiences
 from models.bidding import Campaign, load_campaigns
 from models.engine import STRATEGIES, EngineConfig
 from models.experiments import Experiment, load_experiments
@@ -110,6 +111,8 @@ class Topics:
     recommendations: str = "recommendations"
     ad_bids: str = "ad-bids"
     segments: str = "segments"
+    # Audience membership changes: {"user_id", "audience", "action": join|leave, "ts"}.
+    audiences: str = "audiences"
     dead_letters: str = "dead-letters"
 
     def all(self) -> list[str]:
@@ -175,6 +178,9 @@ class Settings:
     # PERSONA_SEGMENTS: segments an online k-means finds over profiles (recency,
     # frequency, spend, interests); 0 switches segmentation off.
     segments: int = 6
+    # PERSONA_AUDIENCES_FILE: JSON file of audiences (rules over profile fields and
+    # segments, docs/segments.md); membership changes stream to the audiences topic.
+    audiences_file: str = ""
     # PERSONA_EXPERIMENTS_FILE: JSON file of A/B/n experiments on recommendations
     # ({"experiments": [...]}, docs/experiments.md). The first active one assigns each user
     # a variant (and its strategy). Empty: every recommendation is variant "default".
@@ -294,6 +300,11 @@ class Settings:
         SettingsError naming the file and the problem."""
         return _read_config("PERSONA_CAMPAIGNS_FILE", self.campaigns_file, load_campaigns)
 
+    def read_audiences(self) -> dict[str, Audience]:
+        """The audiences of ``PERSONA_AUDIENCES_FILE`` by name (none when it is unset)."""
+        return _read_config("PERSONA_AUDIENCES_FILE", self.audiences_file,
+                            lambda obj: {a.name: a for a in load_audiences(obj)})
+
     def read_experiments(self) -> dict[str, Experiment]:
         """The experiments of ``PERSONA_EXPERIMENTS_FILE`` (none when it is unset), or a
         clear SettingsError naming the file and the problem."""
@@ -355,6 +366,7 @@ class Settings:
                                             d.attribution_window_hours, 0.01, 24 * 90),
             attribute_by_item=_bool(env, "PERSONA_ATTRIBUTE_BY_ITEM", d.attribute_by_item),
             segments=_int(env, "PERSONA_SEGMENTS", d.segments, 0, 32),
+            audiences_file=_str(env, "PERSONA_AUDIENCES_FILE", d.audiences_file),
             experiments_file=_str(env, "PERSONA_EXPERIMENTS_FILE", d.experiments_file),
             campaigns_file=_str(env, "PERSONA_CAMPAIGNS_FILE", d.campaigns_file),
             ad_window_s=_float(env, "PERSONA_AD_WINDOW_S", d.ad_window_s, 1.0, 86_400.0),

@@ -22,10 +22,12 @@ from streams.metrics import build_metrics
 # A bad campaigns or experiments file stops the worker here, naming the file and field.
 campaigns = settings.read_campaigns()
 experiments = settings.read_experiments()
+audiences = settings.read_audiences()
 running = Running(experiments)
 metrics = build_metrics(campaigns=tuple(campaigns),
                         experiments={n: e.variant_names for n, e in experiments.items()},
-                        segments=[f"s{j}" for j in range(settings.segments)])
+                        segments=[f"s{j}" for j in range(settings.segments)],
+                        audiences=tuple(audiences))
 
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())

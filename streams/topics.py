@@ -37,4 +37,5 @@ SOURCE_TOPICS = (t.clicks, t.purchases, t.items, t.ad_requests, t.ad_events, t.p
 recommendations = app.topic(t.recommendations, key_type=bytes, value_type=bytes, partitions=_n)
 ad_bids = app.topic(t.ad_bids, key_type=bytes, value_type=bytes, partitions=_n)
 segments = app.topic(t.segments, key_type=bytes, value_type=bytes, partitions=_n)
+audiences = app.topic(t.audiences, key_type=bytes, value_type=bytes, partitions=_n)
 dead_letters = app.topic(t.dead_letters, key_type=bytes, value_type=bytes, partitions=_n)

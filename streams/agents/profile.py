@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 import orjson
 
 from models.ads import user_view
+from models.audiences import changes, memberships
 from models.engine import MODELS, reasons
 from models.profile import UserProfile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import MODEL_VERSION, engine, metrics, running, segments
+from streams.state import MODEL_VERSION, audiences, engine, metrics, running, segments
 
 
 def recommendation_id(event_id: str, user: str) -> str:
@@ -61,26 +62,46 @@ def _account_experiment(profile: dict, arm, credit, amount: float) -> None:  # t
         metrics.experiment_revenue_sumsq.labels(**labels).inc(after * after - before * before)
 
 
-def update_segment(user: str, profile: dict, ts_ms: int) -> dict | None:
-    """Learn from the user's new profile and (re)assign their segment, in ``profile``;
-    the ``segments`` record to emit when it changed, else None."""
+_GROUP_TOPICS = {settings.topics.segments: topics.segments,
+                 settings.topics.audiences: topics.audiences}
+
+
+def update_groups(user: str, profile: dict, ts_ms: int) -> list[tuple[str, dict]]:
+    """Learn from the user's new profile and (re)assign their segment and audiences, in
+    ``profile``; the (topic, record) pairs to emit for what changed."""
     segmenter = segments.model
-    if segmenter is None:
-        return None
+    if segmenter is None and not audiences:
+        return []
     prof = UserProfile.from_dict(profile)
-    segmenter.learn_one(prof, ts_ms)
-    segment = segmenter.assign(prof.segment or None, prof, ts_ms)
-    if segment == prof.segment:
-        return None
-    profile["sg"] = segment
-    metrics.segment_changes.inc()
-    return {"user_id": user, "segment": segment,
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    out: list[tuple[str, dict]] = []
+    if segmenter is not None:
+        segmenter.learn_one(prof, ts_ms)
+        segment = segmenter.assign(prof.segment or None, prof, ts_ms)
+        if segment != prof.segment:
+            prof.segment = profile["sg"] = segment
+            metrics.segment_changes.inc()
+            out.append((settings.topics.segments,
+                        {"user_id": user, "segment": segment, "ts": now}))
+    if audiences:
+        member = memberships(list(audiences.values()), prof, prof.segment or None, ts_ms,
+                             engine.catalogue.categories,
+                             half_life_ms=settings.interest_half_life_ms)
+        moved = changes(set(prof.audiences), member)
+        for action, names in (("join", moved.joined), ("leave", moved.left)):
+            for name in names:
+                metrics.audience_changes.labels(audience=name, action=action).inc()
+                out.append((settings.topics.audiences, {"user_id": user, "audience": name,
+                                                        "action": action, "ts": now}))
+        if moved.joined or moved.left:
+            profile["au"] = sorted(member)
+    return out
 
 
-def handle_event(wire: dict) -> tuple[str, dict | None, dict | None]:
+def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
     """Apply one validated event to the tables and models; return (outcome, the
-    recommendation record or None, the segments record or None).
+    recommendation record or None, other (topic, record) pairs to emit: segment and
+    audience changes).
 
     Runs inside the agent's stream loop (Faust's rule for table writes).
     """
@@ -107,14 +128,14 @@ def handle_event(wire: dict) -> tuple[str, dict | None, dict | None]:
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
         metrics.events.labels(topic=src, outcome="duplicate").inc()
-        return res.outcome, None, None
+        return res.outcome, None, []
     if res.outcome == "conflict":
         metrics.events.labels(topic=src, outcome="invalid").inc()
-        return res.outcome, None, None
+        return res.outcome, None, []
     credit = res.attributed
     if arm.experiment is not None:
         _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
-    changed = update_segment(user, res.profile, int(wire["ts"]))
+    changed = update_groups(user, res.profile, int(wire["ts"]))
     tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
     metrics.events.labels(topic=src, outcome="accepted").inc()
     if amount:
@@ -191,7 +212,7 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         handle_privacy(wire)
         metrics.events.labels(topic="privacy", outcome="accepted").inc()
         return
-    outcome, record, segment = handle_event(wire)
+    outcome, record, changed = handle_event(wire)
     if outcome == "conflict":
         await send_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
@@ -201,9 +222,9 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         await topics.recommendations.send(
             key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
         )
-    if segment is not None:
-        await topics.segments.send(key=segment["user_id"].encode("utf-8"),
-                                   value=orjson.dumps(segment))
+    for topic, change in changed:
+        await _GROUP_TOPICS[topic].send(key=change["user_id"].encode("utf-8"),
+                                        value=orjson.dumps(change))
     kts = wire.get("kts")
     if kts:
         metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))

@@ -257,3 +257,28 @@ def test_a_new_user_gets_a_segment_and_one_segments_event(loop, sent):
         assert set(event) == {"user_id", "segment", "ts"}
     assert names[-1] == stored["sg"]
     assert _value("persona_segment_changes_total") == before + len(seg_events)
+
+
+def test_audience_joins_and_leaves_stream_to_the_audiences_topic(loop, sent, monkeypatch):
+    import streams.agents.profile as profile_module
+    from models.audiences import load_audiences
+
+    rules = load_audiences({"audiences": [{"name": "big-spenders", "spend_at_least": 20}]})
+    monkeypatch.setattr(profile_module, "audiences", {a.name: a for a in rules})
+    user = pseudonymize("joy", KEY)
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("j1", user, "a", 1000), key=user.encode())
+            await agent.put(_wire("j2", user, "b", 2000, kind="purchase", price=25.0,
+                                  quantity=1), key=user.encode())
+            await agent.put(_wire("j3", user, "c", 3000), key=user.encode())
+            return tables.stored_profile(tables.profiles[user])
+
+    stored = loop.run_until_complete(run())
+    events = [(k, orjson.loads(v)) for t, k, v in sent if t == T.audiences]
+    assert [(e["audience"], e["action"]) for _, e in events] == [("big-spenders", "join")]
+    assert events[0][0] == user.encode() and events[0][1]["user_id"] == user
+    assert stored["au"] == ["big-spenders"]
+    assert _value("persona_audience_changes_total", audience="big-spenders",
+                  action="join") >= 1
