@@ -292,7 +292,12 @@ def _finite_or_raise(*values: float | None) -> None:
             raise ValueError("inputs out of range: the comparison overflowed")
 
 
-def _wilson(successes: float, trials: float, z: float) -> tuple[float, float]:
+def wilson_interval(successes: float, trials: float, z: float) -> tuple[float, float]:
+    """Wilson score interval of a rate (``trials`` > 0) at normal quantile ``z``.
+
+    >>> [round(v, 4) for v in wilson_interval(5, 100, 1.959964)]
+    [0.0215, 0.1118]
+    """
     p = successes / trials
     z2n = z * z / trials
     centre = (p + 0.5 * z2n) / (1.0 + z2n)
@@ -353,8 +358,8 @@ per variant to detect this lift with 80% power'
     p_a, p_b = s_a / n_a, s_b / n_b
     diff = p_b - p_a
 
-    l_a, u_a = _wilson(s_a, n_a, z)
-    l_b, u_b = _wilson(s_b, n_b, z)
+    l_a, u_a = wilson_interval(s_a, n_a, z)
+    l_b, u_b = wilson_interval(s_b, n_b, z)
     diff_ci = (min(diff - math.hypot(p_b - l_b, u_a - p_a), diff),
                max(diff + math.hypot(u_b - p_b, p_a - l_a), diff))
 
@@ -398,7 +403,9 @@ per variant to detect this lift with 80% power'
         reason=reason, needed_per_variant=needed, alpha=float(alpha), method=method)
 
 
-def _mean_and_variance(total: float, sumsq: float, n: float, arm: str) -> tuple[float, float]:
+def mean_and_variance(total: float, sumsq: float, n: float, arm: str) -> tuple[float, float]:
+    """Mean and sample variance from running sums (``n`` > 1); ``arm`` names the sample
+    in errors. A variance below what float sums can resolve counts as 0."""
     mean = total / n
     second = sumsq / n
     # Running float sums of n values carry a relative error of up to about n * eps, and
@@ -469,8 +476,8 @@ power (p = 0.43)'
             diff_ci=None, lift=None, lift_ci=None, p_value=None, significant=False,
             conclusive=False, reason=f"too small to conclude: no users in {' and '.join(empty)}",
             needed_per_variant=None, alpha=float(alpha), method=method)
-    mean_a, var_a = _mean_and_variance(total_a, q_a, count_a, "a")
-    mean_b, var_b = _mean_and_variance(total_b, q_b, count_b, "b")
+    mean_a, var_a = mean_and_variance(total_a, q_a, count_a, "a")
+    mean_b, var_b = mean_and_variance(total_b, q_b, count_b, "b")
     diff = mean_b - mean_a
     lift = _relative(diff, mean_a)
 

@@ -313,6 +313,41 @@ def pseudonymize_cmd(
             raise _fail(f"invalid user id: {exc.detail}") from None
 
 
+# ---------------------------------------------------------------- segments
+@app.command("segments")
+def segments_cmd(
+    url: str = typer.Option("", help="A worker's base URL (default: "
+                            "http://PERSONA_WEB_HOST:PERSONA_WEB_PORT)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the segments the worker found, with their sizes and a plain-words description
+    (activity, spend level, favourite categories)."""
+    import json
+    import urllib.request
+
+    from rich.table import Table
+
+    s = _settings()
+    base = (url or f"http://{s.web_host}:{s.web_port}").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/segments", timeout=10) as resp:
+            body = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {base}/segments: {exc}") from None
+    if as_json:
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return
+    if not body.get("enabled"):
+        raise _fail("segmentation is off on that worker (PERSONA_SEGMENTS=0)")
+    t = Table(title="segments", title_justify="left")
+    t.add_column("segment")
+    t.add_column("users", justify="right")
+    t.add_column("description")
+    for entry in body["segments"]:
+        t.add_row(entry["name"], f"{entry['size']:,}", entry["description"])
+    out.print(t)
+
+
 # ---------------------------------------------------------------- report
 @app.command("report")
 def report_cmd(
@@ -324,6 +359,8 @@ def report_cmd(
     control: str = typer.Option("", help="Control variant (default: the experiment's "
                                 "control in PERSONA_EXPERIMENTS_FILE, else the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    html: Path | None = typer.Option(None, "--html", help="Also write the report, with "
+                                     "charts, as one self-contained HTML file here."),
 ) -> None:
     """Per experiment variant: users, recommendations, CTR, conversion rate, revenue per
     user, and the lift against control with its 95% interval and p-value; says when the
@@ -360,12 +397,14 @@ def report_cmd(
         raise _fail("no experiment figures in the metrics (is PERSONA_EXPERIMENTS_FILE set "
                     "on the worker?)")
     out_json = {}
+    html_sections = []
     for name, variants in found.items():
         ctrl = control or (configured[name].control if name in configured else next(iter(variants)))
         try:
             rows = report(variants, ctrl)
         except ValueError as exc:
             raise _fail(str(exc)) from None
+        html_sections.append((name, ctrl, rows))
         if as_json:
             out_json[name] = {"control": ctrl, "variants": report_json(rows)}
             continue
@@ -385,7 +424,9 @@ def report_cmd(
                     return ("control" if c is None else "-"), "-"
                 lo, hi = c.lift_ci or (None, None)
                 ci = "" if lo is None else f" ({lo:+.1%}, {hi:+.1%})"
-                return f"{c.lift:+.1%}{ci}", "-" if c.p_value is None else f"{c.p_value:.3f}"
+                p = ("-" if c.p_value is None
+                     else "<0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
+                return f"{c.lift:+.1%}{ci}", p
 
             ctr_l, ctr_p = lift(r.ctr)
             rev_l, rev_p = lift(r.revenue_per_user)
@@ -400,6 +441,43 @@ def report_cmd(
             out.print(f"  {note}")
     if as_json:
         sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
+    if html is not None:
+        from datetime import UTC, datetime
+
+        from streams.html_report import ExperimentReport, write_html
+
+        source = str(metrics_file) if metrics_file is not None else target
+        try:
+            write_html(html, [ExperimentReport(*section) for section in html_sections], source,
+                       datetime.now(UTC))
+        except OSError as exc:
+            raise _fail(f"{html}: {exc.strerror}") from None
+        console.print(f"HTML report written to {html}")
+
+
+# ---------------------------------------------------------------- top
+@app.command("top")
+def top_cmd(
+    url: str = typer.Option("", help="A worker's metrics URL (default: "
+                            "http://PERSONA_WEB_HOST:PERSONA_WEB_PORT/metrics)."),
+    interval: float = typer.Option(1.0, min=0.1, help="Seconds between scrapes."),
+    once: bool = typer.Option(False, "--once", help="Render one frame (totals since the "
+                              "worker started) and exit; exit code 1 if it is unreachable."),
+    iterations: int | None = typer.Option(None, min=1, help="Stop after N frames (default: "
+                                          "until Ctrl-C)."),
+) -> None:
+    """Live dashboard of one worker: events/s, lag, dead letters, recommendations, CTR and
+    conversion by strategy and variant, bids, spend and budgets, kill switch. Exit code 1
+    when the last scrape failed."""
+    from streams.top import run
+
+    s = _settings()
+    target = url or f"http://{s.web_host}:{s.web_port}/metrics"
+    # piped output gets room for the side-by-side panels (rich assumes 80 without a terminal)
+    screen = out if out.is_terminal else Console(width=max(out.width, 140))
+    code = run(target, screen, interval=interval, iterations=1 if once else iterations,
+               live=not once)
+    raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------- demo

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import random
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -259,6 +261,16 @@ def test_end_to_end_and_restart(service):
     assert worker.get_json("/users/nobody-at-all/profile")[0] == 404
     for page in ("/table/", "/table/profiles/", "/router/", "/graph/", "/stats/"):
         assert worker.get_json(page)[0] == 404, page
+    # --- segments: every user has one, the sizes add up, described in words
+    status, body = worker.get_json("/segments")
+    assert status == 200 and body["enabled"] and len(body["segments"]) == 6
+    assert sum(sg["size"] for sg in body["segments"]) == N_USERS
+    assert all(sg["description"] for sg in body["segments"] if sg["size"])
+    cli = subprocess.run([sys.executable, "-m", "streams.cli", "segments", "--url",
+                          worker.base_url], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
+    assert cli.returncode == 0, cli.stderr
+    assert "segments" in cli.stdout and body["segments"][0]["name"] in cli.stdout
 
     # --- restart: profiles come back exactly from the changelog
     expected: dict[str, dict] = {}
