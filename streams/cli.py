@@ -368,10 +368,8 @@ def report_cmd(
     import json
     import urllib.request
 
-    from rich.table import Table
-
     from streams.report import as_json as report_json
-    from streams.report import figures, report
+    from streams.report import figures, render, report
 
     s = _settings()
     if metrics_file is not None:
@@ -408,37 +406,7 @@ def report_cmd(
         if as_json:
             out_json[name] = {"control": ctrl, "variants": report_json(rows)}
             continue
-        t = Table(title=f"experiment {name} (control {ctrl})", title_justify="left")
-        for col in ("variant", "users", "recs", "CTR", "lift (95% CI)", "p",
-                    "conv. rate", "revenue/user", "lift (95% CI)", "p"):
-            t.add_column(col, justify="left" if col == "variant" else "right")
-        notes = []
-        for r in rows:
-            f = r.figures
-
-            def pct(v: float | None) -> str:
-                return "-" if v is None else f"{v:.2%}"
-
-            def lift(c) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-                if c is None or c.lift is None:
-                    return ("control" if c is None else "-"), "-"
-                lo, hi = c.lift_ci or (None, None)
-                ci = "" if lo is None else f" ({lo:+.1%}, {hi:+.1%})"
-                p = ("-" if c.p_value is None
-                     else "<0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
-                return f"{c.lift:+.1%}{ci}", p
-
-            ctr_l, ctr_p = lift(r.ctr)
-            rev_l, rev_p = lift(r.revenue_per_user)
-            rpu = "-" if f.revenue_per_user is None else f"{f.revenue_per_user:,.2f}"
-            t.add_row(f.variant, f"{f.users:,.0f}", f"{f.recommendations:,.0f}", pct(f.ctr),
-                      ctr_l, ctr_p, pct(f.conversion_rate), rpu, rev_l, rev_p)
-            for what, c in (("CTR", r.ctr), ("revenue per user", r.revenue_per_user)):
-                if c is not None:
-                    notes.append(f"{f.variant} {what}: {c.reason}")
-        out.print(t)
-        for note in notes:
-            out.print(f"  {note}")
+        render(out, name, ctrl, rows)
     if as_json:
         sys.stdout.write(json.dumps(out_json, indent=2) + "\n")
     if html is not None:

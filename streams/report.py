@@ -120,3 +120,42 @@ def as_json(rows: list[VariantReport]) -> list[dict[str, Any]]:
             d[f"{key}_vs_control"] = None if c is None else asdict(c)
         out.append(d)
     return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _lift(c: Comparison | None) -> tuple[str, str]:
+    """(lift with its 95% interval, p-value) as text; "control" for the control row."""
+    if c is None or c.lift is None:
+        return ("control" if c is None else "-"), "-"
+    lo, hi = c.lift_ci or (None, None)
+    ci = "" if lo is None or hi is None else f" ({lo:+.1%}, {hi:+.1%})"
+    p = "-" if c.p_value is None else "<0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}"
+    return f"{c.lift:+.1%}{ci}", p
+
+
+def render(console: Any, experiment: str, control: str, rows: list[VariantReport]) -> None:
+    """Print one experiment's report as a rich table, then one line per comparison
+    saying whether it is conclusive (``console``: a rich Console)."""
+    from rich.table import Table
+
+    t = Table(title=f"experiment {experiment} (control {control})", title_justify="left")
+    for col in ("variant", "users", "recs", "CTR", "lift (95% CI)", "p",
+                "conv. rate", "revenue/user", "lift (95% CI)", "p"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    notes = []
+    for r in rows:
+        f = r.figures
+        ctr_l, ctr_p = _lift(r.ctr)
+        rev_l, rev_p = _lift(r.revenue_per_user)
+        rpu = "-" if f.revenue_per_user is None else f"{f.revenue_per_user:,.2f}"
+        t.add_row(f.variant, f"{f.users:,.0f}", f"{f.recommendations:,.0f}", _pct(f.ctr),
+                  ctr_l, ctr_p, _pct(f.conversion_rate), rpu, rev_l, rev_p)
+        for what, c in (("CTR", r.ctr), ("revenue per user", r.revenue_per_user)):
+            if c is not None:
+                notes.append(f"{f.variant} {what}: {c.reason}")
+    console.print(t)
+    for note in notes:
+        console.print(f"  {note}")

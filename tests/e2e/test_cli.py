@@ -141,8 +141,14 @@ def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "demo summary" in out
-    assert "similar to" in out  # reasons name the item the user viewed
-    assert "strategy hybrid" in out  # the demo serves the default strategy
+    # the demo's A/B test: variant A serves popularity, B the hybrid
+    served = re.findall(r"variant ([AB]), strategy (\w+)", " ".join(out.split()))
+    assert served and all({"A": "popularity", "B": "hybrid"}[v] == s for v, s in served)
+    report = " ".join(out[out.index("experiment demo-recs"):].split())
+    assert "(control A)" in report and "lift" in report
+    # one verdict line per comparison: significant, or how many users it would need
+    assert re.search(r"B CTR: (.* significant at the 95% level|too small to conclude)",
+                     report)
     summary = out[out.index("demo summary"):out.index("ad campaigns")]
     assert "3,005" in summary and "3,000" in summary  # replayed, accepted
     for code in ("not_utf8", "bad_timestamp", "bad_value", "missing_field", "not_object"):
