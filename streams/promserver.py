@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -20,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams.worker_proc import http_get
+from streams.worker_proc import http_get, stop_process
 
 
 class PrometheusError(RuntimeError):
@@ -170,16 +169,7 @@ class PrometheusServer:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (Prometheus flushes and exits), SIGKILL after ``timeout``; the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def _rfc3339(text: str) -> float:

@@ -29,6 +29,20 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float) -> int | None:
+    """Stop a child we started: SIGTERM, SIGKILL after ``timeout``; its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text format to {'name{labels}': value} (enough for our own metrics)."""
     out: dict[str, float] = {}
@@ -111,13 +125,4 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM (Faust shuts down cleanly), SIGKILL after ``timeout``; the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
