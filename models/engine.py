@@ -8,7 +8,7 @@ what to emit, and what to count. No I/O: agents do the reading, writing and send
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
@@ -36,6 +36,31 @@ SNAPSHOT_FORMAT = 2
 
 # Recently served items whose showings a profile counts, when a repeat cap is set.
 SERVED_COUNTS_KEPT = 100
+
+# Serving settings an experiment variant may change, and their ranges.
+OVERRIDABLE: dict[str, tuple[float, float]] = {"max_per_category": (0, 100),
+                                               "new_item_rate": (0.0, 1.0)}
+
+
+def check_overrides(overrides: Mapping[str, object]) -> None:
+    """ValueError unless every key is in ``OVERRIDABLE`` with a value in its range.
+
+    >>> check_overrides({"max_per_category": 2})
+    >>> check_overrides({"top_k": 3})
+    Traceback (most recent call last):
+    ...
+    ValueError: a variant may set max_per_category, new_item_rate; not 'top_k'
+    """
+    for name, value in overrides.items():
+        if name not in OVERRIDABLE:
+            raise ValueError(f"a variant may set {', '.join(OVERRIDABLE)}; not {name!r}")
+        lo, hi = OVERRIDABLE[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+        if name == "max_per_category" and not float(value).is_integer():
+            raise ValueError(f"max_per_category must be an integer, got {value!r}")
+
 
 # Every strategy that can serve a request: the hybrid and each of its components.
 STRATEGIES = ("hybrid", "cooccurrence", "mf", "content", "popularity", "trending")
@@ -215,6 +240,7 @@ class Engine:
         serve_id: str = "",
         variant: str = "default",
         strategy: str | None = None,
+        overrides: Mapping[str, float] | None = None,
     ) -> Result:
         """Apply one event; with ``serve``, also pick the user's next list (keyed by the
         event id, so a redelivered event is served the same way). ``served_before``: the
@@ -224,8 +250,8 @@ class Engine:
         Attribution: the event (with its ``recommendation_id``, if any) is credited to a
         recommendation the profile remembers (``Result.attributed``); the list served now
         is remembered under ``serve_id`` and ``variant`` (none when ``serve_id`` is "").
-        ``strategy`` serves with that strategy instead of the policy's choice (an
-        experiment variant's)."""
+        ``strategy`` serves with that strategy instead of the policy's choice, and
+        ``overrides`` (``OVERRIDABLE``) change the rules: an experiment variant's."""
         cfg = self.config
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
         if seen != "new":
@@ -269,7 +295,8 @@ class Engine:
             hit_strategy=previous_strategy, attributed=attributed,
         )
         if serve:
-            served = self._serve(prof, cfg.top_k, key=event_id, user=user, strategy=strategy)
+            served = self._serve(prof, cfg.top_k, key=event_id, user=user, strategy=strategy,
+                                 overrides=overrides)
             note_served(prof, served.item_ids, served.strategy, self._served_kept)
             if serve_id:
                 remember(prof.served_recs, serve_id, served.strategy, variant, ts_ms,
@@ -284,13 +311,14 @@ class Engine:
     def recommend(
         self, profile: dict | None, k: int, *, key: str = "", user: str = "",
         categories: Sequence[str] | None = None, strategy: str | None = None,
+        overrides: Mapping[str, float] | None = None,
     ) -> Served:
         """The list to serve a stored profile (None: a user we have not seen), chosen by
-        the policy for request ``key`` (or by ``strategy``); ``categories`` restricts it
-        to those categories."""
+        the policy for request ``key`` (or by ``strategy``, with rule ``overrides``);
+        ``categories`` restricts it to those categories."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         return self._serve(prof, k, key=key, user=user, categories=categories,
-                           strategy=strategy)
+                           strategy=strategy, overrides=overrides)
 
     def note_served(self, profile: dict | None, served: Served) -> dict:
         """The stored profile updated with what was just served (for hits and repeats)."""
@@ -301,9 +329,13 @@ class Engine:
     def _serve(
         self, prof: UserProfile, k: int, *, key: str, user: str,
         categories: Sequence[str] | None = None, strategy: str | None = None,
+        overrides: Mapping[str, float] | None = None,
     ) -> Served:
         check_k(k)
         cfg = self.config
+        rules, new_item_rate = self.rules, cfg.new_item_rate
+        if overrides:
+            rules, new_item_rate = self._overridden(overrides)
         if strategy is not None:  # an experiment variant's strategy: no exploration
             if strategy not in STRATEGIES:
                 raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -318,20 +350,28 @@ class Engine:
         context = Context(user_state=prof.model_state, interests=prof.interests,
                           segment=prof.segment or None, user=user)
         # Room for what the rules will drop; then popularity tops up a short list.
-        wide = 2 * k + 10 if (categories or self.rules.max_per_category
-                              or self.rules.max_repeats) else k
+        wide = 2 * k + 10 if (categories or rules.max_per_category
+                              or rules.max_repeats) else k
         ranked = self.strategy(strategy).rank(history, exclude, wide, context)
-        rules, catalogue, counts = self.rules, self.catalogue, prof.served_counts
+        catalogue, counts = self.catalogue, prof.served_counts
         items = apply_rules(ranked, k, rules, catalogue=catalogue, served_counts=counts,
                             categories=categories)
         if len(items) < k:
             fill = self.popularity.rank(history, exclude, 4 * k, context)
             items = apply_rules(chain(ranked, fill), k, rules, catalogue=catalogue,
                                 served_counts=counts, categories=categories)
-        if cfg.new_item_rate and k and uniform_from_key(key, "new-item") < cfg.new_item_rate:
+        if new_item_rate and k and uniform_from_key(key, "new-item") < new_item_rate:
             self._explore_new_item(items, k, history, exclude, context, categories,
                                    prof.served_counts)
         return Served(items, strategy, propensity)
+
+    def _overridden(self, overrides: Mapping[str, float]) -> tuple[Rules, float]:
+        """The rules and new-item rate with an experiment variant's ``overrides``
+        (``max_per_category``, ``new_item_rate``; checked by ``check_overrides``)."""
+        check_overrides(overrides)
+        per_category = int(overrides.get("max_per_category", self.rules.max_per_category))
+        rate = float(overrides.get("new_item_rate", self.config.new_item_rate))
+        return Rules(self.rules.max_repeats, per_category), rate
 
     def _explore_new_item(
         self, items: list[ScoredItem], k: int, history: Sequence[str], exclude: set[str],

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from models.engine import check_overrides
 from models.experiments import BanditAllocator, Experiment, assign, assign_with_weights
 
 DEFAULT_VARIANT = "default"
@@ -24,13 +25,22 @@ class Assignment:
     variant: str
     strategy: str | None
     new: bool  # first assignment of this user to this experiment
+    overrides: Mapping[str, float] | None = None  # the variant's serving settings
 
 
 class Running:
     """The experiment that assigns variants, or none."""
 
     def __init__(self, experiments: Mapping[str, Experiment]) -> None:
+        """ValueError when a variant sets something serving cannot vary."""
         self.experiment = next((e for e in experiments.values() if e.active), None)
+        for exp in experiments.values():
+            for v in exp.variants:
+                try:
+                    check_overrides(v.settings)
+                except ValueError as exc:
+                    raise ValueError(f"experiment {exp.name!r} variant {v.name!r}: {exc}") \
+                        from None
         self.allocator = (BanditAllocator.for_experiment(self.experiment)
                           if self.experiment is not None and self.experiment.mode == "bandit"
                           else None)
@@ -60,7 +70,9 @@ class Running:
             variant = (assign(exp, user) if weights is None
                        else assign_with_weights(exp, user, weights))
             new = True
-        return Assignment(exp.name, variant, exp.variant(variant).strategy, new)
+        chosen = exp.variant(variant)
+        return Assignment(exp.name, variant, chosen.strategy, new,
+                          dict(chosen.settings) or None)  # type: ignore[arg-type]
 
     def observe(self, variant: str, successes: int, trials: int) -> None:
         """Feed the bandit allocator (clicks on, and recommendations of, a variant)."""

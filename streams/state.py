@@ -18,12 +18,16 @@ from streams.app import settings
 from streams.checkpoint import AdModels, Checkpointer, Pickled
 from streams.experiments import Running
 from streams.metrics import build_metrics
+from streams.settings import SettingsError
 
 # A bad campaigns or experiments file stops the worker here, naming the file and field.
 campaigns = settings.read_campaigns()
 experiments = settings.read_experiments()
 audiences = settings.read_audiences()
-running = Running(experiments)
+try:
+    running = Running(experiments)
+except ValueError as exc:
+    raise SettingsError(f"PERSONA_EXPERIMENTS_FILE {settings.experiments_file}: {exc}") from None
 metrics = build_metrics(campaigns=tuple(campaigns),
                         experiments={n: e.variant_names for n, e in experiments.items()},
                         segments=[f"s{j}" for j in range(settings.segments)],

@@ -106,7 +106,8 @@ class UserRecommendationsView(View):
         categories = [c for c in request.query.getall("category", []) if c]
         arm = running.assign(user, (profile or {}).get("ex"))  # not stored: a read
         served = engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
-                                  categories=categories or None, strategy=arm.strategy)
+                                  categories=categories or None, strategy=arm.strategy,
+                                  overrides=arm.overrides)
         return self.json(
             {
                 "user_id": user,

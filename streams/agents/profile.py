@@ -124,6 +124,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
         serve_id=recommendation_id(wire["event_id"], user),
         variant=arm.variant,
         strategy=arm.strategy,
+        overrides=arm.overrides,
     )
     src = wire.get("src", "clicks")
     if res.outcome == "duplicate":

@@ -50,3 +50,31 @@ def test_bandit_mode_moves_new_users_toward_the_better_variant() -> None:
     assert abs(before["A"] - before["B"]) < 300  # even at the start
     assert after["B"] > 3 * after["A"]
     running.observe("not-a-variant", 1, 1)  # ignored, not an error
+
+
+def test_variant_settings_reach_serving_and_unknown_ones_are_refused() -> None:
+    import pytest
+
+    from models.engine import Engine, EngineConfig
+
+    cfg = {"experiments": [{"name": "div", "control": "A", "variants": [
+        {"name": "A"}, {"name": "B", "settings": {"max_per_category": 1}}]}]}
+    running = Running(load_experiments(cfg))
+    arms = {running.assign(f"u{n}", None).variant: running.assign(f"u{n}", None)
+            for n in range(50)}
+    assert arms["A"].overrides is None and arms["B"].overrides == {"max_per_category": 1}
+    e = Engine(EngineConfig(top_k=4, strategy="popularity", exploration=0.0,
+                            new_item_rate=0.0))
+    for n, item in enumerate(["a", "b", "c", "d", "e"]):
+        e.upsert_item(item, item.upper(), ["Drama"] if item in "abc" else ["Comedy"])
+        for m in range(5 - n):
+            e.process("click", f"x{n}{m}", item, n, event_id=f"{n}-{m}", fingerprint="",
+                      profile=None, dedupe=None)
+    plain = e.recommend(None, 4, strategy="popularity").item_ids
+    diverse = e.recommend(None, 4, strategy="popularity", overrides=arms["B"].overrides)
+    assert plain[:3] == ["a", "b", "c"]  # three Drama items first
+    assert diverse.item_ids[:2] == ["a", "d"]  # at most one item per category
+    bad = {"experiments": [{"name": "x", "control": "A", "variants": [
+        {"name": "A", "settings": {"top_k": 3}}]}]}
+    with pytest.raises(ValueError, match="top_k"):
+        Running(load_experiments(bad))
