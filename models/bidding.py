@@ -743,7 +743,7 @@ class Bidder:
             return 0.0
         return (slack - ahead) / (slack / 2)
 
-    def _pace_ok(self, k: _Camp, daily_m: int, rid: str, ts: int, day: int) -> bool:
+    def _pace_ok(self, k: _Camp, daily_m: int, rid: str, ts: int) -> bool:
         rate = self._rate(k, daily_m, ts)
         return rate >= 1.0 or (rate > 0.0 and uniform_from_key(rid, salt=k.c.campaign_id) < rate)
 
@@ -822,7 +822,7 @@ class Bidder:
                         cid = cand.campaign_id
                         ok = paced.get(cid)
                         if ok is None:
-                            ok = paced[cid] = self._pace_ok(k, k.daily_m, rid, ts, day)
+                            ok = paced[cid] = self._pace_ok(k, k.daily_m, rid, ts)
                         if not ok:
                             why = "paced"
             if why is not None:

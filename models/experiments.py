@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.bandit import uniform_from_key
+from models.engine import check_overrides
 
 MAX_VARIANTS = 20
 # Experiment, variant and strategy names end up as Prometheus label values and in report
@@ -439,3 +441,83 @@ class BanditAllocator:
         k = len(self.variants)
         share = 1.0 - k * self.floor
         return {v: self.floor + share * p for v, p in self.probability_best().items()}
+
+
+# -- the running experiment -----------------------------------------------------------
+
+DEFAULT_VARIANT = "default"
+WEIGHTS_REFRESH_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    experiment: str | None
+    variant: str
+    strategy: str | None
+    new: bool  # first assignment of this user to this experiment
+    overrides: Mapping[str, float] | None = None  # the variant's serving settings
+
+
+class Running:
+    """The experiment that assigns variants (the first active one), or none.
+
+    A user keeps a stored assignment while its variant exists; otherwise they are
+    assigned by hash, or in bandit mode by the allocator's weights, refreshed at most
+    every ``WEIGHTS_REFRESH_S`` (Thompson draws are too slow for every event).
+
+    >>> r = Running(load_experiments({"experiments": [{"name": "e", "control": "A",
+    ...     "variants": [{"name": "A", "strategy": "popularity"}]}]}))
+    >>> a = r.assign("u1", None); (a.variant, a.strategy, a.new)
+    ('A', 'popularity', True)
+    >>> r.assign("u1", {"e": ["A", 0.0]}).new
+    False
+    """
+
+    def __init__(self, experiments: Mapping[str, Experiment]) -> None:
+        """ValueError when a variant sets something serving cannot vary."""
+        self.experiment = next((e for e in experiments.values() if e.active), None)
+        for exp in experiments.values():
+            for v in exp.variants:
+                try:
+                    check_overrides(v.settings)
+                except ValueError as exc:
+                    raise ValueError(f"experiment {exp.name!r} variant {v.name!r}: {exc}") \
+                        from None
+        self.allocator = (BanditAllocator.for_experiment(self.experiment)
+                          if self.experiment is not None and self.experiment.mode == "bandit"
+                          else None)
+        self._weights: dict[str, float] | None = None
+        self._weights_at = 0.0
+
+    def weights(self) -> dict[str, float] | None:
+        """The bandit allocator's current weights (None in fixed mode)."""
+        if self.allocator is None:
+            return None
+        now = time.monotonic()
+        if self._weights is None or now - self._weights_at > WEIGHTS_REFRESH_S:
+            self._weights = dict(self.allocator.weights())
+            self._weights_at = now
+        return self._weights
+
+    def assign(self, user: str, stored: Mapping[str, list] | None) -> Assignment:
+        """The user's variant: the stored one if still valid, else a new assignment."""
+        exp = self.experiment
+        if exp is None:
+            return Assignment(None, DEFAULT_VARIANT, None, False)
+        entry = (stored or {}).get(exp.name)
+        if entry and entry[0] in exp.variant_names:
+            variant, new = entry[0], False
+        else:
+            weights = self.weights()
+            variant = (assign(exp, user) if weights is None
+                       else assign_with_weights(exp, user, weights))
+            new = True
+        chosen = exp.variant(variant)
+        return Assignment(exp.name, variant, chosen.strategy, new,
+                          {k: float(v) for k, v in chosen.settings.items()} or None)
+
+    def observe(self, variant: str, successes: int, trials: int) -> None:
+        """Feed the bandit allocator (clicks on, and recommendations of, a variant)."""
+        if self.allocator is not None and self.experiment is not None \
+                and variant in self.experiment.variant_names:
+            self.allocator.observe(variant, successes, trials)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from models.ads import PctrModel
 from models.bidding import Bidder
 from models.engine import Engine
+from models.experiments import Running
 from models.privacy import Pseudonymizer
 from models.segments import Segmenter
 from streams import __version__
 from streams.app import settings
 from streams.checkpoint import AdModels, Checkpointer, Pickled
-from streams.experiments import Running
 from streams.metrics import build_metrics
 from streams.settings import SettingsError
 

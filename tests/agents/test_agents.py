@@ -195,8 +195,7 @@ def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop,
 def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
         loop, sent, monkeypatch):
     import streams.agents.profile as profile_module
-    from models.experiments import load_experiments
-    from streams.experiments import Running
+    from models.experiments import Running, load_experiments
 
     exp = {"experiments": [{"name": "exp1", "control": "A", "variants": [
         {"name": "A", "strategy": "popularity"}, {"name": "B", "strategy": "popularity"}]}]}
