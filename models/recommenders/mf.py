@@ -369,9 +369,13 @@ class ImplicitMF(_FactorModel):
         and ``rows``; returns the user's new vector (the old one if the step was skipped)."""
         table = self._items.table
         rows_now = table[rows]  # (n + 1, f + 1): factors then bias, for i and each j
-        c = self._gradient(rows_now @ user, w)
-        decay = 1.0 - self.learning_rate * w * self.l2
-        new_user = user * decay + c @ rows_now
+        # float32 BLAS kernels on this hardware now and then raise a spurious "invalid"
+        # flag on finite inputs (seen once in ~10 identical seeded runs); a real NaN or
+        # overflow cannot slip through either way: _fits refuses the step below.
+        with np.errstate(invalid="ignore", over="ignore"):
+            c = self._gradient(rows_now @ user, w)
+            decay = 1.0 - self.learning_rate * w * self.l2
+            new_user = user * decay + c @ rows_now
         new_user[-1] = 1.0
         new_rows = rows_now * decay + np.outer(c, user)
         if not (_fits(new_user) and _fits(new_rows)):
