@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.bidding import EVENT_OUTCOMES, EVENT_TYPES, NO_BID_REASONS
+from models.drift import DIRECTIONS, STREAMS
 from models.engine import MODELS, STRATEGIES
 from models.recommenders.hybrid import CONTEXTS
+from streams.checkpoint import FAILURE_REASONS as CHECKPOINT_FAILURE_REASONS
 from streams.records import ERROR_CODES
 
 INPUT_TOPICS = ("clicks", "purchases", "items", "ad-requests", "ad-events", "privacy", "control")
-OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
+# rate_limited is counted at ingest on top of the message's final outcome (the profile
+# agent still counts it once as accepted or duplicate): leave it out of sums of messages.
+OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed", "rate_limited")
+# Input topics whose messages name a user (and should be keyed by it); where ingest runs.
+USER_TOPICS = ("clicks", "purchases", "ad-requests", "privacy")
+INGEST_TOPICS = (*USER_TOPICS, "ad-events", "control")
+ANOMALY_KINDS = ("missing_key",)
 AGENTS = ("ingest", "profile", "items", "ads")
 # A bid, or why not.
 BID_OUTCOMES = ("bid", *NO_BID_REASONS)
@@ -32,6 +40,7 @@ AGENT_ERROR_CODES = ("internal_error", "event_conflict", "unknown_request", "lat
 class Metrics:
     registry: CollectorRegistry
     events: Counter
+    redeliveries: Counter
     processing_seconds: Histogram
     event_lag_seconds: Histogram
     recommendations: Counter
@@ -42,18 +51,22 @@ class Metrics:
     attributed_revenue: Counter
     recommendation_hit_checks: Counter
     dead_letters: Counter
+    ingest_anomalies: Counter
+    pii_fields_dropped: Counter
     model_updates: Counter
     model_items: Gauge
     strategy_estimate: Gauge
     strategy_propensity: Gauge
     blend_weight: Gauge
     profiles: Gauge
+    profiles_expired: Counter
     catalogue_items: Gauge
     revenue: Counter
     checkpoints: Counter
     checkpoint_seconds: Gauge
     checkpoint_bytes: Gauge
     checkpoint_version: Gauge
+    checkpoint_load_failures: Counter
     ad_bids: Counter
     ad_bid_seconds: Histogram
     ad_bid_amount: Counter
@@ -79,6 +92,10 @@ class Metrics:
     audience_changes: Counter
     experiment_revenue: Counter
     experiment_revenue_sumsq: Counter
+    model_drift: Counter
+    model_quality: Gauge
+    model_quality_window: Gauge
+    model_quality_ignored: Counter
 
 
 def build_metrics(
@@ -102,6 +119,12 @@ def build_metrics(
             "persona_events",
             "Input events by topic and outcome (accepted, invalid, duplicate, suppressed).",
             ["topic", "outcome"],
+            registry=reg,
+        ),
+        redeliveries=Counter(
+            "persona_redeliveries",
+            "Events-topic messages seen again after a crash or rebalance, recognized by "
+            "their offset and not applied twice (also counted as duplicate events).",
             registry=reg,
         ),
         processing_seconds=Histogram(
@@ -160,6 +183,20 @@ def build_metrics(
             ["strategy", "variant"],
             registry=reg,
         ),
+        ingest_anomalies=Counter(
+            "persona_ingest_anomalies",
+            "Accepted input messages that bent the contract in a harmless way, by kind "
+            "(missing_key: no Kafka key; ingest re-keys by pseudonym anyway).",
+            ["topic", "kind"],
+            registry=reg,
+        ),
+        pii_fields_dropped=Counter(
+            "persona_pii_fields_dropped",
+            "Fields named like personal data (email, phone, ip, ...) dropped at ingest from "
+            "accepted messages, top level or context. Never their values.",
+            ["topic"],
+            registry=reg,
+        ),
         dead_letters=Counter(
             "persona_dead_letters",
             "Messages sent to the dead-letter topic, by machine-readable error code.",
@@ -202,6 +239,11 @@ def build_metrics(
             "User profiles held by this worker's active table partitions.",
             registry=reg,
         ),
+        profiles_expired=Counter(
+            "persona_profiles_expired",
+            "Profiles deleted by the retention sweep after PERSONA_PROFILE_TTL_DAYS idle.",
+            registry=reg,
+        ),
         catalogue_items=Gauge(
             "persona_catalogue_items",
             "Items in the in-process catalogue.",
@@ -214,7 +256,7 @@ def build_metrics(
         ),
         checkpoints=Counter(
             "persona_model_checkpoints",
-            "Model checkpoint operations by outcome (saved, failed, restored).",
+            "Model checkpoint operations by outcome (saved, failed, restored, rolled_back).",
             ["outcome"],
             registry=reg,
         ),
@@ -231,6 +273,13 @@ def build_metrics(
         checkpoint_version=Gauge(
             "persona_model_checkpoint_version",
             "Version of the newest model checkpoint saved or restored (0: none).",
+            registry=reg,
+        ),
+        checkpoint_load_failures=Counter(
+            "persona_model_checkpoint_load_failures",
+            "Model checkpoints refused at load, by reason (unreadable, unsigned, truncated, "
+            "corrupt, bad_signature, invalid); an older good one is loaded instead.",
+            ["reason"],
             registry=reg,
         ),
         ad_bids=Counter(
@@ -381,6 +430,33 @@ def build_metrics(
             ["experiment", "variant"],
             registry=reg,
         ),
+        model_drift=Counter(
+            "persona_model_drift",
+            "Changes in an online model's quality detected by ADWIN (models.drift), by "
+            "model and direction (better, worse).",
+            ["model", "direction"],
+            registry=reg,
+        ),
+        model_quality=Gauge(
+            "persona_model_quality",
+            "An online model's quality since its last detected change (ADWIN's window "
+            "mean): recommender hit_rate, pctr and pcvr log_loss; NaN before any value.",
+            ["model", "metric"],
+            registry=reg,
+        ),
+        model_quality_window=Gauge(
+            "persona_model_quality_window",
+            "Quality values in the window of persona_model_quality (since the last "
+            "detected change or the worker's start).",
+            ["model"],
+            registry=reg,
+        ),
+        model_quality_ignored=Counter(
+            "persona_model_quality_ignored",
+            "Quality values refused by the drift monitor (NaN, infinite, out of range).",
+            ["model"],
+            registry=reg,
+        ),
     )
     for topic in INPUT_TOPICS:
         for outcome in OUTCOMES:
@@ -409,10 +485,23 @@ def build_metrics(
                 m.attributed_revenue,
             ):
                 c.labels(strategy=strategy, variant=variant)
+    for topic in USER_TOPICS:
+        for kind in ANOMALY_KINDS:
+            m.ingest_anomalies.labels(topic=topic, kind=kind)
+    for topic in INGEST_TOPICS:
+        m.pii_fields_dropped.labels(topic=topic)
     for code in (*ERROR_CODES, *AGENT_ERROR_CODES):
         m.dead_letters.labels(error=code)
-    for outcome in ("saved", "failed", "restored"):
+    for outcome in ("saved", "failed", "restored", "rolled_back"):
         m.checkpoints.labels(outcome=outcome)
+    for reason in CHECKPOINT_FAILURE_REASONS:
+        m.checkpoint_load_failures.labels(reason=reason)
+    for model, stream in STREAMS.items():
+        for direction in DIRECTIONS:
+            m.model_drift.labels(model=model, direction=direction)
+        m.model_quality.labels(model=model, metric=stream.metric)
+        m.model_quality_window.labels(model=model)
+        m.model_quality_ignored.labels(model=model)
     for model in MODELS:
         m.model_updates.labels(model=model)
         m.model_items.labels(model=model)

@@ -6,7 +6,9 @@ reads them once; the object is frozen so nothing changes behind an agent's back.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -79,6 +81,21 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: Sequence[s
     return value
 
 
+TABLE_STORES = ("memory://", "rocksdb://")
+
+
+def _table_store(env: Mapping[str, str], default: str) -> str:
+    """PERSONA_TABLE_STORE: one of ``TABLE_STORES``; rocksdb:// needs rocksdict."""
+    value = _str(env, "PERSONA_TABLE_STORE", default).lower()
+    if value not in TABLE_STORES:
+        raise SettingsError(f"PERSONA_TABLE_STORE must be one of {', '.join(TABLE_STORES)}, "
+                            f"got {value!r}")
+    if value == "rocksdb://" and importlib.util.find_spec("rocksdict") is None:
+        raise SettingsError("PERSONA_TABLE_STORE=rocksdb:// needs the rocksdict package "
+                            "(pip install rocksdict)")
+    return value
+
+
 def _read_config(name: str, path_text: str, load: Callable[[Any], dict[str, T]]) -> dict[str, T]:
     """``load`` applied to the JSON file ``path_text`` (the value of setting ``name``)."""
     if not path_text:
@@ -94,6 +111,62 @@ def _read_config(name: str, path_text: str, load: Callable[[Any], dict[str, T]])
         return load(obj)
     except ValueError as exc:  # CampaignError, ExperimentError
         raise SettingsError(f"{name} {path}: {exc}") from None
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _api_token(env: Mapping[str, str]) -> str:
+    token = env.get("PERSONA_API_TOKEN", "").strip()
+    # The value never goes into an error message.
+    if token and len(token) < 16:
+        raise SettingsError("PERSONA_API_TOKEN must be at least 16 characters long (e.g. "
+                            "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if token and not all(33 <= ord(c) <= 126 for c in token):
+        raise SettingsError("PERSONA_API_TOKEN may hold printable ASCII only, no spaces")
+    return token
+
+
+def _kafka_security(env: Mapping[str, str]) -> dict[str, str]:
+    """The PERSONA_KAFKA_* security settings, checked as a whole (clear errors, no secret
+    in them)."""
+    protocol = _str(env, "PERSONA_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(f"PERSONA_KAFKA_SECURITY_PROTOCOL must be one of "
+                            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {protocol!r}")
+    mechanism = _str(env, "PERSONA_KAFKA_SASL_MECHANISM", "PLAIN").upper()
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise SettingsError(f"PERSONA_KAFKA_SASL_MECHANISM must be one of "
+                            f"{', '.join(KAFKA_SASL_MECHANISMS)}, got {mechanism!r}")
+    username = _str(env, "PERSONA_KAFKA_SASL_USERNAME", "")
+    password = env.get("PERSONA_KAFKA_SASL_PASSWORD", "")  # spaces may be part of it
+    files = {name: _str(env, f"PERSONA_KAFKA_SSL_{name.upper()}", "")
+             for name in ("cafile", "certfile", "keyfile")}
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    if sasl and not username:
+        raise SettingsError(f"PERSONA_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                            "PERSONA_KAFKA_SASL_USERNAME")
+    if sasl and not password:
+        raise SettingsError(f"PERSONA_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                            "PERSONA_KAFKA_SASL_PASSWORD")
+    if not sasl and (username or password):
+        raise SettingsError("PERSONA_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                            f"PERSONA_KAFKA_SECURITY_PROTOCOL is {protocol}: set it to "
+                            "SASL_SSL (or SASL_PLAINTEXT) to use them")
+    given = [f"PERSONA_KAFKA_SSL_{n.upper()}" for n, v in files.items() if v]
+    if given and not tls:
+        raise SettingsError(f"{', '.join(given)} set but PERSONA_KAFKA_SECURITY_PROTOCOL is "
+                            f"{protocol}: set it to SSL or SASL_SSL to use them")
+    if files["keyfile"] and not files["certfile"]:
+        raise SettingsError("PERSONA_KAFKA_SSL_KEYFILE needs PERSONA_KAFKA_SSL_CERTFILE")
+    for name, value in files.items():
+        if value and not Path(value).is_file():
+            raise SettingsError(f"PERSONA_KAFKA_SSL_{name.upper()} {value}: no such file")
+    return {"kafka_security_protocol": protocol, "kafka_sasl_mechanism": mechanism,
+            "kafka_sasl_username": username, "kafka_sasl_password": password,
+            "kafka_ssl_cafile": files["cafile"], "kafka_ssl_certfile": files["certfile"],
+            "kafka_ssl_keyfile": files["keyfile"]}
 
 
 @dataclass(frozen=True)
@@ -138,7 +211,7 @@ class Settings:
     # PERSONA_SECRET_KEY: key for the HMAC-SHA256 pseudonymization of user ids (>= 16 chars).
     # The worker refuses to start without it. Keep it secret and stable: changing it
     # changes every pseudonymous id.
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)
     # PERSONA_TOP_K: items per recommendation event.
     top_k: int = 10
     # PERSONA_INTEREST_HALF_LIFE_HOURS: half-life of the recency-weighted category interest.
@@ -149,6 +222,22 @@ class Settings:
     seen_items_max: int = 500
     # PERSONA_DEDUP_WINDOW: event ids remembered per user for deduplication.
     dedup_window: int = 256
+    # PERSONA_MAX_EVENT_AGE_S: at ingest, an event whose ts is more than this before its
+    # Kafka record timestamp is dead-lettered (stale_event, or ts_in_seconds when ts looks
+    # like epoch seconds). 0 switches it off: set 0 to replay history (the demo does).
+    max_event_age_s: float = 86_400.0
+    # PERSONA_MAX_FUTURE_S: an event whose ts is more than this after its Kafka record
+    # timestamp is dead-lettered (future_event). 0 switches it off.
+    max_future_s: float = 300.0
+    # PERSONA_USER_RATE_PER_S / PERSONA_USER_BURST: per-user token bucket at ingest, in
+    # events per second of event time (not wall time, so a fast replay is not limited).
+    # Clicks and purchases over it are counted but not learned from ("rl" on the wire,
+    # persona_events_total{outcome="rate_limited"}). Either 0 switches it off.
+    user_rate_per_s: float = 10.0
+    user_burst: int = 100
+    # PERSONA_RATE_LIMIT_USERS: users the rate limiter remembers (LRU): bounds its memory
+    # under a flood of new ids.
+    rate_limit_users: int = 100_000
     # PERSONA_MAX_ITEMS: bound on items the item-level models track.
     max_items: int = 100_000
     # PERSONA_STRATEGY: the strategy that serves by default (hybrid, cooccurrence, mf,
@@ -210,13 +299,54 @@ class Settings:
     # PERSONA_ADS_KILL_SWITCH: true stops all bidding (every request gets no_bid
     # kill_switch). The control topic's ads_kill does the same at run time and persists.
     ads_kill_switch: bool = False
+    # PERSONA_PROFILE_TTL_DAYS: a profile idle (no event, privacy request) for longer than
+    # this is deleted (data retention; bounds the table). Fractions allowed; 0 keeps
+    # profiles forever. Opt-out flags never expire.
+    profile_ttl_days: float = 365.0
+    # PERSONA_PROFILE_SWEEP_INTERVAL_S: seconds between retention sweeps of the table.
+    profile_sweep_interval_s: float = 3600.0
+    # PERSONA_CHANGELOG_MAX_COMPACTION_LAG_S: bound on how long a table changelog keeps a
+    # superseded record (an erased user's old profile, ad features) before the broker's
+    # log cleaner may remove it (the topic's max.compaction.lag.ms; applied when persona
+    # creates the changelog topic).
+    changelog_max_compaction_lag_s: float = 86_400.0
     # PERSONA_CHECKPOINT_INTERVAL_S: seconds between model checkpoints (0: only at shutdown).
     checkpoint_interval_s: float = 30.0
     # PERSONA_CHECKPOINT_KEEP: model checkpoint versions kept on disk.
     checkpoint_keep: int = 3
+    # PERSONA_DRIFT_DELTA: confidence of the ADWIN drift detectors on model quality
+    # (models/drift.py): smaller means fewer false alarms and later detections.
+    drift_delta: float = 0.002
+    # PERSONA_TABLE_STORE: where the worker keeps its tables (profiles, ads) between
+    # changelog writes: memory:// (all in RAM, rebuilt from the changelogs at start) or
+    # rocksdb:// (on disk under PERSONA_DATA_DIR, via rocksdict: memory stays bounded
+    # however many users there are, and a restart only reads the changelog's tail).
+    table_store: str = "memory://"
+    # PERSONA_TABLE_CACHE_MB: with rocksdb://, the block cache of each table partition's
+    # database (Faust's default is 2 GB each: RSS then grows with the data read).
+    table_cache_mb: int = 64
     # PERSONA_WEB_HOST / PERSONA_WEB_PORT: the worker's HTTP server (metrics, health, recs).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # PERSONA_API_TOKEN: bearer token that guards /users/... (clients send
+    # "Authorization: Bearer <token>"; >= 16 characters, no spaces). Unset: /users/...
+    # answers 403. /metrics, /health, /ready stay open. Never logged or printed.
+    api_token: str = field(default="", repr=False)
+    # PERSONA_KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, used by
+    # the worker (Faust) and every client the CLI makes (docs/security.md).
+    kafka_security_protocol: str = "PLAINTEXT"
+    # PERSONA_KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* only).
+    kafka_sasl_mechanism: str = "PLAIN"
+    # PERSONA_KAFKA_SASL_USERNAME / PERSONA_KAFKA_SASL_PASSWORD: SASL credentials, required
+    # with SASL_*. The password is never printed (not in repr, not in errors).
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    # PERSONA_KAFKA_SSL_CAFILE: PEM bundle of the CAs to trust (default: the system's).
+    # PERSONA_KAFKA_SSL_CERTFILE / PERSONA_KAFKA_SSL_KEYFILE: client certificate and key
+    # (mutual TLS). SSL and SASL_SSL only.
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     # PERSONA_LOG_LEVEL: worker log level.
     log_level: str = "info"
     # PERSONA_SESSION_TIMEOUT_S: consumer session timeout; short so a restarted worker
@@ -258,6 +388,22 @@ class Settings:
         return {name: 1 if name == self.ads_topic else self.partitions
                 for name in self.created_topics()}
 
+    def table_store_options(self) -> dict[str, int]:
+        """Options for every table's store (``app.Table(options=...)``): with rocksdb://,
+        RocksDB memory per table partition bounded to the block cache
+        (PERSONA_TABLE_CACHE_MB) plus at most two 16 MB memtables; none for memory://.
+
+        >>> Settings(table_store="rocksdb://").table_store_options()["block_cache_size"]
+        67108864
+        >>> Settings().table_store_options()
+        {}
+        """
+        if self.table_store != "rocksdb://":
+            return {}
+        mb = 2**20
+        return {"block_cache_size": self.table_cache_mb * mb, "write_buffer_size": 16 * mb,
+                "max_write_buffer_number": 2}
+
     def engine_config(self) -> EngineConfig:
         """The models' hyperparameters from these settings (worker and evaluator alike)."""
         return EngineConfig(
@@ -278,6 +424,11 @@ class Settings:
             attribution_window_ms=self.attribution_window_hours * 3_600_000.0,
             attribute_by_item=self.attribute_by_item,
         )
+
+    @property
+    def profile_ttl_ms(self) -> int:
+        """PERSONA_PROFILE_TTL_DAYS in ms (0: profiles never expire)."""
+        return int(self.profile_ttl_days * 86_400_000)
 
     @property
     def interest_half_life_ms(self) -> float:
@@ -311,6 +462,52 @@ class Settings:
         return _read_config("PERSONA_EXPERIMENTS_FILE", self.experiments_file,
                             load_experiments)
 
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL and SASL_SSL (None otherwise), or a clear SettingsError."""
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"PERSONA_KAFKA_SSL_CAFILE {self.kafka_ssl_cafile}: cannot "
+                                f"load CA certificates ({exc})") from None
+        if self.kafka_ssl_certfile:
+            try:
+                ctx.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise SettingsError(
+                    f"PERSONA_KAFKA_SSL_CERTFILE {self.kafka_ssl_certfile} / "
+                    f"PERSONA_KAFKA_SSL_KEYFILE {self.kafka_ssl_keyfile or '(in certfile)'}: "
+                    f"cannot load the client certificate and key ({exc})") from None
+        return ctx
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security keyword arguments for every kafka-python client persona creates
+        (KafkaProducer, KafkaConsumer, KafkaAdminClient): the same as the worker's."""
+        kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        ctx = self.kafka_ssl_context()
+        if ctx is not None:
+            kwargs["ssl_context"] = ctx
+        if self.kafka_security_protocol.startswith("SASL_"):
+            kwargs.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                          sasl_plain_username=self.kafka_sasl_username,
+                          sasl_plain_password=self.kafka_sasl_password)
+        return kwargs
+
+    def faust_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` for these settings (None for PLAINTEXT)."""
+        import faust  # here, not at module level: the CLI reads settings without Faust
+
+        protocol = self.kafka_security_protocol
+        if protocol == "SSL":
+            return faust.SSLCredentials(self.kafka_ssl_context())
+        if protocol.startswith("SASL_"):
+            return faust.SASLCredentials(username=self.kafka_sasl_username,
+                                         password=self.kafka_sasl_password,
+                                         mechanism=self.kafka_sasl_mechanism,
+                                         ssl_context=self.kafka_ssl_context())
+        return None
+
     def require_secret_key(self) -> bytes:
         """The pseudonymization key, or a clear error when it is missing or weak."""
         if not self.secret_key:
@@ -335,7 +532,7 @@ class Settings:
         )
         host = _str(env, "PERSONA_BROKER_HOST", d.broker_host)
         web_host = _str(env, "PERSONA_WEB_HOST", d.web_host)
-        return cls(
+        settings = cls(
             broker_host=host,
             broker_port=_int(env, "PERSONA_BROKER_PORT", d.broker_port, 1, 65534),
             bootstrap=_str(env, "PERSONA_BOOTSTRAP", ""),
@@ -351,6 +548,15 @@ class Settings:
             recent_items=_int(env, "PERSONA_RECENT_ITEMS", d.recent_items, 1, 1000),
             seen_items_max=_int(env, "PERSONA_SEEN_ITEMS_MAX", d.seen_items_max, 1, 100_000),
             dedup_window=_int(env, "PERSONA_DEDUP_WINDOW", d.dedup_window, 1, 100_000),
+            max_event_age_s=_float(env, "PERSONA_MAX_EVENT_AGE_S", d.max_event_age_s,
+                                   0.0, 3650 * 86_400.0),
+            max_future_s=_float(env, "PERSONA_MAX_FUTURE_S", d.max_future_s,
+                                0.0, 3650 * 86_400.0),
+            user_rate_per_s=_float(env, "PERSONA_USER_RATE_PER_S", d.user_rate_per_s,
+                                   0.0, 1e6),
+            user_burst=_int(env, "PERSONA_USER_BURST", d.user_burst, 0, 10_000_000),
+            rate_limit_users=_int(env, "PERSONA_RATE_LIMIT_USERS", d.rate_limit_users,
+                                  1, 100_000_000),
             max_items=_int(env, "PERSONA_MAX_ITEMS", d.max_items, 10, 10_000_000),
             strategy=_choice(env, "PERSONA_STRATEGY", d.strategy, STRATEGIES),
             exploration=_float(env, "PERSONA_EXPLORATION", d.exploration, 0.0, 1.0),
@@ -380,15 +586,29 @@ class Settings:
             ad_prior_ctr=_float(env, "PERSONA_AD_PRIOR_CTR", d.ad_prior_ctr, 1e-5, 0.5),
             ad_pacing=_bool(env, "PERSONA_AD_PACING", d.ad_pacing),
             ads_kill_switch=_bool(env, "PERSONA_ADS_KILL_SWITCH", d.ads_kill_switch),
+            profile_ttl_days=_float(env, "PERSONA_PROFILE_TTL_DAYS", d.profile_ttl_days,
+                                    0.0, 36_500.0),
+            profile_sweep_interval_s=_float(env, "PERSONA_PROFILE_SWEEP_INTERVAL_S",
+                                            d.profile_sweep_interval_s, 1.0, 86_400.0),
+            changelog_max_compaction_lag_s=_float(
+                env, "PERSONA_CHANGELOG_MAX_COMPACTION_LAG_S",
+                d.changelog_max_compaction_lag_s, 1.0, 365 * 86_400.0),
             checkpoint_interval_s=_float(
                 env, "PERSONA_CHECKPOINT_INTERVAL_S", d.checkpoint_interval_s, 0.0, 86_400.0
             ),
             checkpoint_keep=_int(env, "PERSONA_CHECKPOINT_KEEP", d.checkpoint_keep, 1, 1000),
+            drift_delta=_float(env, "PERSONA_DRIFT_DELTA", d.drift_delta, 1e-12, 0.5),
+            table_store=_table_store(env, d.table_store),
+            table_cache_mb=_int(env, "PERSONA_TABLE_CACHE_MB", d.table_cache_mb, 1, 65_536),
             web_host=web_host,
             web_port=_int(env, "PERSONA_WEB_PORT", d.web_port, 1, 65535),
+            api_token=_api_token(env),
+            **_kafka_security(env),
             log_level=_str(env, "PERSONA_LOG_LEVEL", d.log_level).lower(),
             session_timeout_s=_float(
                 env, "PERSONA_SESSION_TIMEOUT_S", d.session_timeout_s, 2.0, 300.0
             ),
             topics=topics,
         )
+        settings.kafka_ssl_context()  # unreadable CA or key files fail here, clearly
+        return settings
