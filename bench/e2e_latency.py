@@ -55,7 +55,9 @@ def main() -> None:
         worker = WorkerProcess(
             env={"PERSONA_BOOTSTRAP": broker.bootstrap, "PERSONA_DATA_DIR": str(tmp),
                  "PERSONA_SECRET_KEY": "bench-secret-key-0123456789",
-                 "PERSONA_LOG_LEVEL": "warning"},
+                 "PERSONA_LOG_LEVEL": "warning",
+                 # MovieLens timestamps are from 1997-98: replaying history.
+                 "PERSONA_MAX_EVENT_AGE_S": "0"},
             web_port=free_port(), log_path=tmp / "worker.log")
         worker.start()
         worker.wait_ready(120)

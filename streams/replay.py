@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -103,7 +104,9 @@ class RateLimiter:
         self._next = max(self._next, now) + self.interval
 
 
-def make_producer(bootstrap: str):  # type: ignore[no-untyped-def]
+def make_producer(bootstrap: str, **client: Any):  # type: ignore[no-untyped-def]
+    """A batching producer; ``client`` adds kafka-python arguments (the security ones of
+    ``Settings.kafka_client_kwargs()``)."""
     from kafka import KafkaProducer
 
     return KafkaProducer(
@@ -112,6 +115,7 @@ def make_producer(bootstrap: str):  # type: ignore[no-untyped-def]
         linger_ms=5,
         batch_size=256 * 1024,
         client_id="persona-replay",
+        **client,
     )
 
 

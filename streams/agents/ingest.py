@@ -4,16 +4,24 @@ Clicks, purchases, ad requests and privacy requests go on to the internal events
 keyed by the pseudonymous user id (one user, one partition, one order); ad events and
 control commands, which carry no user, go to the one-partition ads topic. Anything
 invalid goes to dead-letters with its reason. Nothing escapes the loop.
+
+Beyond the value itself, ingest checks what only it sees (docs/contract.md): the Kafka
+key against the payload's user (``key_mismatch``; a missing key is counted, not refused),
+the event time against the Kafka record timestamp (``stale_event``, ``future_event``,
+``ts_in_seconds``), fields named like personal data (dropped and counted), and each
+user's rate in event time (over it: forwarded with ``"rl": true``, counted, not learned).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from models.ratelimit import UserRateLimiter
 from streams import topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
@@ -21,6 +29,8 @@ from streams.records import (
     ValidationError,
     ad_event_to_wire,
     ad_request_to_wire,
+    check_event_time,
+    check_key,
     control_to_wire,
     decode_ad_event,
     decode_ad_request,
@@ -28,6 +38,7 @@ from streams.records import (
     decode_control,
     decode_privacy,
     decode_purchase,
+    pii_fields,
     privacy_to_wire,
     to_wire,
     wire_fingerprint,
@@ -46,17 +57,48 @@ def _behaviour(decode: Callable[[bytes | None], Any]) -> Callable[[bytes | None]
     return wire
 
 
-# topic name -> (metric label, value -> wire dict, destination: "events" (keyed by the
-# pseudonymous user) or "ads" (the one-partition ads topic))
-ROUTES: dict[str, tuple[str, Callable[[bytes | None], dict], str]] = {
-    _T.clicks: ("clicks", _behaviour(decode_click), "events"),
-    _T.purchases: ("purchases", _behaviour(decode_purchase), "events"),
-    _T.ad_requests: ("ad-requests", lambda v: ad_request_to_wire(decode_ad_request(v)),
-                     "events"),
-    _T.privacy: ("privacy", lambda v: privacy_to_wire(decode_privacy(v)), "events"),
-    _T.ad_events: ("ad-events", lambda v: ad_event_to_wire(decode_ad_event(v)), "ads"),
-    _T.control: ("control", lambda v: control_to_wire(decode_control(v)), "ads"),
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What ingest does with one input topic."""
+
+    label: str  # metric label
+    to_wire: Callable[[bytes | None], dict]  # value -> wire dict, or ValidationError
+    destination: str  # "events" (keyed by the pseudonymous user) or "ads" (one partition)
+    keyed: bool = False  # names a user: the Kafka key should be that user
+    timed: bool = False  # event time checked against the Kafka timestamp
+    limited: bool = False  # counts against the user's rate limit
+
+
+# Privacy and control are never refused for their age: an erase asked two days ago is
+# still an erase, and an operator's command is not an event.
+ROUTES: dict[str, Route] = {
+    _T.clicks: Route("clicks", _behaviour(decode_click), "events",
+                     keyed=True, timed=True, limited=True),
+    _T.purchases: Route("purchases", _behaviour(decode_purchase), "events",
+                        keyed=True, timed=True, limited=True),
+    _T.ad_requests: Route("ad-requests", lambda v: ad_request_to_wire(decode_ad_request(v)),
+                          "events", keyed=True, timed=True),
+    _T.privacy: Route("privacy", lambda v: privacy_to_wire(decode_privacy(v)), "events",
+                      keyed=True),
+    _T.ad_events: Route("ad-events", lambda v: ad_event_to_wire(decode_ad_event(v)), "ads",
+                        timed=True),
+    _T.control: Route("control", lambda v: control_to_wire(decode_control(v)), "ads"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """PERSONA_MAX_EVENT_AGE_S and PERSONA_MAX_FUTURE_S in milliseconds (0: off)."""
+
+    max_age_ms: int
+    max_future_ms: int
+
+
+# Module level, so agent tests can swap them (monkeypatch) without a new worker.
+time_limits = TimeLimits(int(settings.max_event_age_s * 1000),
+                         int(settings.max_future_s * 1000))
+limiter = UserRateLimiter(settings.user_rate_per_s, settings.user_burst,
+                          settings.rate_limit_users)
 
 
 def ingest_one(
@@ -65,43 +107,66 @@ def ingest_one(
     kafka_ts_ms: int | None,
     partition: int = 0,
     offset: int = 0,
+    key: bytes | None = None,
 ) -> tuple[str, bytes | None, bytes]:
     """Validate one raw message; return (destination, key, value) to forward.
 
-    Raises ValidationError for bad input. The raw user id stops here: the outgoing key
+    Raises ValidationError for bad input (the value, a key naming another user, an event
+    time too far from ``kafka_ts_ms``). The raw user id stops here: the outgoing key
     and payload carry only its keyed hash. ``at`` keeps the message's origin, so a later
     stage can dead-letter it with its real topic, partition and offset.
     """
-    label, to_wire_dict, destination = ROUTES[topic]
-    wire = to_wire_dict(value)
+    route = ROUTES[topic]
+    wire = route.to_wire(value)
+    has_key = check_key(key, wire["user_id"]) if route.keyed else True
+    if route.timed:
+        check_event_time(wire["ts"], kafka_ts_ms, time_limits.max_age_ms,
+                         time_limits.max_future_ms)
+    # Accepted from here on: count what was odd about it.
+    label = route.label
+    if not has_key:
+        metrics.ingest_anomalies.labels(topic=label, kind="missing_key").inc()
+    if value is not None:
+        dropped = pii_fields(value)
+        if dropped:
+            metrics.pii_fields_dropped.labels(topic=label).inc(dropped)
     wire["src"] = label
     wire["at"] = [topic, partition, offset]
     if kafka_ts_ms is not None:
         wire["kts"] = kafka_ts_ms
-    if destination == "ads" and value is not None:
+    if route.destination == "ads" and value is not None:
         # The ads agent may refuse it later (unknown request, late): the dead letter then
         # carries the original bytes, as every dead letter does. Ad events are small.
         wire["raw"] = base64.b64encode(value).decode("ascii")
-    key = None
+    out_key = None
     if "user_id" in wire:
         user = pseudonymize(wire["user_id"])
         wire["user_id"] = user
-        key = user.encode("utf-8")
-    return destination, key, orjson.dumps(wire)
+        out_key = user.encode("utf-8")
+        if route.limited and not limiter.allow(user, wire["ts"]):
+            # Forwarded, not dropped: the profile counts it but nothing learns from it.
+            wire["rl"] = True
+            metrics.events.labels(topic=label, outcome="rate_limited").inc()
+        elif wire.get("action") == "erase":
+            # The raw id must not linger in this process either: the cache maps raw ids
+            # to pseudonyms (an erase is rare, so dropping the whole cache costs little).
+            limiter.forget(user)
+            pseudonymize.clear()
+    return route.destination, out_key, orjson.dumps(wire)
 
 
 def _ts_ms(kafka_ts_s: float | None) -> int | None:
-    """Faust gives the Kafka record timestamp in seconds (float)."""
+    """Faust gives the Kafka record timestamp in seconds (float); none is -1 or 0."""
     return None if not kafka_ts_s or kafka_ts_s <= 0 else int(kafka_ts_s * 1000)
 
 
 async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
     try:
         destination, key, value = ingest_one(
-            msg.topic, msg.value, _ts_ms(msg.timestamp), msg.partition, msg.offset
+            msg.topic, msg.value, _ts_ms(msg.timestamp), msg.partition, msg.offset, msg.key
         )
     except ValidationError as exc:
-        label = ROUTES[msg.topic][0] if msg.topic in ROUTES else msg.topic
+        label = ROUTES[msg.topic].label if msg.topic in ROUTES else msg.topic
         metrics.events.labels(topic=label, outcome="invalid").inc()
         await send_dead_letter(msg.topic, msg.partition, msg.offset, exc.code, exc.detail,
                                msg.value)

@@ -20,6 +20,9 @@ with open(_campaigns, "w", encoding="utf-8") as _fh:
     _fh.write('{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}')
 os.environ.setdefault("PERSONA_CAMPAIGNS_FILE", _campaigns)
 os.environ.setdefault("PERSONA_AD_PACING", "false")
+# The tests use fixed timestamps while test_context() stamps each message with the wall
+# clock: no age limit here (test_ingest_catalogue.py switches it on where it is tested).
+os.environ.setdefault("PERSONA_MAX_EVENT_AGE_S", "0")
 
 from faust.topics import Topic  # noqa: E402
 

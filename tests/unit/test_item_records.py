@@ -36,10 +36,10 @@ ITEM_INVALID = [
     ("no-title", b"sku-1", "missing_field", _item(title=...)),
     ("title-not-string", b"sku-1", "wrong_type", _item(title=5)),
     ("categories-not-list", b"sku-1", "wrong_type", _item(categories="home")),
-    ("too-many-categories", b"sku-1", "out_of_range",
+    ("too-many-categories", b"sku-1", "field_too_large",
      _item(categories=[str(i) for i in range(40)])),
     ("available-not-bool", b"sku-1", "wrong_type", _item(available="yes")),
-    ("negative-price", b"sku-1", "bad_value", _item(price=-1)),
+    ("negative-price", b"sku-1", "bad_price", _item(price=-1)),
     ("bidi-title", b"sku-1", "bad_characters", _item(title="a\u202eb")),
 ]
 

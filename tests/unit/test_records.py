@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.records import (
+    CURRENCIES,
     ERROR_CODES,
+    INGEST_CODES,
     MAX_CONTEXT_KEYS,
     MAX_CONTEXT_VALUE_LENGTH,
     MAX_ID_LENGTH,
@@ -90,7 +92,10 @@ INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
     ("utf-8 surrogate", decode_click, b'"\xed\xa0\x80"', "not_utf8"),
     ("truncated json", decode_click, b'{"event_id": "e1"', "bad_json"),
     ("empty", decode_click, b"", "bad_json"),
-    ("NaN literal", decode_purchase, b'{"price": NaN}', "bad_json"),
+    ("NaN literal", decode_purchase, b'{"price": NaN}', "non_finite"),
+    ("Infinity literal", decode_purchase, b'{"price": Infinity}', "non_finite"),
+    ("-Infinity literal", decode_purchase, '{"é": 1, "price": -Infinity}'.encode(), "non_finite"),
+    ("lowercase nan", decode_purchase, b'{"price": nan}', "bad_json"),
     ("BOM", decode_click, b"\xef\xbb\xbf{}", "bad_json"),
     ("overflow to inf", decode_purchase, b'{"price": 1e400}', "non_finite"),
     ("deep", decode_click, enc(click_msg(extra=nested(MAX_JSON_DEPTH))), "too_deep"),
@@ -159,15 +164,22 @@ INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
     ("negative ms", decode_click, enc(click_msg(ts=-1)), "bad_timestamp"),
     ("ms at 2100", decode_click, enc(click_msg(ts=MAX_TS_MS)), "bad_timestamp"),
     ("fractional ms", decode_click, enc(click_msg(ts=TS_MS + 0.5)), "bad_timestamp"),
-    ("zero price", decode_purchase, enc(purchase_msg(price=0)), "bad_value"),
-    ("negative price", decode_purchase, enc(purchase_msg(price=-1.5)), "bad_value"),
-    ("negative zero price", decode_purchase, enc(purchase_msg(price=-0.0)), "bad_value"),
-    ("zero quantity", decode_purchase, enc(purchase_msg(quantity=0)), "bad_value"),
-    ("negative quantity", decode_purchase, enc(purchase_msg(quantity=-3)), "bad_value"),
-    ("lowercase currency", decode_purchase, enc(purchase_msg(currency="eur")), "bad_value"),
-    ("4-letter currency", decode_purchase, enc(purchase_msg(currency="EURO")), "bad_value"),
-    ("digit in currency", decode_purchase, enc(purchase_msg(currency="E1R")), "bad_value"),
-    ("accented currency", decode_purchase, enc(purchase_msg(currency="ÉUR")), "bad_value"),
+    ("zero price", decode_purchase, enc(purchase_msg(price=0)), "bad_price"),
+    ("negative price", decode_purchase, enc(purchase_msg(price=-1.5)), "bad_price"),
+    ("negative zero price", decode_purchase, enc(purchase_msg(price=-0.0)), "bad_price"),
+    ("zero quantity", decode_purchase, enc(purchase_msg(quantity=0)), "bad_quantity"),
+    ("negative quantity", decode_purchase, enc(purchase_msg(quantity=-3)), "bad_quantity"),
+    ("lowercase currency", decode_purchase, enc(purchase_msg(currency="eur")), "unknown_currency"),
+    ("4-letter currency", decode_purchase, enc(purchase_msg(currency="EURO")), "unknown_currency"),
+    ("digit in currency", decode_purchase, enc(purchase_msg(currency="E1R")), "unknown_currency"),
+    ("accented currency", decode_purchase, enc(purchase_msg(currency="ÉUR")), "unknown_currency"),
+    ("made-up currency", decode_purchase, enc(purchase_msg(currency="ABC")), "unknown_currency"),
+    ("withdrawn currency", decode_purchase, enc(purchase_msg(currency="HRK")), "unknown_currency"),
+    ("no-currency code", decode_purchase, enc(purchase_msg(currency="XXX")), "unknown_currency"),
+    ("newer schema", decode_click, enc(click_msg(schema_version=2)), "unsupported_version"),
+    ("schema version 0", decode_purchase, enc(purchase_msg(schema_version=0)),
+     "unsupported_version"),
+    ("string schema version", decode_click, enc(click_msg(schema_version="2")), "wrong_type"),
     ("absurd price", decode_purchase, enc(purchase_msg(price=1e300)), "out_of_range"),
     ("price over cap", decode_purchase, enc(purchase_msg(price=MAX_PRICE + 0.01)), "out_of_range"),
     (
@@ -188,8 +200,11 @@ def test_invalid_message_gets_exact_code(decode: Decoder, raw: bytes | None, cod
 
 def test_every_error_code_is_exercised_and_documented() -> None:
     from tests.unit.test_item_records import ITEM_INVALID
+    from tests.unit.test_records_ads import AD_INVALID
 
-    assert {c[3] for c in INVALID} | {c[2] for c in ITEM_INVALID} == set(ERROR_CODES)
+    # The ingest-level codes (key, Kafka timestamp) are exercised in test_input_catalogue.py.
+    decoded = {c[3] for c in INVALID} | {c[2] for c in ITEM_INVALID} | {c[3] for c in AD_INVALID}
+    assert decoded | INGEST_CODES == set(ERROR_CODES)
     assert all(isinstance(v, str) and v for v in ERROR_CODES.values())
 
 
@@ -485,7 +500,7 @@ purchases = st.builds(
     Purchase, ids, ids, ids, ts_ms,
     st.floats(min_value=0.0, max_value=MAX_PRICE, exclude_min=True),
     st.integers(1, MAX_QUANTITY),
-    st.none() | st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=3, max_size=3),
+    st.none() | st.sampled_from(sorted(CURRENCIES)),
     st.none() | ids,
 )  # fmt: skip
 events = st.one_of(clicks, purchases)

@@ -17,6 +17,7 @@ from streams.records import (
     AD_EVENT_TYPES,
     CONTROL_ACTIONS,
     ERROR_CODES,
+    INGEST_CODES,
     MAX_AD_CANDIDATES,
     MAX_AD_COST,
     MAX_AD_REVENUE,
@@ -181,13 +182,13 @@ AD_INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
         "too many candidates",
         REQ,
         enc(request_msg(candidates=[cand(ad_id=i) for i in range(MAX_AD_CANDIDATES + 1)])),
-        "out_of_range",
+        "field_too_large",
     ),
     (
         "too many categories",
         REQ,
         enc(with_cand(categories=[str(i) for i in range(MAX_CATEGORIES + 1)])),
-        "out_of_range",
+        "field_too_large",
     ),
     *[
         (f"event missing {f}", EVT, enc(event_msg(**{f: DROP})), "missing_field")
@@ -202,10 +203,10 @@ AD_INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
     ("long ad_id", EVT, enc(event_msg(ad_id="a" * (MAX_ID_LENGTH + 1))), "too_long"),
     ("event ms at 2100", EVT, enc(event_msg(ts=4_102_444_800_000)), "bad_timestamp"),
     ("cost overflows", EVT, b'{"cost": -1e999}', "non_finite"),
-    ("unknown type", EVT, enc(event_msg(type="view")), "bad_value"),
-    ("type not trimmed", EVT, enc(event_msg(type=" click")), "bad_value"),
-    ("type case", EVT, enc(event_msg(type="Click")), "bad_value"),
-    ("empty type", EVT, enc(event_msg(type="")), "bad_value"),
+    ("unknown type", EVT, enc(event_msg(type="view")), "unknown_type"),
+    ("type not trimmed", EVT, enc(event_msg(type=" click")), "unknown_type"),
+    ("type case", EVT, enc(event_msg(type="Click")), "unknown_type"),
+    ("empty type", EVT, enc(event_msg(type="")), "unknown_type"),
     ("negative cost", EVT, enc(event_msg(cost=-0.5)), "bad_value"),
     ("negative revenue", EVT, enc(event_msg(revenue=-1)), "bad_value"),
     ("cost over cap", EVT, enc(event_msg(cost=MAX_AD_COST * 1.5)), "out_of_range"),
@@ -220,8 +221,8 @@ AD_INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
     ("privacy user ctrl", PRV, enc(privacy_msg(user_id="u\x1b1")), "bad_characters"),
     ("long privacy user", PRV, enc(privacy_msg(user_id="u" * (MAX_ID_LENGTH + 1))), "too_long"),
     ("negative privacy ts", PRV, enc(privacy_msg(ts=-1)), "bad_timestamp"),
-    ("unknown privacy action", PRV, enc(privacy_msg(action="delete")), "bad_value"),
-    ("control action as privacy", PRV, enc(privacy_msg(action="ads_kill")), "bad_value"),
+    ("unknown privacy action", PRV, enc(privacy_msg(action="delete")), "unknown_type"),
+    ("control action as privacy", PRV, enc(privacy_msg(action="ads_kill")), "unknown_type"),
     *[
         (f"control missing {f}", CTL, enc(control_msg(**{f: DROP})), "missing_field")
         for f in ("action", "ts")
@@ -230,8 +231,9 @@ AD_INVALID: list[tuple[str, Decoder, bytes | None, str]] = [
     ("numeric reason", CTL, enc(control_msg(reason=5)), "wrong_type"),
     ("object reason", CTL, enc(control_msg(reason={"why": "x"})), "wrong_type"),
     ("fractional control ts", CTL, enc(control_msg(ts=1.5)), "bad_timestamp"),
-    ("unknown control action", CTL, enc(control_msg(action="kill")), "bad_value"),
-    ("privacy action as control", CTL, enc(control_msg(action="opt_out")), "bad_value"),
+    ("unknown control action", CTL, enc(control_msg(action="kill")), "unknown_type"),
+    ("privacy action as control", CTL, enc(control_msg(action="opt_out")), "unknown_type"),
+    ("newer ad schema", EVT, enc(event_msg(schema_version=3)), "unsupported_version"),
 ]
 
 
@@ -243,9 +245,12 @@ def test_invalid_message_gets_exact_code(decode: Decoder, raw: bytes | None, cod
 
 
 def test_table_covers_every_code_these_topics_can_raise() -> None:
-    # key_mismatch belongs to items only; too_large/not_utf8/too_deep are message-level
-    # and shared (test_records.py covers them for every decoder through _load_object).
-    field_level = set(ERROR_CODES) - {"key_mismatch", "too_large", "not_utf8", "too_deep"}
+    # INGEST_CODES come from the key and Kafka timestamp (test_input_catalogue.py);
+    # too_large/not_utf8/too_deep are message-level and shared (test_records.py covers
+    # them for every decoder through _load_object); price, quantity and currency rules
+    # belong to purchases (and items).
+    field_level = set(ERROR_CODES) - INGEST_CODES - {
+        "too_large", "not_utf8", "too_deep", "bad_price", "bad_quantity", "unknown_currency"}
     assert {c[3] for c in AD_INVALID} == field_level
 
 
@@ -715,7 +720,7 @@ def test_decoded_numbers_stay_within_caps(case: tuple[Decoder, dict[str, Any]]) 
     try:
         msg = decode(orjson.dumps(obj))
     except ValidationError as exc:
-        assert exc.code in {"bad_value", "out_of_range"}
+        assert exc.code in {"bad_value", "out_of_range", "field_too_large"}
     else:
         check_decoded(msg)
 
