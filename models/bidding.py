@@ -10,8 +10,12 @@ else (reservations, pacing inputs, event-id index, expiry queues) from those rec
 
 - ``"r:<request_id>"``: one request: ``ts``, window end ``end``, the decision (``ad``,
   ``c`` campaign, ``bid`` micros, ``p`` pCTR, ``q`` pCVR or None, ``why`` no-bid reason),
-  the served features ``x`` (bids only), ``paid`` micros charged so far, ``ev`` the
-  applied event types with their event ids, ``open``. No user id is stored.
+  the served features ``x`` (bids only, and not for opted-out users), ``paid`` micros
+  charged so far, ``ev`` the applied event types with their event ids, ``open``, and
+  ``u``, the pseudonymous user id, only while ``x`` holds features of the user's
+  profile (so ``forget_user`` can find them; absent otherwise: no user id is stored
+  for unknown or opted-out users). Erasure (``forget_user``) drops ``x`` and ``u`` and
+  keeps the money fields: spend and reservations stay exact.
 - ``"$spend:<campaign_id>"``: ``total`` micros, ``days`` {UTC day index: micros} for
   today and yesterday, ``last`` = [request_id, type, event_id] of its latest charge.
 - ``"$clock"``: ``{"now": ms}``, the event-time clock (``CLOCK_STEP_MS`` steps).
@@ -422,11 +426,12 @@ class _Req:
     """One request record (the JSON form is ``to_json``)."""
 
     __slots__ = ("rid", "ts", "end", "ad", "cid", "bid", "p", "q", "why", "x", "paid", "ev",
-                 "open")
+                 "open", "u")
 
     def __init__(self, rid: str, ts: int, end: int, ad: str | None, cid: str | None, bid: int,
                  p: float | None, q: float | None, why: str | None,
-                 x: tuple[int, ...] | None, paid: int, ev: dict[str, str], open_: bool) -> None:
+                 x: tuple[int, ...] | None, paid: int, ev: dict[str, str], open_: bool,
+                 u: str | None = None) -> None:
         self.rid = rid
         self.ts = ts
         self.end = end
@@ -440,14 +445,18 @@ class _Req:
         self.paid = paid
         self.ev = ev
         self.open = open_
+        self.u = u  # the user whose features x holds (None once forgotten, or no x)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "ts": self.ts, "end": self.end, "ad": self.ad, "c": self.cid, "bid": self.bid,
             "p": self.p, "q": self.q, "why": self.why,
             "x": None if self.x is None else list(self.x), "paid": self.paid,
             "ev": dict(self.ev), "open": self.open,
         }
+        if self.u is not None:
+            d["u"] = self.u
+        return d
 
     @classmethod
     def from_json(cls, rid: str, v: Mapping[str, Any]) -> _Req:
@@ -469,11 +478,14 @@ class _Req:
             type(i) is int and 0 <= i < 1 << HASH_BITS for i in x
         ):
             raise ValueError("x must be feature indices")
+        u = v.get("u")
+        if u is not None and not isinstance(u, str):
+            raise ValueError(f"u must be a string or absent, got {u!r}")
         return cls(
             rid, _check_ts(v["ts"], "ts"), int(v["end"]), v["ad"], v["c"], int(v["bid"]),
             None if v["p"] is None else float(v["p"]), None if v["q"] is None else float(v["q"]),
             v["why"], None if x is None else tuple(int(i) for i in x), int(v["paid"]),
-            dict(ev), bool(v["open"]),
+            dict(ev), bool(v["open"]), u,
         )
 
     def decision(self, user: str, replay: bool) -> Decision:
@@ -625,6 +637,7 @@ class Bidder:
         self._closed_q: list[tuple[int, str]] = []  # (retention end, request id), lazy
         self._n_open = 0
         self._events: dict[str, str] = {}  # event id -> request id, applied events only
+        self._by_user: dict[str, set[str]] = {}  # user -> ids of their records holding x
         self._ledger: dict[str, _Spend] = {}
         self._reserved: dict[str, int] = {}
         self._reserved_day: dict[tuple[str, int], int] = {}
@@ -874,8 +887,13 @@ class Bidder:
         bid_m, i = best
         cand, k, _ = survivors[i]
         cid = cand.campaign_id
-        rec = _Req(rid, ts, end, cand.ad_id, cid, bid_m, ps[i], qs.get(i), None, tuple(xs[i]),
-                   0, {}, True)
+        # An opted-out user's request keeps no features: nothing learns from it later.
+        # The user id is kept (for forget_user) only beside features that hold
+        # something of the user: those of a profile (an unknown user's are contextual).
+        x = None if opted_out else tuple(xs[i])
+        u = req.user if x is not None and view else None
+        rec = _Req(rid, ts, end, cand.ad_id, cid, bid_m, ps[i], qs.get(i), None, x, 0, {},
+                   True, u)
         self._hold(cid, ts // DAY_MS, bid_m)
         heapq.heappush(self._open_q, (end, rid))
         self._n_open += 1
@@ -883,6 +901,7 @@ class Bidder:
 
     def _store(self, rec: _Req, user: str, writes: list[Write]) -> tuple[Decision, list[Write]]:
         self._req[rec.rid] = rec
+        self._index_user(rec)
         if not rec.open:
             heapq.heappush(self._closed_q, (rec.end + self.retention_ms, rec.rid))
         writes.append(("r:" + rec.rid, rec.to_json()))
@@ -908,8 +927,47 @@ class Bidder:
         rec = self._req.get(rid)
         return rec is not None and not rec.open and rec.end + self.retention_ms == expire
 
+    def _index_user(self, rec: _Req) -> None:
+        if rec.u is not None:
+            self._by_user.setdefault(rec.u, set()).add(rec.rid)
+
+    def _unindex_user(self, rec: _Req) -> None:
+        if rec.u is not None:
+            rids = self._by_user.get(rec.u)
+            if rids is not None:
+                rids.discard(rec.rid)
+                if not rids:
+                    del self._by_user[rec.u]
+
+    def forget_user(self, user: str) -> list[Write]:
+        """Erase ``user`` from the request records: drop the served features ``x`` and
+        the user id ``u`` of every record holding them (rewritten, not deleted: the
+        money fields stay, so spend, reservations, duplicate detection and event
+        charging are unchanged; such a request teaches pCTR / pCVR nothing more).
+
+        Returns the writes, in request id order; none for a user with no records.
+
+        >>> from models.ads import PctrModel
+        >>> b = Bidder({"c1": Campaign("c1", max_bid=1.0)}, pctr=PctrModel(prior_ctr=0.005))
+        >>> _ = b.decide(AdRequest("r1", "u1", 1_000, "top", 0.1,
+        ...                        [AdCandidate("a1", "c1", 100.0)], view={"s": "s1"}))
+        >>> [(k, "u" in v, v["x"]) for k, v in b.forget_user("u1")], b.reserved("c1")
+        ([('r:r1', False, None)], 0.5)
+        >>> b.forget_user("u1")
+        []
+        """
+        writes: list[Write] = []
+        for rid in sorted(self._by_user.pop(user, ())):
+            rec = self._req.get(rid)
+            if rec is None or rec.u != user:
+                continue
+            rec.x, rec.u = None, None
+            writes.append(("r:" + rid, rec.to_json()))
+        return writes
+
     def _drop(self, rid: str) -> Write:
         rec = self._req.pop(rid)
+        self._unindex_user(rec)
         for eid in rec.ev.values():
             if self._events.get(eid) == rid:
                 del self._events[eid]
@@ -1098,6 +1156,7 @@ class Bidder:
                 elif key.startswith("r:"):
                     rec = _Req.from_json(key[2:], v)
                     self._req[rec.rid] = rec
+                    self._index_user(rec)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"record {key!r}: {exc!r}") from exc
         for rid, rec in self._req.items():

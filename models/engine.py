@@ -17,7 +17,14 @@ from models.attribution import Attribution, attribute, remember
 from models.bandit import EpsilonGreedy, uniform_from_key
 from models.catalogue import Catalogue
 from models.dedupe import check_and_add
-from models.profile import UserProfile, apply_click, apply_purchase, note_served
+from models.profile import (
+    UserProfile,
+    apply_click,
+    apply_counted,
+    apply_purchase,
+    note_served,
+    opted_out_profile,
+)
 from models.recommenders.base import Context, Recommender, ScoredItem, check_k
 from models.recommenders.content import ContentTfidf
 from models.recommenders.cooccurrence import ItemCooccurrence
@@ -66,6 +73,8 @@ def check_overrides(overrides: Mapping[str, object]) -> None:
 STRATEGIES = ("hybrid", "cooccurrence", "mf", "content", "popularity", "trending")
 # Models whose learn steps are counted (metrics label values).
 MODELS = ("cooccurrence", "mf", "content", "popularity", "trending", "hybrid")
+# What serves users we may not personalize for (opted out): the same list for everyone.
+NON_PERSONAL_STRATEGY = "popularity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +137,13 @@ class Served:
 
 @dataclass(slots=True)
 class Result:
-    """What one event did: outcome, new state, and the recommendation to emit (if any)."""
+    """What one event did: outcome, new state, and the recommendation to emit (if any).
 
-    outcome: Literal["accepted", "duplicate", "conflict"]
+    ``suppressed``: the user has opted out; nothing of the event was kept or learned
+    (only its id, in the dedupe window) and what is served is not personal.
+    """
+
+    outcome: Literal["accepted", "duplicate", "conflict", "suppressed"]
     profile: dict | None = None
     dedupe: list[list[str]] | None = None
     items: list[ScoredItem] = field(default_factory=list)
@@ -234,6 +247,7 @@ class Engine:
         profile: dict | None,
         dedupe: list[list[str]] | None,
         amount: float = 0.0,
+        learn: bool = True,
         serve: bool = True,
         served_before: Served | None = None,
         recommendation_id: str | None = None,
@@ -251,12 +265,29 @@ class Engine:
         recommendation the profile remembers (``Result.attributed``); the list served now
         is remembered under ``serve_id`` and ``variant`` (none when ``serve_id`` is "").
         ``strategy`` serves with that strategy instead of the policy's choice, and
-        ``overrides`` (``OVERRIDABLE``) change the rules: an experiment variant's."""
+        ``overrides`` (``OVERRIDABLE``) change the rules: an experiment variant's.
+
+        ``learn=False`` (a rate-limited event) only counts the event in the profile
+        (``apply_counted``: counts, spend, last seen): no item, interest, attribution or
+        model changes. An opted-out profile (``UserProfile.opted_out``) changes nothing
+        but the dedupe window and teaches no model; with ``serve`` the user gets the
+        non-personal list (``non_personal``); the outcome is "suppressed"."""
         cfg = self.config
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
         if seen != "new":
             return Result(outcome=seen)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        if prof.opted_out:
+            # Data minimization: the stored profile stays the flag alone.
+            result = Result(outcome="suppressed", profile=opted_out_profile().to_dict(),
+                            dedupe=dedupe_new)
+            if serve:
+                served = self.non_personal(cfg.top_k)
+                result.items, result.strategy = served.items, served.strategy
+            return result
+        if not learn:
+            counted = apply_counted(prof, kind, ts_ms, amount if kind == "purchase" else 0.0)
+            return Result(outcome="accepted", profile=counted.to_dict(), dedupe=dedupe_new)
         if served_before is not None:
             note_served(prof, served_before.item_ids, served_before.strategy,
                         self._served_kept)
@@ -315,14 +346,40 @@ class Engine:
     ) -> Served:
         """The list to serve a stored profile (None: a user we have not seen), chosen by
         the policy for request ``key`` (or by ``strategy``, with rule ``overrides``);
-        ``categories`` restricts it to those categories."""
+        ``categories`` restricts it to those categories. An opted-out profile gets the
+        non-personal list."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        if prof.opted_out:
+            return self.non_personal(k, categories=categories)
         return self._serve(prof, k, key=key, user=user, categories=categories,
                            strategy=strategy, overrides=overrides)
 
+    def non_personal(self, k: int, categories: Sequence[str] | None = None) -> Served:
+        """A list that uses nothing of the user (for opted-out users): overall popularity,
+        the same for everyone (no history, exclusions, segment, interests or new-item
+        exploration; nothing remembered), within the rules and ``categories``.
+
+        >>> e = Engine(EngineConfig(top_k=2, exploration=0.0))
+        >>> for i, item in enumerate("aab"):
+        ...     _ = e.process("click", "u", item, i, event_id=str(i), fingerprint="",
+        ...                   profile=None, dedupe=None)
+        >>> s = e.non_personal(2); s.strategy, s.item_ids, s.items[0].reason
+        ('popularity', ['a', 'b'], 'popular right now')
+        """
+        check_k(k)
+        rules = self.rules
+        wide = 2 * k + 10 if (categories or rules.max_per_category) else k
+        ranked = self.popularity.rank((), (), wide, None)
+        items = apply_rules(ranked, k, rules, catalogue=self.catalogue, served_counts={},
+                            categories=categories)
+        return Served(items, NON_PERSONAL_STRATEGY, 1.0)
+
     def note_served(self, profile: dict | None, served: Served) -> dict:
-        """The stored profile updated with what was just served (for hits and repeats)."""
+        """The stored profile updated with what was just served (for hits and repeats);
+        an opted-out profile is left as it is (nothing about them is kept)."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
+        if prof.opted_out:
+            return prof.to_dict()
         note_served(prof, served.item_ids, served.strategy, self._served_kept)
         return prof.to_dict()
 
@@ -403,8 +460,10 @@ class Engine:
         """The item-level models (all strategies, bandit, catalogue) as one pickle.
 
         One pickle, so the references between them (components sharing the catalogue)
-        survive a round trip. Holds item ids, counts and weights; user state only as
-        pseudonymous ids (the hybrid's last served lists). For local checkpoint files
+        survive a round trip. Holds item ids, counts and weights, and nothing keyed by
+        user: user factors live in the profiles, and the hybrid's per-user last served
+        lists are left out (``Hybrid.__getstate__``), so an erased user is in no
+        checkpoint (tests/unit/test_erase.py scans one). For local checkpoint files
         only: never load a snapshot from an untrusted source.
         """
         state = {"format": SNAPSHOT_FORMAT, "hybrid": self.hybrid, "catalogue": self.catalogue,

@@ -13,6 +13,7 @@ from numbers import Integral, Real
 from typing import Any
 
 from models.catalogue import check_categories
+from models.recommenders.base import check_item_id
 
 # Interest added per category of the item: a purchase says more about taste than a click.
 CLICK_INTEREST = 1.0
@@ -23,6 +24,13 @@ MAX_INTERESTS = 64
 NEGLIGIBLE_INTEREST = 1e-9
 # Version of the stored form written by ``to_dict``.
 FORMAT_VERSION = 1
+# Largest amount one purchase may carry: far above any real one (ingest caps price x
+# quantity at 1e11), far below where a sum of them could overflow a float (spend then
+# turns inf, which the table's JSON writes as null and no later read accepts).
+MAX_AMOUNT = 1e12
+# Latest timestamp accepted (about 285,000 years): beyond it an int leaves the 64-bit range
+# the table's JSON writes, and time differences stop being exact floats.
+MAX_TS_MS = 2**53
 
 
 @dataclass(slots=True)
@@ -45,8 +53,10 @@ class UserProfile:
     the revenue credited to the user in it (for the per-user revenue statistics).
     ``segment`` is the user's segment (``models.segments``; "" until assigned) and
     ``audiences`` the configured audiences they are in (``models.audiences``).
-    ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in): such a user gets
-    no personalized ad bid.
+    ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in). An opted-out
+    user's stored profile is ``opted_out_profile()``: the flag and nothing else (data
+    minimization); they get non-personal recommendations and no personalized ad bid,
+    and their events update nothing but the dedupe window (``models.engine``).
 
     >>> p = apply_click(UserProfile(), "i1", 1_000, ["Comedy"], half_life_ms=3_600_000)
     >>> p.clicks, p.recent_items, p.interests
@@ -165,6 +175,69 @@ class UserProfile:
         )
 
 
+def opted_out_profile() -> UserProfile:
+    """The whole stored profile of an opted-out user: the flag, nothing learned.
+
+    >>> opted_out_profile().to_dict()
+    {'v': 1, 'oo': True}
+    """
+    return UserProfile(opted_out=True)
+
+
+def apply_counted(
+    p: UserProfile, kind: str, ts_ms: int, amount: float = 0.0
+) -> UserProfile:
+    """A new profile counting one click or purchase without learning from it: the counts,
+    spend, first and last seen change; items, interests and model state do not.
+
+    For rate-limited events (a bot burst): counted exactly, but a flood of one user's
+    events must not shape their history or taste. ``p`` is not modified.
+
+    >>> p = apply_counted(UserProfile(), "purchase", 5_000, 2.5)
+    >>> p.purchases, p.spend, p.last_seen_ms, p.recent_items
+    (1, 2.5, 5000, [])
+    """
+    if kind not in ("click", "purchase"):
+        raise ValueError(f"kind must be click or purchase, got {kind!r}")
+    if isinstance(amount, bool) or not isinstance(amount, Real) or not (
+        0.0 <= float(amount) <= MAX_AMOUNT
+    ):
+        raise ValueError(f"amount must be a number in [0, {MAX_AMOUNT:g}], got {amount!r}")
+    ts = _check_ts(ts_ms)
+    q = p.copy()
+    q.first_seen_ms = ts if q.first_seen_ms is None else min(q.first_seen_ms, ts)
+    q.last_seen_ms = ts if q.last_seen_ms is None else max(q.last_seen_ms, ts)
+    if kind == "purchase":
+        q.purchases += 1
+        q.spend += float(amount)
+    else:
+        q.clicks += 1
+    return q
+
+
+def is_expired(profile: Mapping[str, Any] | None, touched_ms: int | None,
+               cutoff_ms: int) -> bool:
+    """Whether a stored profile is due for deletion under a retention limit: its last
+    activity (``touched_ms``, the wall-clock time of the last write; else the profile's
+    own ``last_seen``, event time) is before ``cutoff_ms``.
+
+    An opted-out profile never expires: the opt-out is a standing instruction that must
+    outlive any retention period (it holds nothing else). A profile with no known
+    activity time does not expire either.
+
+    >>> is_expired({"v": 1, "l": 10}, None, 11), is_expired({"v": 1, "l": 10}, 20, 11)
+    (True, False)
+    >>> is_expired({"v": 1, "oo": True}, 0, 11), is_expired(None, 0, 11)
+    (False, False)
+    """
+    if profile is None or profile.get("oo"):
+        return False
+    last = touched_ms if touched_ms is not None else profile.get("l")
+    if isinstance(last, bool) or not isinstance(last, (int, float)):
+        return False
+    return last < cutoff_ms
+
+
 def apply_click(
     p: UserProfile,
     item_id: str,
@@ -199,12 +272,12 @@ def apply_purchase(
     """A new profile with one purchase of ``item_id`` worth ``amount`` (``p`` is not modified).
 
     The item also counts as seen and recent; each distinct category gains
-    ``PURCHASE_INTEREST``. ``amount`` must be finite and >= 0.
+    ``PURCHASE_INTEREST``. ``amount`` must be in [0, ``MAX_AMOUNT``].
     """
     if isinstance(amount, bool) or not isinstance(amount, Real) or not (
-        0.0 <= float(amount) < math.inf
+        0.0 <= float(amount) <= MAX_AMOUNT
     ):
-        raise ValueError(f"amount must be a finite number >= 0, got {amount!r}")
+        raise ValueError(f"amount must be a number in [0, {MAX_AMOUNT:g}], got {amount!r}")
     q = _interacted(p, item_id, ts_ms, categories, PURCHASE_INTEREST, half_life_ms,
                     recent_max, seen_max)
     q.purchases += 1
@@ -261,8 +334,7 @@ def _interacted(
     recent_max: int,
     seen_max: int,
 ) -> UserProfile:
-    if not isinstance(item_id, str) or not item_id:
-        raise ValueError(f"item_id must be a non-empty string, got {item_id!r}")
+    check_item_id(item_id)  # a profile stores it: a non-empty string of valid Unicode
     ts = _check_ts(ts_ms)
     hl = _check_half_life(half_life_ms)
     for name, cap in (("recent_max", recent_max), ("seen_max", seen_max)):
@@ -313,8 +385,10 @@ def _push(items: list[str], item_id: str, cap: int) -> None:
 
 
 def _check_ts(ts_ms: int) -> int:
-    if isinstance(ts_ms, bool) or not isinstance(ts_ms, Integral) or ts_ms < 0:
-        raise ValueError(f"timestamps must be ints >= 0 (epoch ms), got {ts_ms!r}")
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, Integral) or not (
+        0 <= ts_ms <= MAX_TS_MS
+    ):
+        raise ValueError(f"timestamps must be ints in [0, 2**53] (epoch ms), got {ts_ms!r}")
     return int(ts_ms)
 
 

@@ -1,7 +1,8 @@
 """Ads agent: bid on ad requests, charge spend, learn pCTR from what was served.
 
 It consumes the one-partition ads topic (requests with the user's ad view, ad events,
-control commands, clock ticks) and owns the ``ads`` table (concurrency 1). All money
+control commands, clock ticks, and ``forget`` messages: a user's erase or opt_out,
+forwarded by the profile agent) and owns the ``ads`` table (concurrency 1). All money
 state goes through ``models.bidding.Bidder``: this module only moves its writes into
 the table, sends ``ad-bids`` and counts.
 """
@@ -20,7 +21,7 @@ from models.bidding import AdCandidate, AdRequest, Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import bidder, metrics
+from streams.state import bidder, drift, metrics
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ def tally(campaign: str) -> dict[str, float]:
 
 def _count_labels(labels) -> None:  # type: ignore[no-untyped-def]
     for label in labels:
+        # Both models' online log loss feeds its drift monitor (persona_model_drift_total).
+        q = min(max(float(label.p), 1e-12), 1 - 1e-12)
+        drift.observe(label.model, -math.log(q if label.y else 1 - q))
         if label.model != "pctr" or label.campaign_id not in bidder.campaigns:
             continue
         p = min(max(float(label.p), 1e-12), 1 - 1e-12)
@@ -191,6 +195,13 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
             topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
             raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
             await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], raw)
+    elif kind == "forget":
+        # Erase / opt_out: the user's stored served features and their id go from every
+        # request record; the money fields stay, so spend and reservations are exact.
+        writes = bidder.forget_user(wire["user_id"])
+        _apply(writes)
+        if writes:
+            log.info("ads: dropped the stored features of %d request records", len(writes))
     elif kind == "control":
         writes = bidder.set_kill(wire["action"] == "ads_kill", int(wire["ts"]))
         _apply(writes)

@@ -2,12 +2,25 @@
 
 Owns the ``profiles`` table (concurrency 1: tables change only here). Ad requests pass
 through here too, to pick up the user's ad view (interests, recency, consent) from the
-profile on this partition before the ads agent bids; privacy requests change consent.
+profile on this partition before the ads agent bids; privacy requests (erase, opt_out,
+opt_in) and retention expiries (``expire``, sent by this module's sweep) change or
+delete the user's record here, and are forwarded to the ads agent where they concern
+its stored features.
+
+Privacy, in short (docs/contract.md, "Privacy requests"):
+- opt_out: the record shrinks to the flag and the dedupe window; the user's events are
+  counted ``suppressed`` and teach nothing; they get the non-personal list.
+- opt_in: the flag goes; the user starts afresh from their next event.
+- erase: the record is deleted (changelog tombstone) with everything kept about the
+  user in memory; a later event starts a new profile (the user is back).
+- rate-limited events (``"rl": true`` from ingest) are counted in the profile only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -16,11 +29,26 @@ import orjson
 from models.ads import user_view
 from models.audiences import changes, memberships
 from models.engine import MODELS, reasons
-from models.profile import UserProfile
+from models.experiments import DEFAULT_VARIANT, Assignment
+from models.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
-from streams.state import MODEL_VERSION, audiences, engine, metrics, running, segments
+from streams.state import (
+    MODEL_VERSION,
+    audiences,
+    drift,
+    engine,
+    metrics,
+    pseudonymize,
+    running,
+    segments,
+)
+
+log = logging.getLogger(__name__)
+
+# Users we may not personalize for take part in no experiment.
+NO_EXPERIMENT = Assignment(None, DEFAULT_VARIANT, None, False)
 
 
 def recommendation_id(event_id: str, user: str) -> str:
@@ -98,18 +126,33 @@ def update_groups(user: str, profile: dict, ts_ms: int) -> list[tuple[str, dict]
     return out
 
 
-def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
+def handle_event(wire: dict, at: tuple[int, int] | None = None
+                 ) -> tuple[str, dict | None, list[tuple[str, dict]]]:
     """Apply one validated event to the tables and models; return (outcome, the
     recommendation record or None, other (topic, record) pairs to emit: segment and
-    audience changes).
+    audience changes). ``at`` is the message's (partition, offset) on the events topic:
+    a message the user's record already holds is a redelivery, counted as a duplicate.
+
+    A rate-limited event (``rl``; ingest counts it ``rate_limited`` too) updates the
+    profile's counts only: no learning, no recommendation. An opted-out user's event is
+    "suppressed": only its id is kept (dedupe), and the recommendation is non-personal.
 
     Runs inside the agent's stream loop (Faust's rule for table writes).
     """
     user = wire["user_id"]
     kind = wire["kind"]
+    learn = not wire.get("rl")
     stored = tables.profiles.get(user) or {}
+    src = wire.get("src", "clicks")
+    if at is not None and tables.already_applied(stored, *at):
+        # Our own redelivery (crash or rebalance before the offset commit): applied once.
+        metrics.events.labels(topic=src, outcome="duplicate").inc()
+        metrics.redeliveries.inc()
+        return "duplicate", (None if not learn else _reserve(user, wire, stored)), []
+    stored_p = stored.get("p") or {}
     amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
-    arm = running.assign(user, (stored.get("p") or {}).get("ex"))
+    arm = (running.assign(user, stored_p.get("ex")) if learn and not stored_p.get("oo")
+           else NO_EXPERIMENT)
     res = engine.process(
         kind,
         user,
@@ -120,27 +163,42 @@ def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
         profile=stored.get("p"),
         dedupe=stored.get("d"),
         amount=amount,
+        learn=learn,
+        serve=learn,
         recommendation_id=wire.get("recommendation_id"),
         serve_id=recommendation_id(wire["event_id"], user),
         variant=arm.variant,
         strategy=arm.strategy,
         overrides=arm.overrides,
     )
-    src = wire.get("src", "clicks")
     if res.outcome == "duplicate":
         metrics.events.labels(topic=src, outcome="duplicate").inc()
         return res.outcome, None, []
     if res.outcome == "conflict":
         metrics.events.labels(topic=src, outcome="invalid").inc()
         return res.outcome, None, []
+    assert res.profile is not None and res.dedupe is not None
+    if res.outcome == "suppressed":
+        tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+        metrics.events.labels(topic=src, outcome="suppressed").inc()
+        if not learn:
+            return res.outcome, None, []
+        labels = {"strategy": res.strategy, "variant": DEFAULT_VARIANT}
+        metrics.recommendations.labels(**labels).inc()
+        metrics.recommended_items.labels(**labels).inc(len(res.items))
+        return res.outcome, recommendation_record(user, wire["event_id"], res.strategy,
+                                                  res.items), []
+    metrics.events.labels(topic=src, outcome="accepted").inc()
+    if amount:
+        metrics.revenue.inc(amount)
+    if not learn:
+        tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+        return res.outcome, None, []
     credit = res.attributed
     if arm.experiment is not None:
         _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
     changed = update_groups(user, res.profile, int(wire["ts"]))
-    tables.profiles[user] = {"p": res.profile, "d": res.dedupe}
-    metrics.events.labels(topic=src, outcome="accepted").inc()
-    if amount:
-        metrics.revenue.inc(amount)
+    tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     for model in MODELS:
         metrics.model_updates.labels(model=model).inc()
     if credit is not None:
@@ -152,6 +210,7 @@ def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
             metrics.conversions.labels(**labels).inc()
             metrics.attributed_revenue.labels(**labels).inc(amount)
     if res.hit is not None:
+        drift.observe("recommender", res.hit)
         labels = {"strategy": res.hit_strategy or res.strategy, "variant": arm.variant}
         metrics.recommendation_hit_checks.labels(**labels).inc()
         if res.hit:
@@ -163,6 +222,24 @@ def handle_event(wire: dict) -> tuple[str, dict | None, list[tuple[str, dict]]]:
         len(res.items))
     running.observe(arm.variant, 0, 1)
     return "accepted", record, changed
+
+
+def _reserve(user: str, wire: dict, stored: dict) -> dict:
+    """The recommendation of a redelivered event, served again under its id.
+
+    The changelog write and the recommendation leave in separate producer batches: a
+    crash can land the first and lose the second, and then the redelivery is all that
+    is left to send it. So a redelivery sends it again, with the same (deterministic)
+    recommendation id, the same policy draw and the stored variant: at-least-once, and
+    consumers keep the first copy of an id. Serving learns nothing and counts nothing.
+    """
+    stored_p = stored.get("p") or {}
+    arm = (NO_EXPERIMENT if stored_p.get("oo")
+           else running.assign(user, stored_p.get("ex")))
+    served = engine.recommend(stored_p or None, engine.config.top_k, key=wire["event_id"],
+                              user=user, strategy=arm.strategy, overrides=arm.overrides)
+    return recommendation_record(user, wire["event_id"], served.strategy, served.items,
+                                 served.propensity, arm.variant)
 
 
 def with_ad_view(wire: dict) -> dict:
@@ -178,29 +255,125 @@ def with_ad_view(wire: dict) -> dict:
     return wire
 
 
-def handle_privacy(wire: dict) -> str:
-    """Apply an opt_out, opt_in or erase to the user's stored state; return the action.
+def _forget_in_memory(user: str, stored_profile: dict | None) -> list[tuple[str, dict]]:
+    """Drop what this worker keeps about ``user`` outside their record: their place in
+    a segment's size, the hybrid's last list served to them. Returns the audience
+    "leave" events of the audiences the record had them in (to emit)."""
+    engine.hybrid.forget_user(user)
+    if stored_profile is None:
+        return []
+    if segments.model is not None:
+        segments.model.forget(stored_profile.get("sg"))
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    out = []
+    for name in stored_profile.get("au") or ():
+        if name in audiences:
+            metrics.audience_changes.labels(audience=name, action="leave").inc()
+            out.append((settings.topics.audiences,
+                        {"user_id": user, "audience": name, "action": "leave", "ts": now}))
+    return out
 
-    Idempotent: applying one twice leaves the same state. Erase removes the profile (a
-    tombstone in the changelog: user factors, seen items and dedupe window go with it)
-    and what the hybrid keeps of the user's last served list.
+
+def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
+    """Apply an opt_out, opt_in or erase to the user's stored state; return the action
+    and the audience "leave" events to emit.
+
+    Idempotent: applying one twice leaves the same state.
+
+    - erase: the record goes (a changelog tombstone: profile, user factors, seen items,
+      served lists and dedupe window with it), and so do the user's segment count and
+      the hybrid's last list served to them; the raw-id cache of this worker's
+      pseudonymizer is cleared. A later event starts a new profile.
+    - opt_out: the record shrinks to the flag and the dedupe window (data
+      minimization: nothing learned about the user is kept; an unknown user can opt
+      out too). Nothing is learned from them, nor personalized, until opt_in.
+    - opt_in: the flag goes; personalization starts afresh from their next event.
+
+    Erase and opt_out are also forwarded to the ads agent (``forward_to_ads``), which
+    drops the user's stored ad features.
     """
     user, action = wire["user_id"], wire["action"]
+    record = tables.profiles.get(user)
+    stored_profile = tables.stored_profile(record)
     if action == "erase":
-        stored_profile = tables.stored_profile(tables.profiles.get(user))
-        if stored_profile is not None:
-            if segments.model is not None:
-                segments.model.forget(stored_profile.get("sg"))
+        left = _forget_in_memory(user, stored_profile)
+        if record is not None:
             del tables.profiles[user]
-        engine.hybrid.forget_user(user)
-        return action
-    stored = tables.profiles.get(user) or {}
-    profile = UserProfile.from_dict(stored.get("p") or {})
-    want = action == "opt_out"
-    if profile.opted_out != want or (want and not stored):  # an unknown user can opt out
-        profile.opted_out = want
-        tables.profiles[user] = {"p": profile.to_dict(), "d": stored.get("d") or []}
-    return action
+        pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
+        return action, left
+    profile = UserProfile.from_dict(stored_profile or {})
+    dedupe = (record or {}).get("d") or []
+    # The position of the last event applied stays with the record (redeliveries).
+    o = (record or {}).get("o")
+    at = (o[0], o[1]) if isinstance(o, list) and len(o) == 2 else None
+    if action == "opt_out":
+        minimal = opted_out_profile().to_dict()
+        if stored_profile != minimal:
+            left = _forget_in_memory(user, stored_profile)
+            tables.profiles[user] = tables.make_record(minimal, dedupe, at=at)
+            return action, left
+    elif profile.opted_out:  # opt_in
+        profile.opted_out = False
+        tables.profiles[user] = tables.make_record(profile.to_dict(), dedupe, at=at)
+    return action, []
+
+
+def forward_to_ads(wire: dict) -> dict | None:
+    """The message telling the ads agent to forget the user's stored ad features (after
+    an erase or opt_out), or None."""
+    if wire["action"] not in ("erase", "opt_out"):
+        return None
+    return {"kind": "forget", "user_id": wire["user_id"], "ts": wire["ts"]}
+
+
+def handle_expire(wire: dict) -> tuple[bool, list[tuple[str, dict]]]:
+    """Delete the user's record if it is still idle since before ``wire["before"]`` (the
+    sweep's cutoff; the check is repeated here, where the table is owned, so activity
+    since the sweep keeps the profile). Returns (deleted, audience "leave" events)."""
+    user = wire["user_id"]
+    record = tables.profiles.get(user)
+    if record is None or not is_expired(record.get("p"), tables.touched_ms(record),
+                                        int(wire["before"])):
+        return False, []
+    left = _forget_in_memory(user, record.get("p"))
+    del tables.profiles[user]
+    metrics.profiles_expired.inc()
+    return True, left
+
+
+def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of an ``expire`` message for every profile in this worker's table
+    idle for longer than ``ttl_ms`` at ``now_ms`` (none when ``ttl_ms`` <= 0).
+
+    Read here, deleted by the profile agent that owns the record: tables change only
+    inside their agent (DESIGN §3). The table may hold standby copies of other
+    workers' partitions too; their owners re-check, so a repeated expiry is harmless.
+    """
+    if ttl_ms <= 0:
+        return []
+    cutoff = now_ms - ttl_ms
+    out = []
+    # One pass with no await in it: the agent cannot change the table meanwhile, and
+    # only the expired records are kept (a large table is not copied).
+    for user, record in tables.profiles.items():
+        if record is not None and is_expired(record.get("p"), tables.touched_ms(record),
+                                             cutoff):
+            out.append((user.encode("utf-8"),
+                        orjson.dumps({"kind": "expire", "user_id": user, "before": cutoff})))
+    return out
+
+
+async def sweep_expired(now_ms: int | None = None) -> int:
+    """Send the expire messages for idle profiles (see ``expire_messages``); how many."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    messages = expire_messages(now, settings.profile_ttl_ms)
+    for n, (key, value) in enumerate(messages, start=1):
+        await topics.events.send(key=key, value=value)
+        if n % 1000 == 0:
+            await asyncio.sleep(0)  # let the agents run during a long sweep
+    if messages:
+        log.info("profile retention sweep: %d idle profiles to expire", len(messages))
+    return len(messages)
 
 
 async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
@@ -210,10 +383,18 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         await topics.ads.send(key=None, value=orjson.dumps(with_ad_view(wire)))
         return
     if kind == "privacy":
-        handle_privacy(wire)
+        _, changed = handle_privacy(wire)
+        forward = forward_to_ads(wire)
+        if forward is not None:
+            await topics.ads.send(key=None, value=orjson.dumps(forward))
+        await _emit(changed)
         metrics.events.labels(topic="privacy", outcome="accepted").inc()
         return
-    outcome, record, changed = handle_event(wire)
+    if kind == "expire":
+        _, changed = handle_expire(wire)
+        await _emit(changed)
+        return
+    outcome, record, changed = handle_event(wire, (msg.partition, msg.offset))
     if outcome == "conflict":
         await send_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
@@ -223,14 +404,30 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         await topics.recommendations.send(
             key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
         )
-    for topic, change in changed:
-        await _GROUP_TOPICS[topic].send(key=change["user_id"].encode("utf-8"),
-                                        value=orjson.dumps(change))
+    await _emit(changed)
     kts = wire.get("kts")
     if kts:
         metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
 
 
+async def _emit(changed: list[tuple[str, dict]]) -> None:
+    for topic, change in changed:
+        await _GROUP_TOPICS[topic].send(key=change["user_id"].encode("utf-8"),
+                                        value=orjson.dumps(change))
+
+
 @app.agent(topics.events, name="persona.profile", concurrency=1)
 async def profile(stream):  # type: ignore[no-untyped-def]
     await run_guarded(stream, "profile", _profile)
+
+
+if settings.profile_ttl_ms > 0:
+
+    @app.timer(interval=settings.profile_sweep_interval_s)
+    async def _retention_sweep() -> None:
+        """Expire idle profiles (PERSONA_PROFILE_TTL_DAYS) on every worker, for the
+        records in its own table."""
+        try:
+            await sweep_expired()
+        except Exception as exc:  # a failed sweep must not stop the worker; next one retries
+            log.error("profile retention sweep failed: %s", type(exc).__name__)

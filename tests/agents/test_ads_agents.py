@@ -87,15 +87,19 @@ def test_profile_agent_adds_the_ad_view_and_consent(loop, sent):
             return tables.stored_profile(tables.profiles[user])
 
     stored = loop.run_until_complete(run())
-    assert [t for t, _, _ in sent] == [ADS, ADS]
-    first, second = (orjson.loads(v) for _, _, v in sent)
+    assert [t for t, _, _ in sent] == [ADS, ADS, ADS]
+    first, forget, second = (orjson.loads(v) for _, _, v in sent)
+    assert forget == {"kind": "forget", "user_id": user, "ts": TS}  # opt_out: drop features
     assert not first["view"].get("np")
     assert second["view"].get("np") is True  # opted out: a contextual, non-personal bid
     assert stored is not None and stored.get("oo") is True
 
 
 def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
+    from streams.state import drift
+
     bids_before = _value("persona_ad_bids_total", outcome="bid")
+    pctr_observed = drift.monitors["pctr"].n_observed
 
     async def run():
         async with ads_agent.test_context() as agent:
@@ -115,6 +119,7 @@ def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
     assert bidder.spend("books") >= 0.02 and record is not None
     assert _value("persona_ad_events_total", type="impression", outcome="duplicate") >= 1
     assert _value("persona_ad_pctr_labels_total", campaign="books", label="click") >= 1
+    assert drift.monitors["pctr"].n_observed > pctr_observed  # the label's log loss
     # the scrape-time gauges derive from what was counted
     refresh_gauges()
     clicks = _value("persona_ad_pctr_labels_total", campaign="books", label="click")
@@ -193,4 +198,39 @@ def test_opt_in_lifts_opt_out_and_erase_removes_the_profile(loop, sent):
     assert opted["oo"] is True and "oo" not in back
     assert erased is None
     assert stranger_record is None  # opting in creates nothing
-    assert sent == []
+    # opt_out and erase tell the ads agent to forget the user's stored features
+    assert [(t, orjson.loads(v)["kind"], orjson.loads(v)["ts"]) for t, _, v in sent] == [
+        (ADS, "forget", TS + 1), (ADS, "forget", TS + 3)]
+
+
+def test_forget_drops_a_users_stored_ad_features_and_keeps_the_money(loop, sent):
+    gone, stays = pseudonymize("raw-gil", KEY), pseudonymize("raw-hal", KEY)
+    view = {"i": [["fiction", 1.0]], "r": 1, "f": 1, "s": ""}
+    labels_before = _value("persona_ad_pctr_labels_total", campaign="books", label="click")
+
+    async def run():
+        async with ads_agent.test_context() as agent:
+            await agent.put(forwarded("g1", "raw-gil", ts=TS + 400, view=view))
+            await agent.put(forwarded("g2", "raw-hal", ts=TS + 400, view=view))
+            await agent.put(ad_event("gi", "g1", "books-1", "impression", TS + 410, cost=0.01))
+            kept = (tables.ads.get("r:g1"), bidder.spend("books"), bidder.reserved("books"))
+            await agent.put(orjson.dumps({"kind": "forget", "user_id": gone, "ts": TS + 420}))
+            forgot = (tables.ads.get("r:g1"), tables.ads.get("r:g2"), bidder.spend("books"),
+                      bidder.reserved("books"))
+            await agent.put(ad_event("gc", "g1", "books-1", "click", TS + 430, cost=0.01))
+            return kept, forgot, bidder.spend("books")
+
+    kept, forgot, spend_after = loop.run_until_complete(run())
+    record, spend, reserved = kept
+    assert record["u"] == gone and record["x"]  # a known user's features, named
+    record, other, spend2, reserved2 = forgot
+    assert record["x"] is None and "u" not in record and gone not in orjson.dumps(record).decode()
+    assert record["paid"] == 10_000 and record["open"] is True  # the money is all still there
+    assert (spend2, reserved2) == (spend, reserved)
+    assert other["u"] == stays and other["x"]  # another user's records are untouched
+    # the forgotten request still charges, but teaches pCTR nothing
+    assert spend_after == pytest.approx(spend + 0.01)
+    assert _value("persona_ad_pctr_labels_total", campaign="books", label="click") == (
+        labels_before)
+    assert [orjson.loads(v)["request_id"] for t, _, v in sent if t == T.ad_bids] == [
+        "g1", "g2"]

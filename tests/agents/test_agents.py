@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import orjson
+import pytest
+from faust.exceptions import PartitionsMismatch
 
 from models.engine import STRATEGIES
 from models.privacy import pseudonymize
+from models.recommenders.base import Context
 from streams import tables
 from streams.agents.ingest import ingest_clicks, ingest_purchases
 from streams.agents.items import items as items_agent
 from streams.agents.profile import profile as profile_agent
-from streams.app import settings
-from streams.state import engine, metrics
+from streams.app import app, settings
+from streams.state import engine, metrics, segments
 
 KEY = settings.require_secret_key()
 T = settings.topics
@@ -47,7 +51,7 @@ def test_ingest_valid_click_is_pseudonymized_and_rekeyed(loop, sent):
 
 
 def test_ingest_invalid_goes_to_dead_letters_with_code_and_offset(loop, sent):
-    before = _value("persona_dead_letters_total", error="bad_value")
+    before = _value("persona_dead_letters_total", error="bad_price")
     invalid_before = _value("persona_events_total", topic="purchases", outcome="invalid")
     raw = orjson.dumps({"event_id": "p1", "user_id": "bob", "item_id": "i", "ts": 1,
                         "price": -3, "quantity": 1})
@@ -63,11 +67,11 @@ def test_ingest_invalid_goes_to_dead_letters_with_code_and_offset(loop, sent):
     topic, key, value = sent[1]
     assert topic == T.dead_letters and key is None
     dl = orjson.loads(value)
-    assert dl["error"] == "bad_value" and dl["source_topic"] == T.purchases
+    assert dl["error"] == "bad_price" and dl["source_topic"] == T.purchases
     assert (dl["partition"], dl["offset"]) == (2, 1)
     assert base64.b64decode(dl["raw"]) == raw
     assert "bob" not in dl["detail"]
-    assert _value("persona_dead_letters_total", error="bad_value") == before + 1
+    assert _value("persona_dead_letters_total", error="bad_price") == before + 1
     invalid_after = _value("persona_events_total", topic="purchases", outcome="invalid")
     assert invalid_after == invalid_before + 2
 
@@ -281,3 +285,268 @@ def test_audience_joins_and_leaves_stream_to_the_audiences_topic(loop, sent, mon
     assert stored["au"] == ["big-spenders"]
     assert _value("persona_audience_changes_total", audience="big-spenders",
                   action="join") >= 1
+
+
+# -- privacy, rate limits and retention --------------------------------------------------
+
+
+def _privacy(user: str, action: str, ts: int) -> bytes:
+    return orjson.dumps({"kind": "privacy", "user_id": user, "action": action, "ts": ts,
+                         "event_id": f"privacy:{action}:{ts}", "src": "privacy"})
+
+
+def _recs(sent) -> list[dict]:
+    return [orjson.loads(v) for t, _, v in sent if t == T.recommendations]
+
+
+def _updates() -> float:
+    return _value("persona_model_updates_total", model="cooccurrence")
+
+
+def test_opt_out_suppresses_learning_and_personalization_until_opt_in(loop, sent):
+    user = pseudonymize("kim", KEY)
+    key = user.encode()
+    suppressed_before = _value("persona_events_total", topic="clicks", outcome="suppressed")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("k1", user, "ka", 1000), key=key)
+            await agent.put(_wire("k2", user, "kb", 2000), key=key)
+            personal = tables.stored_profile(tables.profiles[user])
+            await agent.put(_privacy(user, "opt_out", 2500), key=key)
+            opted = tables.profiles[user]
+            updates, learned = _updates(), engine.updates
+            await agent.put(_wire("k3", user, "k-new-item", 3000), key=key)
+            await agent.put(_wire("k4", user, "k-new-item", 3500, kind="purchase",
+                                  price=9.0, quantity=1), key=key)
+            await agent.put(_wire("k3", user, "k-new-item", 3000), key=key)  # redelivery
+            after = (tables.profiles[user], _updates() - updates, engine.updates - learned,
+                     "k-new-item" in engine.strategy("popularity"),
+                     [s.item_id for s in engine.non_personal(settings.top_k).items])
+            await agent.put(_privacy(user, "opt_in", 4000), key=key)
+            await agent.put(_wire("k5", user, "kc", 5000), key=key)
+            back = (tables.stored_profile(tables.profiles[user]), _updates() - updates)
+            return personal, opted, after, back
+
+    personal, opted, after, back = loop.run_until_complete(run())
+    assert personal["c"] == 2 and personal.get("sg")
+    # opt_out keeps the flag and the dedupe window, nothing learned about the user
+    assert opted["p"] == {"v": 1, "oo": True} and len(opted["d"]) == 2
+    record, updates, learned, known, non_personal = after
+    assert record["p"] == {"v": 1, "oo": True} and len(record["d"]) == 4
+    assert (updates, learned, known) == (0, 0, False)  # no model learned from them
+    assert _value("persona_events_total", topic="clicks", outcome="suppressed") == (
+        suppressed_before + 1)
+    assert _value("persona_events_total", topic="purchases", outcome="suppressed") >= 1
+    recs = _recs(sent)
+    assert [r["trigger_event_id"] for r in recs] == ["k1", "k2", "k3", "k4", "k5"]
+    for r in recs[2:4]:  # while opted out: the non-personal list, the same for anyone
+        assert r["strategy"] == "popularity" and r["variant"] == "default"
+        assert [i["item_id"] for i in r["items"]] == non_personal
+        assert {i["reason"] for i in r["items"]} <= {"popular right now"}
+    # the opt-out forwarded a "forget" to the ads agent
+    assert [orjson.loads(v)["kind"] for t, _, v in sent if t == settings.ads_topic] == [
+        "forget"]
+    # opted in: a fresh profile learns again from the next event
+    profile, updates_after = back
+    assert "oo" not in profile and profile["c"] == 1 and profile["r"] == ["kc"]
+    assert updates_after == 1 and recs[-1]["strategy"] in STRATEGIES
+
+
+def test_a_rate_limited_event_is_counted_in_the_profile_only(loop, sent):
+    user = pseudonymize("lou", KEY)
+    key = user.encode()
+    accepted_before = _value("persona_events_total", topic="clicks", outcome="accepted")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("l1", user, "la", 1000), key=key)
+            updates, learned = _updates(), engine.updates
+            for n in range(2, 6):
+                await agent.put(_wire(f"l{n}", user, f"bot-{n}", 1000 * n, rl=True), key=key)
+            await agent.put(_wire("l5", user, "bot-5", 5000, rl=True), key=key)  # redelivery
+            return (tables.stored_profile(tables.profiles[user]), _updates() - updates,
+                    engine.updates - learned)
+
+    profile, updates, learned = loop.run_until_complete(run())
+    assert (profile["c"], profile["l"], profile["r"]) == (5, 5000, ["la"])
+    assert (updates, learned) == (0, 0)
+    assert "bot-2" not in engine.strategy("popularity")
+    assert [r["trigger_event_id"] for r in _recs(sent)] == ["l1"]  # none for rl events
+    assert _value("persona_events_total", topic="clicks", outcome="accepted") == (
+        accepted_before + 5)
+
+
+def test_erase_deletes_the_record_and_what_is_kept_in_memory(loop, sent):
+    user = pseudonymize("max", KEY)
+    key = user.encode()
+
+    def segment_sizes() -> dict[str, int]:
+        return {s["name"]: s["size"] for s in segments.model.summary()}
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            other = pseudonymize("max-other", KEY)
+            for n in range(1, 6):  # items to recommend to max
+                await agent.put(_wire(f"o{n}", other, f"o-{n}", 1000 * n), key=other.encode())
+            for n in range(1, 4):
+                await agent.put(_wire(f"m{n}", user, f"m-{n}", 1000 * n), key=key)
+            stored = tables.stored_profile(tables.profiles[user])
+            # the hybrid remembers the last list it served a user (whichever strategy the
+            # bandit picked for max's events, serve one now)
+            engine.hybrid.rank([], (), 3, Context(user=user))
+            pending, sizes = user in engine.hybrid._pending, segment_sizes()
+            await agent.put(_privacy(user, "erase", 4000), key=key)
+            gone = (tables.profiles.get(user), user in engine.hybrid._pending, segment_sizes())
+            await agent.put(_privacy(user, "erase", 4000), key=key)  # again: no effect
+            await agent.put(_wire("m1", user, "m-1", 5000), key=key)  # the user is back
+            return stored, pending, sizes, gone, tables.stored_profile(tables.profiles[user])
+
+    stored, pending, sizes, gone, back = loop.run_until_complete(run())
+    record, still_pending, sizes_after = gone
+    assert pending and record is None and not still_pending
+    segment = stored["sg"]
+    assert sizes_after[segment] == sizes[segment] - 1
+    assert sizes_after == {**sizes, segment: sizes[segment] - 1}
+    forgets = [orjson.loads(v) for t, _, v in sent if t == settings.ads_topic]
+    assert forgets == [{"kind": "forget", "user_id": user, "ts": 4000}] * 2
+    # back after the erase: a new profile; the old event id is new again (window gone)
+    assert back["c"] == 1 and back["r"] == ["m-1"]
+
+
+def test_retention_sweep_expires_idle_profiles_through_the_owning_agent(loop, sent):
+    from streams.agents.profile import expire_messages, sweep_expired
+
+    idle, busy, quiet = (pseudonymize(n, KEY) for n in ("nat-idle", "nat-busy", "nat-quiet"))
+    before = _value("persona_profiles_expired_total")
+    day = 86_400_000
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            for n, user in enumerate((idle, busy)):
+                await agent.put(_wire(f"n{n}", user, "na", 1000), key=user.encode())
+            await agent.put(_privacy(quiet, "opt_out", 1000), key=quiet.encode())
+            cutoff = max(tables.profiles[u]["t"] for u in (idle, busy, quiet)) + 1
+            # with a 10-day TTL, 10 days after the cutoff: both are idle, the opt-out
+            # flag is kept
+            chosen = dict(expire_messages(cutoff + 10 * day, 10 * day))
+            # busy comes back before its expiry is applied: the owner re-checks
+            await asyncio.sleep(0.01)
+            await agent.put(_wire("n9", busy, "nb", 2000), key=busy.encode())
+            for k, v in chosen.items():
+                await agent.put(v, key=k)
+            await agent.put(chosen[idle.encode()], key=idle.encode())  # again: harmless
+            return chosen, {u: tables.profiles.get(u) for u in (idle, busy, quiet)}
+
+    chosen, left = loop.run_until_complete(run())
+    assert {idle.encode(), busy.encode()} <= set(chosen) and quiet.encode() not in chosen
+    wire = orjson.loads(chosen[idle.encode()])
+    assert wire["kind"] == "expire" and wire["user_id"] == idle
+    assert left[idle] is None and left[busy] is not None and left[quiet] is not None
+    # every idle profile in the table went (earlier tests' users too), but busy
+    assert _value("persona_profiles_expired_total") == before + len(chosen) - 1
+    assert expire_messages(10**15, 0) == []  # TTL 0: off
+    # the timer's body sends them on the events topic, keyed by user
+    sent.clear()
+    n = loop.run_until_complete(sweep_expired(now_ms=10**15))
+    assert n == len(sent) >= 1 and {t for t, _, _ in sent} == {EVENTS}
+    assert all(orjson.loads(v)["user_id"].encode() == k for _, k, v in sent)
+
+
+def test_a_changelog_missing_from_metadata_is_not_a_partition_mismatch(monkeypatch):
+    """A fresh app's first table write must not fail while its just-created changelog is
+    not yet in the consumer's metadata (faust counts it as 0 partitions)."""
+    counts: dict[str, int] = {}
+    monkeypatch.setattr(type(app.consumer), "topic_partitions",
+                        lambda self, topic: counts.get(topic))
+    table = tables.ads
+    changelog = table.changelog_topic_name
+    counts.update({"src-topic": 1, changelog: 0})
+    table._verify_source_topic_partitions("src-topic")  # not known yet: no verdict
+    assert "src-topic" not in table._verified_source_topics_for_partitions
+    counts[changelog] = 4  # known and different: still refused
+    with pytest.raises(PartitionsMismatch):
+        table._verify_source_topic_partitions("src-topic")
+    counts[changelog] = 1
+    table._verify_source_topic_partitions("src-topic")
+    assert "src-topic" in table._verified_source_topics_for_partitions
+
+
+def test_a_redelivery_is_recognized_by_its_offset_and_applied_once(loop, sent):
+    """After a crash before the offset commit, Kafka delivers the same messages again at
+    the same offsets: the record's stored position catches each one, whatever the
+    event-id window holds (here an opt_out in between rewrites the record)."""
+    user = pseudonymize("redelivered", KEY)
+    other = pseudonymize("redelivered-other", KEY)
+    before = _value("persona_redeliveries_total")
+    msgs = [_wire(f"rd{i}", user, f"i{i}", 1000 + i) for i in range(3)]
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            for m in msgs:
+                await agent.put(m, key=user.encode())
+            position = tables.profiles[user]["o"]
+            first = tables.profiles[user]["p"]
+            # The offsets commit never happened: the same three come again, then a
+            # message the record has not seen yet (offset 3) for another user.
+            agent.sent_offset = 0
+            for m in msgs:
+                await agent.put(m, key=user.encode())
+            await agent.put(_wire("rd-new", other, "i9", 2000), key=other.encode())
+            return position, first, tables.profiles[user]["p"], tables.profiles[other]
+
+    position, first, after, other_record = loop.run_until_complete(run())
+    assert position[1] == 2
+    assert after == first  # applied once
+    assert _value("persona_redeliveries_total") == before + 3
+    assert other_record["o"][1] == 3
+    # Each redelivery serves its recommendation again, under the same id: a crash may
+    # have landed the table write and lost the recommendation (at-least-once).
+    recs = [orjson.loads(v) for t, _, v in sent if t == T.recommendations]
+    assert [r["trigger_event_id"] for r in recs] == ["rd0", "rd1", "rd2"] * 2 + ["rd-new"]
+    assert [r["recommendation_id"] for r in recs[3:6]] == [
+        r["recommendation_id"] for r in recs[:3]]
+    assert all(r["items"] for r in recs)
+
+
+def test_the_position_survives_a_consent_change(loop, sent):
+    user = pseudonymize("redelivered-consent", KEY)
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            await agent.put(_wire("rc0", user, "a", 1000), key=user.encode())
+            await agent.put(orjson.dumps({"kind": "privacy", "user_id": user,
+                                          "action": "opt_out", "ts": 1500}),
+                            key=user.encode())
+            return tables.profiles[user]
+
+    record = loop.run_until_complete(run())
+    assert record["p"].get("oo") and record["o"][1] == 0
+    assert tables.already_applied(record, record["o"][0], 0)
+
+
+def _total(name: str) -> float:
+    """A counter's sum over all its label sets."""
+    return sum(s.value for m in metrics.registry.collect() for s in m.samples
+               if s.name == name)
+
+
+def test_prequential_hits_feed_the_recommender_drift_monitor(loop, sent):
+    from streams.state import drift
+
+    monitor = drift.monitors["recommender"]
+    observed = monitor.n_observed
+    user = pseudonymize("drift-fed", KEY)
+    checks = _total("persona_recommendation_hit_checks_total")
+
+    async def run():
+        async with profile_agent.test_context() as agent:
+            for i in range(4):
+                await agent.put(_wire(f"df{i}", user, f"df-item-{i}", 1000 + i),
+                                key=user.encode())
+
+    loop.run_until_complete(run())
+    # every event after the user's first is checked against the list served before it
+    added = _total("persona_recommendation_hit_checks_total") - checks
+    assert added == 3
+    assert monitor.n_observed - observed == added

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from models.ads import PctrModel, ad_features, hash_feature
+from models.ads import PctrModel, hash_feature
 from models.bandit import uniform_from_key
 from models.bidding import (
     DAY_MS,
@@ -186,17 +186,17 @@ def test_targeting_segments_interests_and_opt_out() -> None:
         assert reason("cat", view, f"p{i}") == "not_targeted"
 
 
-def test_opted_out_user_gets_a_contextual_bid_from_stored_non_user_features() -> None:
-    b = bidder(pctr=StubModel(0.02))
+def test_opted_out_user_gets_a_contextual_bid_and_stores_nothing_to_learn_from() -> None:
+    model = StubModel(0.02)
+    b = bidder(pctr=model)
     d, writes = b.decide(request(view={"np": True}))
-    assert d.bid == 0.04
+    assert d.bid == 0.04  # a contextual bid: pCTR of the request's context and the ad
     rec = writes[0][1]
-    assert rec is not None
-    hour = ((T0 + 1_000) // 3_600_000) % 24
-    assert rec["x"] == ad_features({}, "a1", "c1", (), "top", hour, {"device": "mobile"})
-    profiled = ad_features({"i": [["Sport", 1.0]], "s": "x", "r": 1, "f": 1}, "a1", "c1", (),
-                           "top", hour, {"device": "mobile"})
-    assert set(rec["x"]) < set(profiled)
+    assert rec is not None and rec["x"] is None and "u" not in rec  # nothing of the user
+    # opt-out stops learning: the click that follows teaches the model nothing
+    out, _ = b.on_event("e1", "r1", "a1", "impression", T0 + 2_000)
+    out, _ = b.on_event("e2", "r1", "a1", "click", T0 + 3_000)
+    assert out.outcome == "applied" and out.labels == () and model.learned == []
 
 
 def test_conversion_campaign_bids_pctr_times_pcvr_times_value() -> None:

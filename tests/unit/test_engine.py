@@ -106,3 +106,91 @@ def test_dedupe_window_is_bounded_and_keyed() -> None:
     assert check_and_add(state, "e0", "f", window=4)[1] == "new"  # fell out of the window
     with pytest.raises(ValueError):
         check_and_add(state, "e", "f", window=0)
+
+
+# -- privacy and rate limits ----------------------------------------------------------------
+
+
+def _trained_engine() -> tuple[Engine, dict]:
+    e = Engine(EngineConfig(top_k=4, strategy="cooccurrence", exploration=0.0,
+                            new_item_rate=0.0))
+    e.catalogue.upsert("a", "Alien", ["scifi"])
+    state, _ = feed(e, [(f"u{i}", item, "click") for i in range(4) for item in "abcde"]
+                    + [("u0", "a", "click"), ("u1", "a", "click")])
+    return e, state
+
+
+def test_an_opted_out_user_teaches_nothing_and_gets_the_non_personal_list() -> None:
+    e, state = _trained_engine()
+    opted = UserProfile(opted_out=True).to_dict()
+    before, updates = e.snapshot(), e.updates
+    r = e.process("click", "quiet", "z", 10**9, event_id="q1", fingerprint="f", profile=opted,
+                  dedupe=None, recommendation_id="r-some")
+    assert r.outcome == "suppressed"
+    # data minimization: the stored profile stays the flag alone; only the id is kept
+    assert r.profile == {"v": 1, "oo": True} and len(r.dedupe or []) == 1
+    # no model learned: not the item, not a co-occurrence, not the bandit, not a count
+    assert e.snapshot() == before and e.updates == updates
+    assert "z" not in e.strategy("popularity") and not e.hybrid._pending
+    assert r.attributed is None and r.hit is None
+    # served: overall popularity, the same list for everyone, with non-personal reasons
+    assert r.strategy == "popularity" and r.items == e.non_personal(4).items
+    ids = [s.item_id for s in r.items]
+    assert ids[0] == "a" and len(ids) == 4 and set(ids) < set("abcde")
+    assert {s.reason for s in r.items} == {"popular right now"}
+    # the same event again is a duplicate, as for anyone
+    again = e.process("click", "quiet", "z", 10**9, event_id="q1", fingerprint="f",
+                      profile=r.profile, dedupe=r.dedupe)
+    assert again.outcome == "duplicate"
+    # a stored opted-out profile with old data is reduced to the flag by its next event
+    old = UserProfile(opted_out=True, recent_items=["a"], clicks=3).to_dict()
+    r2 = e.process("click", "quiet", "b", 10**9, event_id="q2", fingerprint="f",
+                   profile=old, dedupe=None)
+    assert r2.profile == {"v": 1, "oo": True}
+    # serving an opted-out profile (the HTTP view) is never personal either, whatever it holds
+    assert e.recommend(old, 4, user="quiet").items == e.non_personal(4).items
+    assert not e.hybrid._pending
+    # opted in again (the flag gone): personal serving resumes, from their next event
+    r3 = e.process("click", "back", "a", 10**9, event_id="b1", fingerprint="f", profile=None,
+                   dedupe=None)
+    assert r3.outcome == "accepted" and r3.strategy == "cooccurrence"
+    assert "a" not in [s.item_id for s in r3.items]  # their own history is excluded
+    assert e.updates == updates + 1
+
+
+def test_non_personal_list_ignores_history_and_segment() -> None:
+    e, state = _trained_engine()
+    heavy = state["u0"][0]
+    # a personal list excludes what u0 has seen; the non-personal one does not know it
+    assert set(e.recommend(heavy, 4).item_ids).isdisjoint(UserProfile.from_dict(heavy).seen)
+    flagged = dict(heavy, oo=True)
+    listed = e.non_personal(4).item_ids
+    assert e.recommend(flagged, 4).item_ids == listed and listed[0] == "a"  # u0 saw "a"
+    assert e.non_personal(2, categories=["scifi"]).item_ids == ["a"]
+
+
+def test_a_rate_limited_event_is_counted_but_learned_and_served_nothing() -> None:
+    e, state = _trained_engine()
+    prof, dd = state["u2"]
+    before, updates = e.snapshot(), e.updates
+    r = e.process("purchase", "u2", "zz", 5 * 10**9, event_id="bot-1", fingerprint="f",
+                  profile=prof, dedupe=dd, amount=4.0, learn=False, serve=False)
+    assert r.outcome == "accepted" and r.items == [] and r.strategy == ""
+    assert r.hit is None and r.attributed is None
+    assert e.snapshot() == before and e.updates == updates  # no model changed
+    old, new = UserProfile.from_dict(prof), UserProfile.from_dict(r.profile)
+    # counted exactly ...
+    assert (new.purchases, new.spend) == (old.purchases + 1, old.spend + 4.0)
+    assert new.last_seen_ms == 5 * 10**9 and new.clicks == old.clicks
+    # ... but the item shapes nothing: no history, seen, purchased, interests
+    assert (new.recent_items, new.seen, new.purchased, new.interests) == (
+        old.recent_items, old.seen, old.purchased, old.interests)
+    assert new.model_state == old.model_state
+    # dedupe as usual: a redelivery of the rate-limited event counts once
+    dup = e.process("purchase", "u2", "zz", 5 * 10**9, event_id="bot-1", fingerprint="f",
+                    profile=r.profile, dedupe=r.dedupe, amount=4.0, learn=False, serve=False)
+    assert dup.outcome == "duplicate"
+    # the same event, not rate-limited, does change the models (the check above can fail)
+    e.process("purchase", "u2", "zz", 5 * 10**9, event_id="bot-2", fingerprint="f",
+              profile=r.profile, dedupe=r.dedupe, amount=4.0)
+    assert e.snapshot() != before and e.updates == updates + 1
