@@ -239,7 +239,11 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _admin(bootstrap: str, timeout: float) -> Iterator[Any]:
+def _admin(
+    bootstrap: str, timeout: float, client: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
+    """A kafka-python admin client; ``client`` adds keyword arguments (the security ones of
+    ``Settings.kafka_client_kwargs()``)."""
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(
@@ -247,6 +251,7 @@ def _admin(bootstrap: str, timeout: float) -> Iterator[Any]:
         client_id="persona-broker",
         bootstrap_timeout_ms=max(1000, int(timeout * 1000)),
         request_timeout_ms=max(1000, int(timeout * 1000)),
+        **(client or {}),
     )
     try:
         yield admin
@@ -272,7 +277,12 @@ def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _wait_ready(bootstrap: str, deadline: float, alive: Callable[[], bool] | None = None) -> None:
+def _wait_ready(
+    bootstrap: str,
+    deadline: float,
+    alive: Callable[[], bool] | None = None,
+    client: Mapping[str, Any] | None = None,
+) -> None:
     host, port = _split_bootstrap(bootstrap)
     # The PLAINTEXT acceptor opens only once the broker is unfenced: poll it cheaply first.
     while not _tcp_ready(host, port):
@@ -285,7 +295,7 @@ def _wait_ready(bootstrap: str, deadline: float, alive: Callable[[], bool] | Non
     while True:
         remaining = deadline - time.monotonic()
         try:
-            with _admin(bootstrap, max(1.0, remaining)) as admin:
+            with _admin(bootstrap, max(1.0, remaining), client) as admin:
                 admin.describe_cluster()
             return
         except Exception as exc:  # kafka-python raises many kinds; report the last one
@@ -297,9 +307,12 @@ def _wait_ready(bootstrap: str, deadline: float, alive: Callable[[], bool] | Non
         time.sleep(0.2)
 
 
-def wait_for_broker(bootstrap: str, timeout: float) -> None:
-    """Block until the broker at ``bootstrap`` accepts a connection and answers Metadata."""
-    _wait_ready(bootstrap, time.monotonic() + timeout)
+def wait_for_broker(
+    bootstrap: str, timeout: float, client: Mapping[str, Any] | None = None
+) -> None:
+    """Block until the broker at ``bootstrap`` accepts a connection and answers Metadata
+    (``client``: extra kafka-python arguments, e.g. ``Settings.kafka_client_kwargs()``)."""
+    _wait_ready(bootstrap, time.monotonic() + timeout, client=client)
 
 
 def ensure_topics(
@@ -309,8 +322,12 @@ def ensure_topics(
     replication: int = 1,
     timeout: float = 30.0,
     configs: dict[str, str] | None = None,
+    client: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics among ``names``; return those created (existing ones are fine).
+
+    ``client`` adds kafka-python keyword arguments (``Settings.kafka_client_kwargs()``:
+    SASL/TLS).
 
     Waits until metadata shows every partition of every named topic with a leader.
     Existing topics are left as they are (their partition count is not changed).
@@ -322,7 +339,7 @@ def ensure_topics(
     if not names:
         return []
     deadline = time.monotonic() + timeout
-    with _admin(bootstrap, timeout) as admin:
+    with _admin(bootstrap, timeout, client) as admin:
         existing = set(admin.list_topics())
         missing = [n for n in names if n not in existing]
         created: list[str] = []

@@ -31,13 +31,66 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 ads_app = typer.Typer(help="Operate ad bidding: the kill switch.", no_args_is_help=True)
 app.add_typer(ads_app, name="ads")
+checkpoints_app = typer.Typer(
+    help="Inspect the signed model checkpoints (<data dir>/checkpoints/<app id>/); roll "
+    "back with `persona rollback`.", no_args_is_help=True)
+app.add_typer(checkpoints_app, name="checkpoints")
+
+
+class _KafkaLog(logging.Handler):
+    """kafka-python's log, for the CLI. Its connection layer logs every failed attempt
+    (at WARNING and ERROR) and then raises a bare "Unable to bootstrap" timeout: that
+    chatter is not printed, but the reason is kept (an authentication or TLS failure
+    first) for the CLI's own error message. Other errors are printed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = self.auth = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("kafka.net"):
+            msg = record.getMessage()
+            for marker in (" failed: ", "Connection lost: "):
+                if marker in msg:
+                    reason = msg.split(marker, 1)[1].split(" (backoff")[0].strip()
+                    self.last = reason
+                    if any(w in reason.upper() for w in ("AUTHENTICATION", "SASL", "SSL",
+                                                         "CERTIFICATE")):
+                        self.auth = reason
+            return
+        if record.levelno >= logging.ERROR:
+            logging.getLogger().handle(record)
+
+
+_kafka_log = _KafkaLog()
 
 
 def _quiet_clients() -> None:
-    """kafka-python logs transient connection and scheduling warnings at WARNING; the
-    CLI reports failures itself, so only its errors are worth a user's screen."""
+    """kafka-python logs transient connection and scheduling warnings; the CLI reports
+    failures itself (with the reason, see _KafkaLog), so only other errors are shown."""
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.setLevel(logging.WARNING)
+    kafka_logger.propagate = False
+    if _kafka_log not in kafka_logger.handlers:
+        kafka_logger.addHandler(_kafka_log)
+
+
+def _kafka_problem(s: Settings, exc: Exception) -> str:
+    """A failed Kafka client call in words, with the reason kafka-python only logged."""
+    text = f"cannot reach Kafka at {s.bootstrap_servers} ({s.kafka_security_protocol}): {exc}"
+    last = _kafka_log.auth or _kafka_log.last
+    if last and last not in text:
+        text += f"; last connection error: {last}"
+    # A broker often just closes the socket on a failed login, so the reason may not
+    # have reached us: name the settings to check whenever security is on.
+    if s.kafka_security_protocol.startswith("SASL_"):
+        text += ("; if the broker is up, check PERSONA_KAFKA_SASL_USERNAME, "
+                 "PERSONA_KAFKA_SASL_PASSWORD and PERSONA_KAFKA_SASL_MECHANISM")
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        text += ("; for TLS, check PERSONA_KAFKA_SSL_CAFILE (the CA that signed the "
+                 "broker's certificate) and that the host name matches it")
+    return text
 
 
 def _settings() -> Settings:
@@ -135,14 +188,18 @@ def topics_create(
     topics (the ads topic always has one partition)."""
     from streams.broker import BrokerError, ensure_topics
 
+    _quiet_clients()
     s = _settings()
     try:
         counts = s.topic_partitions()
         if partitions:
             counts = {n: 1 if n == s.ads_topic else partitions for n in counts}
-        created = ensure_topics(s.bootstrap_servers, list(counts), counts)
+        created = ensure_topics(s.bootstrap_servers, list(counts), counts,
+                                client=s.kafka_client_kwargs())
     except BrokerError as exc:
         raise _fail(str(exc)) from None
+    except Exception as exc:  # kafka-python's timeouts, NoBrokersAvailable etc.
+        raise _fail(_kafka_problem(s, exc)) from None
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 
@@ -173,7 +230,6 @@ def _control(action: str, reason: str) -> None:
     from kafka import KafkaProducer
 
     _quiet_clients()
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the error below says it all
     s = _settings()
     payload = {"action": action, "ts": datetime.now(UTC).isoformat(timespec="milliseconds")}
     if reason:
@@ -182,11 +238,11 @@ def _control(action: str, reason: str) -> None:
         # An operator's switch: fail within seconds when Kafka is unreachable.
         producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all",
                                  bootstrap_timeout_ms=10_000, max_block_ms=10_000,
-                                 client_id="persona-ads-control")
+                                 client_id="persona-ads-control", **s.kafka_client_kwargs())
         producer.send(s.topics.control, value=orjson.dumps(payload)).get(timeout=10)
         producer.close()
     except Exception as exc:  # kafka-python's NoBrokersAvailable, timeouts etc.
-        raise _fail(f"cannot send to {s.topics.control} at {s.bootstrap_servers}: {exc}") from None
+        raise _fail(f"cannot send to {s.topics.control}: {_kafka_problem(s, exc)}") from None
     console.print(f"sent {action} to topic {s.topics.control}")
 
 
@@ -229,6 +285,8 @@ def produce(
     s = _settings()
     if source == "movielens":
         records = movielens_items(s.topics) + movielens_events(s.topics, limit)
+        console.print("MovieLens events are from 1997-98: the worker must run with "
+                      "PERSONA_MAX_EVENT_AGE_S=0, or it dead-letters them as stale_event")
     else:
         path = Path(source)
         if not path.is_file():
@@ -239,9 +297,10 @@ def produce(
         if limit is not None:
             records = records[:limit]
     try:
-        producer = make_producer(s.bootstrap_servers)
+        producer = make_producer(s.bootstrap_servers, bootstrap_timeout_ms=10_000,
+                                 **s.kafka_client_kwargs())
     except Exception as exc:  # kafka-python's NoBrokersAvailable etc.
-        raise _fail(f"cannot reach Kafka at {s.bootstrap_servers}: {exc}") from None
+        raise _fail(_kafka_problem(s, exc)) from None
     started = time.monotonic()
     with Progress(console=console) as progress:
         task = progress.add_task("publishing", total=len(records))
@@ -265,14 +324,19 @@ def consume(
 
     _quiet_clients()
     s = _settings()
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=s.bootstrap_servers,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=int(timeout * 1000) if timeout else float("inf"),
-    )
+    try:
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=s.bootstrap_servers,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=False,
+            group_id=None,
+            consumer_timeout_ms=int(timeout * 1000) if timeout else float("inf"),
+            bootstrap_timeout_ms=10_000,
+            **s.kafka_client_kwargs(),
+        )
+    except Exception as exc:  # kafka-python's timeouts, NoBrokersAvailable etc.
+        raise _fail(_kafka_problem(s, exc)) from None
     n = 0
     try:
         for msg in consumer:
@@ -311,6 +375,128 @@ def pseudonymize_cmd(
             sys.stdout.write(f"{uid}\t{p(normalize_id(uid, 'user_id'))}\n")
         except ValidationError as exc:
             raise _fail(f"invalid user id: {exc.detail}") from None
+
+
+# ---------------------------------------------------------------- checkpoints
+def _checkpointer(settings: Settings, need_key: bool):  # type: ignore[no-untyped-def]
+    """The worker's checkpointer, with PERSONA_SECRET_KEY (or the key file persona made)."""
+    from streams.checkpoint import Checkpointer
+
+    secret = settings.secret_key
+    if not secret and settings.secret_key_file.exists():
+        secret = settings.secret_key_file.read_text().strip()
+    if need_key and not secret:
+        raise _fail("PERSONA_SECRET_KEY is not set: checkpoints are signed with it, so "
+                    "without it none can be verified", 2)
+    return Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep,
+                        secret=secret.encode("utf-8") if secret else None)
+
+
+@checkpoints_app.command("list")
+def checkpoints_list(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the model checkpoints: version, time, size, and whether each verifies
+    (signature checked with PERSONA_SECRET_KEY). The worker loads the newest "ok" one
+    that is not rolled back."""
+    import json
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    s = _settings()
+    cp = _checkpointer(s, need_key=False)
+    infos = cp.describe()
+    pending = cp.pending_rollback()
+    active = next((i.version for i in reversed(infos)
+                   if not i.rolled_back and i.status in ("ok", "unchecked")), None)
+    rows = [{"version": i.version,
+             "saved": datetime.fromtimestamp(i.mtime, UTC).isoformat(timespec="seconds"),
+             "bytes": i.size, "status": i.status,
+             "where": "rolled-back" if i.rolled_back else "current",
+             "loads": i.version == active and not i.rolled_back,
+             "file": str(i.path)} for i in infos]
+    if as_json:
+        sys.stdout.write(json.dumps({"directory": str(cp.directory), "checkpoints": rows,
+                                     "pending_rollback": pending}, indent=2) + "\n")
+        return
+    if not rows:
+        console.print(f"no model checkpoints in {cp.directory}")
+        return
+    table = Table(title=f"model checkpoints in {cp.directory}")
+    for col in ("version", "saved (UTC)", "size", "verified", "where", ""):
+        table.add_column(col, justify="right" if col in ("version", "size") else "left")
+    for r in rows:
+        status = r["status"]
+        style = "green" if status == "ok" else "yellow" if status == "unchecked" else "red"
+        table.add_row(str(r["version"]), r["saved"][:19].replace("T", " "),
+                      f"{r['bytes']:,}", f"[{style}]{status}[/{style}]", r["where"],
+                      "<- loads at start" if r["loads"] else "")
+    screen = out if out.is_terminal else Console(width=max(out.width, 120))
+    screen.print(table)
+    if not cp.secret:
+        console.print("[yellow]signatures not checked:[/yellow] set PERSONA_SECRET_KEY to "
+                      "verify them")
+    if pending is not None:
+        console.print(f"a rollback to version {pending} is pending: a running worker "
+                      "applies it within seconds, a stopped one at its next start")
+
+
+@checkpoints_app.command("adopt")
+def checkpoints_adopt(
+    version: int = typer.Argument(..., help="Version of an older unsigned models-<V>.pkl."),
+) -> None:
+    """Sign an older unsigned checkpoint (models-<V>.pkl, written before checkpoints were
+    signed) so the worker loads it again. Only for a file you trust: loading a checkpoint
+    runs its pickled code. The .pkl moves to rolled-back/."""
+    from streams.checkpoint import CheckpointError
+
+    cp = _checkpointer(_settings(), need_key=True)
+    try:
+        path = cp.adopt(version)
+    except CheckpointError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"signed version {version}: {path}")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    to: int | None = typer.Option(None, "--to", help="Version to roll back to (default: the "
+                                  "newest verified one before the newest). See `persona "
+                                  "checkpoints list`."),
+    wait: float = typer.Option(0.0, min=0.0, help="Seconds to wait for a running worker to "
+                               "load it (exit code 1 if none did; it then loads at start)."),
+) -> None:
+    """Roll the models back to an earlier checkpoint, in one command.
+
+    Newer checkpoints move to <checkpoint dir>/rolled-back/ (kept, not deleted), so the
+    chosen one is the newest: a running worker loads it within about a second without a
+    restart, a stopped worker at its next start. The target must verify with
+    PERSONA_SECRET_KEY. Roll forward again with --to a rolled-back version.
+    """
+    from streams.checkpoint import CheckpointError
+
+    cp = _checkpointer(_settings(), need_key=True)
+    try:
+        target, moved = cp.rollback(to)
+    except CheckpointError as exc:
+        raise _fail(f"cannot roll back: {exc.detail}") from None
+    aside = ", ".join(str(v) for v in moved) or "none"
+    console.print(f"rolled back to model checkpoint {target}; newer versions moved to "
+                  f"{cp.rolled_back_dir}: {aside}")
+    if wait <= 0:
+        console.print("a running worker loads it within about a second; a stopped one "
+                      "at its next start")
+        return
+    deadline = time.monotonic() + wait
+    while (outcome := cp.rollback_outcome()) is None:
+        if time.monotonic() >= deadline:
+            raise _fail(f"no running worker loaded it within {wait:g}s; the next worker "
+                        "start will")
+        time.sleep(0.2)
+    if not outcome.get("ok"):
+        raise _fail(f"the worker could not load version {target}: {outcome.get('detail')}")
+    console.print(f"the worker {outcome.get('detail')}")
 
 
 # ---------------------------------------------------------------- segments

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import time
 from collections import Counter
@@ -116,6 +117,8 @@ def run_demo(
                 "PERSONA_BROKER_PORT": str(port),
                 "PERSONA_BOOTSTRAP": broker.bootstrap,
                 "PERSONA_SECRET_KEY": secret_key,
+                # /users/... needs a bearer token: a fresh one per demo run.
+                "PERSONA_API_TOKEN": secrets.token_urlsafe(32),
                 "PERSONA_DATA_DIR": str(demo_dir),
                 "PERSONA_LOG_LEVEL": os.environ.get("PERSONA_LOG_LEVEL", "warning"),
                 "PERSONA_CAMPAIGNS_FILE": str(CAMPAIGNS_FILE),
@@ -126,6 +129,9 @@ def run_demo(
                 "PERSONA_AD_WINDOW_S": str(AD_WINDOW_S),
                 # The simulated exchange clicks far more than real inventory (~7%).
                 "PERSONA_AD_PRIOR_CTR": "0.05",
+                # MovieLens is from 1997-98: replaying history, so no age limit (the
+                # per-user rate limit stays on: no user bursts in it).
+                "PERSONA_MAX_EVENT_AGE_S": "0",
             },
             web_port=web_port,
             log_path=demo_dir / "worker.log",

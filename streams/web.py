@@ -1,11 +1,14 @@
 """HTTP views on Faust's web server (bound to 127.0.0.1): metrics, health, recommendations.
 
 User ids in URLs are the application's own (raw) ids: they are pseudonymized here
-with the same keyed hash as at ingest, and never logged.
+with the same keyed hash as at ingest, and never logged. Every ``/users/...`` view needs
+``Authorization: Bearer <PERSONA_API_TOKEN>`` (403 while no token is set); ``/metrics``,
+``/health``, ``/ready`` and ``/segments`` hold no user data and stay open.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -15,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.engine import reasons
 from streams import tables
 from streams.agents.ads import refresh_gauges as refresh_ad_gauges
+from streams.agents.profile import NO_EXPERIMENT
 from streams.app import app, settings
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
@@ -79,6 +83,44 @@ class ReadyView(View):
         return self.json(state, status=200 if state["ready"] else 503)
 
 
+def check_bearer(header: str | None, token: str) -> tuple[int, dict[str, str], str] | None:
+    """None if ``header`` (an Authorization value) carries ``token``; else (status,
+    headers, error detail) to refuse with: 403 when no token is configured, 401 otherwise.
+
+    >>> check_bearer("Bearer s3cret-token-0123456", "s3cret-token-0123456") is None
+    True
+    >>> check_bearer(None, "s3cret-token-0123456")[0], check_bearer("Bearer x", "")[0]
+    (401, 403)
+    """
+    if not token:
+        return 403, {}, ("/users/... is disabled until the worker has an API token: set "
+                         "PERSONA_API_TOKEN (>= 16 characters) and send it as "
+                         "'Authorization: Bearer <token>'")
+    scheme, _, presented = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return 401, {"WWW-Authenticate": 'Bearer realm="persona"'}, (
+            "send 'Authorization: Bearer <PERSONA_API_TOKEN>'")
+    # Constant time: the comparison must not tell how much of a guess was right.
+    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        return 401, {"WWW-Authenticate": 'Bearer realm="persona", error="invalid_token"'}, (
+            "the bearer token is not the worker's PERSONA_API_TOKEN")
+    return None
+
+
+class UserView(View):
+    """Base of every ``/users/...`` view: refuses a request without the API token before
+    the handler runs (the token and the path, which holds a user id, are never logged)."""
+
+    async def dispatch(self, request: Any) -> Any:
+        refused = check_bearer(request.headers.get("Authorization"), settings.api_token)
+        if refused is not None:
+            status, headers, detail = refused
+            error = "forbidden" if status == 403 else "unauthorized"
+            return self.json({"error": error, "detail": detail}, status=status,
+                             headers=headers)
+        return await super().dispatch(request)
+
+
 def _user_key(raw_user_id: str) -> str:
     return pseudonymize(normalize_id(raw_user_id, "user_id"))
 
@@ -95,7 +137,7 @@ def _k(request: Request) -> int:
 
 
 @app.page("/users/{user_id}/recommendations")
-class UserRecommendationsView(View):
+class UserRecommendationsView(UserView):
     async def get(self, request: Request, user_id: str) -> Response:
         try:
             user = _user_key(user_id)
@@ -104,7 +146,10 @@ class UserRecommendationsView(View):
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
         profile = tables.stored_profile(tables.profiles.get(user))
         categories = [c for c in request.query.getall("category", []) if c]
-        arm = running.assign(user, (profile or {}).get("ex"))  # not stored: a read
+        # Not stored: a read. An opted-out user is in no experiment (the agent does the
+        # same): their list is the non-personal one, under the default variant.
+        arm = (NO_EXPERIMENT if (profile or {}).get("oo")
+               else running.assign(user, (profile or {}).get("ex")))
         served = engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
                                   categories=categories or None, strategy=arm.strategy,
                                   overrides=arm.overrides)
@@ -132,7 +177,7 @@ class SegmentsView(View):
 
 
 @app.page("/users/{user_id}/profile")
-class UserProfileView(View):
+class UserProfileView(UserView):
     """One user's stored profile (subject access); loopback only, like every view."""
 
     async def get(self, request: Request, user_id: str) -> Response:

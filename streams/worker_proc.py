@@ -18,10 +18,13 @@ class WorkerError(RuntimeError):
     """The worker did not start, or died."""
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """GET a loopback URL; (status, body). Status 0 when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # loopback
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -116,8 +119,17 @@ class WorkerProcess:
             raise WorkerError(f"/metrics answered {status}")
         return parse_metrics(body.decode())
 
-    def get_json(self, path: str) -> tuple[int, dict]:
-        status, body = http_get(self.base_url + path)
+    @property
+    def api_token(self) -> str:
+        """The PERSONA_API_TOKEN the worker runs with ("" if none)."""
+        return self.env.get("PERSONA_API_TOKEN", os.environ.get("PERSONA_API_TOKEN", "")).strip()
+
+    def get_json(self, path: str, token: str | None = None) -> tuple[int, dict]:
+        """GET ``path``; JSON body. Sends the worker's API token (or ``token``) as a bearer
+        token, which ``/users/...`` needs."""
+        token = self.api_token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        status, body = http_get(self.base_url + path, headers=headers)
         try:
             return status, json.loads(body) if body else {}
         except ValueError:

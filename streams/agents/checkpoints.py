@@ -1,23 +1,40 @@
-"""Save model checkpoints on a timer and once more at shutdown (after consuming stops)."""
+"""Save model checkpoints on a timer and once more at shutdown (after consuming stops);
+carry out a ``persona rollback`` request within about a second, without a restart."""
 
 from __future__ import annotations
 
 import logging
 
 from streams.app import app, settings
-from streams.checkpoint import timed_save
+from streams.checkpoint import CheckpointError, timed_save
 from streams.state import bidder, checkpointed, checkpointer, engine, metrics, segments
 
 log = logging.getLogger(__name__)
 
-_saved_at_updates = -1
+# Seconds between looks for a rollback request (one stat call each).
+ROLLBACK_POLL_S = 1.0
+
+
+def _updates() -> int:
+    """Grows whenever the checkpointed models learn (or the catalogue grows)."""
+    return (engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates  # type: ignore[attr-defined]
+            + (segments.model.n_learned if segments.model is not None else 0)
+            + len(engine.catalogue))
+
+
+# What the models hold at start is on disk already (restored) or nothing (cold): a worker
+# that learned nothing writes no new version, so a restart never buries a rollback.
+_saved_at_updates = _updates()
 
 
 def save_if_changed() -> None:
     """Checkpoint the models if they learned anything since the last save."""
     global _saved_at_updates
-    updates = (engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates  # type: ignore[attr-defined]
-               + (segments.model.n_learned if segments.model is not None else 0))
+    if checkpointer.pending_rollback() is not None:
+        # Saving now would make the models being rolled back the newest again.
+        log.info("model checkpoint skipped: a rollback is pending")
+        return
+    updates = _updates()
     if updates == _saved_at_updates:
         return
     try:
@@ -34,11 +51,37 @@ def save_if_changed() -> None:
     log.info("model checkpoint %d: %d bytes in %.3fs", version, size, seconds)
 
 
+def rollback_if_requested() -> int | None:
+    """Load the checkpoint a ``persona rollback`` asked for, if one is pending."""
+    global _saved_at_updates
+    try:
+        version = checkpointer.apply_rollback(engine, checkpointed)
+    except CheckpointError as exc:
+        metrics.checkpoint_load_failures.labels(reason=exc.reason).inc()
+        log.error("model rollback failed, the models stay as they were: %s", exc)
+        return None
+    except Exception as exc:  # a failed rollback must not stop the worker
+        log.error("model rollback failed: %s", type(exc).__name__)
+        return None
+    if version is None:
+        return None
+    _saved_at_updates = _updates()  # the loaded state is on disk already
+    metrics.checkpoints.labels(outcome="rolled_back").inc()
+    metrics.checkpoint_version.set(version)
+    log.warning("models rolled back to checkpoint %d (%d updates)", version, engine.updates)
+    return version
+
+
 if settings.checkpoint_interval_s > 0:
 
     @app.timer(interval=settings.checkpoint_interval_s)
     async def _periodic_checkpoint() -> None:
         save_if_changed()
+
+
+@app.timer(interval=ROLLBACK_POLL_S)
+async def _rollback_watch() -> None:
+    rollback_if_requested()
 
 
 @app.on_before_shutdown.connect

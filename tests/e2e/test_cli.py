@@ -151,7 +151,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
                      report)
     summary = out[out.index("demo summary"):out.index("ad campaigns")]
     assert "3,005" in summary and "3,000" in summary  # replayed, accepted
-    for code in ("not_utf8", "bad_timestamp", "bad_value", "missing_field", "not_object"):
+    for code in ("not_utf8", "bad_timestamp", "bad_price", "missing_field", "not_object"):
         assert f"{code}: 1" in summary
     _check_ad_phase(out, requests=240)
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600

@@ -90,6 +90,8 @@ def ads_service(kafka_broker, tmp_path_factory):
         "PERSONA_CAMPAIGNS_FILE": str(campaigns),
         "PERSONA_AD_WINDOW_S": "600",
         "PERSONA_AD_PACING": "false",
+        # The requests and events carry fixed 2025 timestamps: no age limit.
+        "PERSONA_MAX_EVENT_AGE_S": "0",
     })
     counts = {n: 4 for n in [*names.values(), f"{app_id}-events"]}
     counts[f"{app_id}-ads"] = 1

@@ -155,6 +155,8 @@ def test_prometheus_answers_ctr_by_variant(kafka_broker, tmp_path):
         # the attribution rules expected_counts() applies, spelled out
         "PERSONA_ATTRIBUTION_WINDOW_HOURS": "24",
         "PERSONA_ATTRIBUTE_BY_ITEM": "false",
+        # The events carry fixed 2025 timestamps: no age limit.
+        "PERSONA_MAX_EVENT_AGE_S": "0",
     })
     counts = {n: 4 for n in [*names.values(), f"{app_id}-events"]}
     counts[f"{app_id}-ads"] = 1

@@ -94,13 +94,13 @@ INVALID: list[tuple[str, bytes | None, str]] = [
     ("clicks", _click(item_id="x" * 300), "too_long"),
     ("clicks", _click(context=nested(60)), "too_deep"),
     ("clicks", _click(pad="y" * 100_000), "too_large"),
-    ("purchases", _purchase(price=0), "bad_value"),
-    ("purchases", _purchase(price=-5), "bad_value"),
+    ("purchases", _purchase(price=0), "bad_price"),
+    ("purchases", _purchase(price=-5), "bad_price"),
     ("purchases", _purchase(price=1e300), "out_of_range"),
     ("purchases", _purchase(quantity=1.5), "wrong_type"),
-    ("purchases", _purchase(quantity=0), "bad_value"),
+    ("purchases", _purchase(quantity=0), "bad_quantity"),
     ("purchases", _purchase(price=_DROP), "missing_field"),
-    ("purchases", _purchase(currency="euro"), "bad_value"),
+    ("purchases", _purchase(currency="euro"), "unknown_currency"),
 ]
 
 
@@ -139,11 +139,15 @@ def service(kafka_broker, tmp_path_factory):
         "PERSONA_BOOTSTRAP": kafka_broker.bootstrap,
         "PERSONA_APP_ID": f"persona-it-{sfx}",
         "PERSONA_SECRET_KEY": SECRET,
+        # /users/... needs it; WorkerProcess.get_json sends it as a bearer token.
+        "PERSONA_API_TOKEN": "integration-test-api-token-0123",
         "PERSONA_DATA_DIR": str(data_dir),
         "PERSONA_SESSION_TIMEOUT_S": "6",
         "PERSONA_LOG_LEVEL": "info",
         # The default exploration, spelled out: the test checks what it records.
         "PERSONA_EXPLORATION": "0.05",
+        # The events carry fixed 2025 timestamps: replaying history, no age limit.
+        "PERSONA_MAX_EVENT_AGE_S": "0",
     })
     counts = {n: 4 for n in [*names.values(), f"persona-it-{sfx}-events"]}
     counts[f"persona-it-{sfx}-ads"] = 1  # the ads topic has one partition

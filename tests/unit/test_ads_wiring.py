@@ -12,7 +12,7 @@ from models.ads import PctrModel, hash_feature
 from models.bidding import Bidder
 from models.engine import Engine
 from models.profile import UserProfile
-from streams.checkpoint import AdModels, Checkpointer
+from streams.checkpoint import AdModels, Checkpointer, seal
 from streams.settings import Settings, SettingsError
 
 
@@ -62,22 +62,23 @@ def test_checkpoint_carries_the_ad_models_and_reads_older_files(tmp_path: Path) 
     for _ in range(30):
         bidder.pctr.learn_one(x, 1)
     learned = bidder.pctr.predict_one(x)
-    cp = Checkpointer(tmp_path)
+    secret = b"ads-wiring-test-secret-0123456789"
+    cp = Checkpointer(tmp_path, secret=secret)
     cp.save(Engine(), {"ads": AdModels(bidder)})
     fresh = Bidder({}, pctr=PctrModel(), pcvr=PctrModel(prior_ctr=0.05))
     assert fresh.pctr.predict_one(x) != learned
     assert cp.restore_latest(Engine(), {"ads": AdModels(fresh)}) == 1
     assert fresh.pctr.predict_one(x) == learned
-    # a bare engine snapshot (the layout before the ad models) still restores the engine
-    # and leaves the ad models as they are
-    (tmp_path / "models-00000002.pkl").write_bytes(Engine().snapshot())
+    # a (signed) bare engine snapshot (the layout before the ad models) still restores the
+    # engine and leaves the ad models as they are
+    (tmp_path / "models-00000002.ckpt").write_bytes(seal(Engine().snapshot(), secret))
     other = Bidder({}, pctr=PctrModel(), pcvr=PctrModel())
     assert cp.restore_latest(Engine(), {"ads": AdModels(other)}) == 2
     assert other.pctr.predict_one(x) == pytest.approx(0.005)
     # an ads entry of the wrong type is refused, and the older good file is used
     bad = {"format": "persona-checkpoint-1", "engine": Engine().snapshot(),
            "extra": {"ads": pickle.dumps({"pctr": "no", "pcvr": None})}}
-    (tmp_path / "models-00000003.pkl").write_bytes(pickle.dumps(bad))
+    (tmp_path / "models-00000003.ckpt").write_bytes(seal(pickle.dumps(bad), secret))
     assert cp.restore_latest(Engine(), {"ads": AdModels(other)}) == 2
 
 
