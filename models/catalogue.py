@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from models.recommenders.base import check_item_id
+from models.recommenders.base import check_item_id, is_unicode
 
 
 def check_categories(categories: Iterable[str]) -> tuple[str, ...]:
@@ -19,8 +19,8 @@ def check_categories(categories: Iterable[str]) -> tuple[str, ...]:
         raise ValueError("categories must be a collection of strings, not one string")
     cats: dict[str, None] = {}
     for cat in categories:
-        if not isinstance(cat, str):
-            raise ValueError(f"categories must be strings, got {cat!r}")
+        if not isinstance(cat, str) or not is_unicode(cat):
+            raise ValueError(f"categories must be strings of valid Unicode, got {cat!r}")
         if cat:
             cats[cat] = None
     return tuple(cats)
@@ -70,8 +70,8 @@ class Catalogue:
     ) -> None:
         """Add or replace an item; empty or duplicate categories are dropped, order kept."""
         check_item_id(item_id)
-        if not isinstance(title, str):
-            raise ValueError(f"title must be a string, got {title!r}")
+        if not isinstance(title, str) or not is_unicode(title):
+            raise ValueError(f"title must be a string of valid Unicode, got {title!r:.80}")
         item = Item(item_id, title, check_categories(categories), bool(available))
         self._remove(item_id)
         self._items[item_id] = item

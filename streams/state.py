@@ -17,6 +17,7 @@ from models.segments import Segmenter
 from streams import __version__
 from streams.app import settings
 from streams.checkpoint import AdModels, Checkpointer, Pickled
+from streams.drift import Drift
 from streams.metrics import build_metrics
 from streams.settings import SettingsError
 
@@ -32,6 +33,9 @@ metrics = build_metrics(campaigns=tuple(campaigns),
                         experiments={n: e.variant_names for n, e in experiments.items()},
                         segments=[f"s{j}" for j in range(settings.segments)],
                         audiences=tuple(audiences))
+
+# ADWIN on the recommender's hits and the click models' log loss (persona_model_drift_total).
+drift = Drift(metrics, delta=settings.drift_delta)
 
 # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
 pseudonymize = Pseudonymizer(settings.require_secret_key())
@@ -62,9 +66,14 @@ checkpointed = {"ads": ad_models}
 if segments.model is not None:
     checkpointed["segments"] = Pickled(segments, Segmenter)  # type: ignore[assignment]
 
-checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+# Signed with a key derived from PERSONA_SECRET_KEY: a file the worker did not write is
+# refused before it is unpickled (streams/checkpoint.py).
+checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep,
+                            secret=settings.require_secret_key())
 # Resume warm: the newest checkpoint this worker (app id, data dir) wrote, if any.
-_restored = checkpointer.restore_latest(engine, checkpointed)
+_restored = checkpointer.restore_latest(
+    engine, checkpointed,
+    on_failure=lambda reason: metrics.checkpoint_load_failures.labels(reason=reason).inc())
 if _restored is not None:
     metrics.checkpoints.labels(outcome="restored").inc()
     metrics.checkpoint_version.set(_restored)

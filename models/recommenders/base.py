@@ -71,14 +71,36 @@ class Recommender(Protocol):
         ...
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8: no lone surrogate, which the JSON of tables and
+    topics cannot carry (a model holding one would fail every write that names it).
+
+    >>> is_unicode("caf\u00e9"), is_unicode("a" + chr(0xD800))
+    (True, False)
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_item_id(item_id: object) -> str:
-    """Return ``item_id`` if it is a non-empty string, else raise ValueError.
+    """Return ``item_id`` if it is a non-empty string of valid Unicode (``is_unicode``),
+    else raise ValueError. (Ingest also caps ids at 256 characters.)
 
     >>> check_item_id("i1")
     'i1'
+    >>> check_item_id("i" + chr(0xD800))
+    Traceback (most recent call last):
+    ...
+    ValueError: item ids must be non-empty strings of valid Unicode, got 'i\ud800'
     """
-    if not isinstance(item_id, str) or not item_id:
-        raise ValueError(f"item ids must be non-empty strings, got {item_id!r}")
+    if not isinstance(item_id, str) or not item_id or not is_unicode(item_id):
+        raise ValueError(f"item ids must be non-empty strings of valid Unicode, got "
+                         f"{repr(item_id)[:80]}")
     return item_id
 
 
