@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import faust
 
+from streams import faust_fixes
 from streams.settings import Settings
 
 settings = Settings.from_env()
+# No event lost when a restart's recovery seeks back (docs/reliability.md).
+faust_fixes.apply()
 
 
 def build_app(s: Settings) -> faust.App:
@@ -16,8 +19,11 @@ def build_app(s: Settings) -> faust.App:
     return faust.App(
         s.app_id,
         broker=s.broker_url,
-        # Tables live in memory and are rebuilt from their changelog topics on start.
-        store="memory://",
+        # PERSONA_KAFKA_* security (SASL and/or TLS); None for PLAINTEXT.
+        broker_credentials=s.faust_credentials(),
+        # PERSONA_TABLE_STORE: memory:// (tables in RAM, rebuilt from their changelog
+        # topics on start) or rocksdb:// (on disk under datadir, bounded memory).
+        store=s.table_store,
         datadir=str(s.data_dir / "worker" / s.app_id),
         autodiscover=False,
         # Loopback only, and none of Faust's pages that list tables or cluster topology.
