@@ -154,7 +154,7 @@ def test_bad_input_is_contained_and_good_input_flows(worker_env):
 
     # --- every bad message in dead-letters, with its code and its original bytes
     expect_dl = len(bad) + 1  # + the conflict
-    dls = _dead_letters(svc["bootstrap"], topics["dead_letters"], expect_dl, timeout=45)
+    dls = _dead_letters(svc["bootstrap"], topics["dead_letters"], expect_dl, timeout=90)
     got = sorted(d["error"] for d in dls)
     want = sorted([c.expect for c in bad] + ["event_conflict"])
     assert len(dls) == expect_dl, ("missing", sorted((Counter(want) - Counter(got)).elements()),
