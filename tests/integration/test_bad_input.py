@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.broker import ensure_topics, free_port
 from streams.chaos import group_lag
+from streams.settings import Settings
 from streams.worker_proc import WorkerProcess
 from tests.unit.test_input_catalogue import accepted_catalogue, catalogue
 
@@ -64,6 +65,12 @@ def worker_env(kafka_broker, tmp_path_factory):
         "PERSONA_API_TOKEN": TOKEN,
         "PERSONA_DATA_DIR": str(data_dir),
         "PERSONA_SESSION_TIMEOUT_S": "6",
+        # Explicit, not inherited: the worker gets this process's environment, and
+        # tests/agents/conftest.py switches the age limit off for the whole session.
+        "PERSONA_MAX_EVENT_AGE_S": str(Settings().max_event_age_s),
+        "PERSONA_MAX_FUTURE_S": str(Settings().max_future_s),
+        "PERSONA_USER_RATE_PER_S": str(Settings().user_rate_per_s),
+        "PERSONA_USER_BURST": str(Settings().user_burst),
         "PERSONA_LOG_LEVEL": "info",
     })
     counts = {n: 4 for n in [*names.values(), f"{app_id}-events"]}
