@@ -125,6 +125,14 @@ class Rig:
             )
         return self.workers[name]
 
+    def running_worker(self, name: str = "w1", timeout: float = 120) -> WorkerProcess:
+        """``worker(name)``, started and ready if it was not running."""
+        w = self.worker(name)
+        if not w.alive():
+            w.start()
+            w.wait_ready(timeout=timeout)
+        return w
+
     def close(self) -> None:
         """Stop every worker of this rig still running (continuing a stopped one first)."""
         for w in self.workers.values():
@@ -640,10 +648,7 @@ def scenario_kill9(rig: Rig, kills: int, n_events: int, n_users: int, rate: floa
     worker is processing (and committing) when it dies."""
     rep = Report()
     started = _stamp(rep, f"kill -9 x{kills}")
-    w = rig.worker("w1")
-    if not w.alive():
-        w.start()
-        w.wait_ready(timeout=120)
+    w = rig.running_worker("w1")
     stream = EventStream(rig.bootstrap, rig.topics, n_events, n_users, rate,
                          label=label).start()
     for i in range(kills):
@@ -665,10 +670,7 @@ def scenario_sigstop(rig: Rig, n_events: int, n_users: int, rate: float,
     rep = Report()
     started = _stamp(rep, "SIGSTOP > session timeout")
     pause = pause_s if pause_s is not None else rig.session_timeout_s * 2 + 2
-    w = rig.worker("w1")
-    if not w.alive():
-        w.start()
-        w.wait_ready(timeout=120)
+    w = rig.running_worker("w1")
     assert w.proc is not None
     pid = w.proc.pid
     stream = EventStream(rig.bootstrap, rig.topics, n_events, n_users, rate,
@@ -747,10 +749,7 @@ def scenario_broker_restart(rig: Rig, broker: LocalBroker, n_events: int, n_user
     it again on the same port and log dir: the worker must reconnect by itself."""
     rep = Report()
     started = _stamp(rep, "broker stop/start")
-    w = rig.worker("w1")
-    if not w.alive():
-        w.start()
-        w.wait_ready(timeout=120)
+    w = rig.running_worker("w1")
     assert w.proc is not None
     pid = w.proc.pid
     stream = EventStream(rig.bootstrap, rig.topics, n_events, n_users, rate,
@@ -819,10 +818,7 @@ def scenario_graceful(rig: Rig, n_events: int, n_users: int, rate: float,
     over HTTP the moment /ready first says 200 hold all the changelog had)."""
     rep = Report()
     started = _stamp(rep, "SIGTERM and restart")
-    w = rig.worker("w1")
-    if not w.alive():
-        w.start()
-        w.wait_ready(timeout=120)
+    w = rig.running_worker("w1")
     stream = EventStream(rig.bootstrap, rig.topics, n_events, n_users, rate,
                          label=label).start()
     stream.wait_acked(n_events // 2, timeout=300)
