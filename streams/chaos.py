@@ -333,10 +333,10 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Any]:
         consumer.close()
 
 
-def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
-    """Per topic, end offsets minus the group's committed offsets, summed over partitions
-    (a partition the group never committed counts from its start offset)."""
-    topics = list(topics)
+def _offsets(bootstrap: str, group: str, topics: list[str], *, ends: bool
+             ) -> tuple[list[TopicPartition], dict, dict, dict]:
+    """The partitions of ``topics``, the group's committed offsets on them, and (with
+    ``ends``) their end and start offsets."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                              client_id="chaos-lag")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-lag")
@@ -344,11 +344,19 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, in
         tps = [TopicPartition(t, p) for t in topics
                for p in sorted(consumer.partitions_for_topic(t) or ())]
         committed = admin.list_group_offsets({group: tps}).get(group, {})
-        end = consumer.end_offsets(tps)
-        start = consumer.beginning_offsets(tps)
+        end = consumer.end_offsets(tps) if ends else {}
+        start = consumer.beginning_offsets(tps) if ends else {}
     finally:
         admin.close()
         consumer.close()
+    return tps, committed, end, start
+
+
+def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, int]:
+    """Per topic, end offsets minus the group's committed offsets, summed over partitions
+    (a partition the group never committed counts from its start offset)."""
+    topics = list(topics)
+    tps, committed, end, start = _offsets(bootstrap, group, topics, ends=True)
     lag: dict[str, int] = dict.fromkeys(topics, 0)
     for tp in tps:
         meta = committed.get(tp)
@@ -360,17 +368,7 @@ def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, in
 def committed_total(bootstrap: str, group: str, topics: Iterable[str]) -> int:
     """The group's committed offsets on ``topics``, summed: it grows while the group
     makes progress."""
-    topics = list(topics)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             client_id="chaos-lag")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="chaos-lag")
-    try:
-        tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        committed = admin.list_group_offsets({group: tps}).get(group, {})
-    finally:
-        admin.close()
-        consumer.close()
+    _, committed, _, _ = _offsets(bootstrap, group, list(topics), ends=False)
     return sum(max(0, m.offset) for m in committed.values())
 
 
