@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from streams.app import app, settings
 
 t = settings.topics
@@ -27,6 +29,12 @@ events = app.topic(
 # budgets are exact and global and the kill switch lives in one place (DESIGN §3).
 ads = app.topic(settings.ads_topic, key_type=bytes, value_type=bytes, partitions=1,
                 internal=True)
+
+# Internal broadcast: every worker's item-level learn steps (models/sync.py). Every
+# worker reads all of its partitions outside the consumer group, from the end at start
+# (streams/agents/modelsync.py), so an hour of retention is plenty.
+model_updates = app.topic(settings.model_updates_topic, key_type=bytes, value_type=bytes,
+                          partitions=_n, internal=True, retention=timedelta(hours=1))
 
 # Topics the agents consume: /ready waits until each has partitions assigned here. Not
 # the one-partition ads topic: with several workers only one of them owns it.

@@ -1,3 +1,3 @@
 """Faust agents, one module each: I/O only, the logic lives in models/."""
 
-from streams.agents import ads, checkpoints, ingest, items, profile  # noqa: F401
+from streams.agents import ads, checkpoints, ingest, items, modelsync, profile  # noqa: F401

@@ -1,0 +1,107 @@
+"""Model sync: publish this worker's item-level learn steps, apply the other workers'.
+
+With ``PERSONA_MODEL_SYNC`` on, the engine records the item-level part of every learn step
+(``models/sync.py``) and the segmenter input of every profile it learns from; a task
+publishes what was recorded as one batch per ``PERSONA_MODEL_SYNC_INTERVAL_S`` on the
+internal ``<app id>-model-updates`` topic (keyed by this worker's origin id, so its
+batches stay in order), and a broadcast reader applies every other worker's batches
+(``Engine.learn_shared``, ``Segmenter.learn_one``; each batch also carries the sender's
+blend weights, which the receiver averages with its own). So every worker's item models learn
+from every event, whichever worker's partition it came in on (DESIGN §3,
+docs/scaling.md). A worker skips its own batches (with one worker that is all of them).
+
+At start the reader begins at the topic's end: a restarted worker resumes from its own
+checkpoint and does not replay what it missed while it was down (the gap is bounded by
+the checkpoint interval plus the downtime, and closes as the models keep learning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from models.sync import Outbox, decode_batch
+from streams import topics
+from streams.app import app, settings
+from streams.broadcast import BroadcastReader
+from streams.state import engine, metrics, segments
+
+log = logging.getLogger(__name__)
+
+# This worker process's id on the sync topic: random per start, so it names no host and
+# a restarted worker never takes another's batches for its own.
+ORIGIN = secrets.token_hex(8)
+_ORIGIN_KEY = ORIGIN.encode("ascii")
+_seq = 0
+
+
+def apply_batch(key: bytes | None, value: bytes | None) -> None:
+    """Apply one batch from the sync topic (skipping this worker's own)."""
+    if value is None:
+        return
+    if key == _ORIGIN_KEY:  # ours (the key is the origin): skipped without decoding
+        metrics.model_sync_batches.labels(outcome="own").inc()
+        return
+    try:
+        batch = decode_batch(value)
+    except ValueError:
+        metrics.model_sync_batches.labels(outcome="invalid").inc()
+        return
+    if batch.origin == ORIGIN:
+        metrics.model_sync_batches.labels(outcome="own").inc()
+        return
+    applied = engine.learn_shared(batch)
+    segmenter = segments.model
+    if segmenter is not None:
+        for ts_ms, profile in batch.segments:
+            try:
+                segmenter.learn_one(profile, ts_ms)
+            except ValueError:
+                continue
+    metrics.model_sync_batches.labels(outcome="applied").inc()
+    metrics.model_sync_steps.labels(outcome="applied").inc(applied)
+    metrics.model_sync_steps.labels(outcome="skipped").inc(len(batch.steps) - applied)
+
+
+async def publish() -> int:
+    """Send what the engine recorded since the last call as one batch; steps sent."""
+    global _seq
+    box = engine.sync
+    if box is None or not len(box):
+        return 0
+    if box.dropped:
+        metrics.model_sync_steps.labels(outcome="dropped").inc(box.dropped)
+        box.dropped = 0
+    steps = len(box.steps)
+    _seq += 1
+    raw = engine.drain_sync(ORIGIN, _seq)
+    assert raw is not None
+    await topics.model_updates.send(key=_ORIGIN_KEY, value=raw)
+    metrics.model_sync_batches.labels(outcome="sent").inc()
+    metrics.model_sync_steps.labels(outcome="sent").inc(steps)
+    return steps
+
+
+sync_reader = BroadcastReader(settings, settings.model_updates_topic, apply_batch,
+                              from_beginning=False, name="model-sync")
+
+if settings.model_sync:
+    engine.sync = Outbox()
+
+    @app.task
+    async def _read_model_updates() -> None:
+        """Apply the other workers' learn steps, from the topic's end at start."""
+        await topics.model_updates.maybe_declare()
+        await sync_reader.run()
+
+    @app.task
+    async def _publish_model_updates() -> None:
+        """One batch per interval (a loop, not a timer: a slow send under load delays
+        the next batch instead of overlapping it)."""
+        while True:
+            await asyncio.sleep(settings.model_sync_interval_s)
+            try:
+                await publish()
+            except Exception as exc:  # a failed send loses one batch; the next one goes on
+                log.error("model sync publish failed: %s", type(exc).__name__)
