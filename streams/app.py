@@ -48,8 +48,9 @@ def build_app(s: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
-        # Batch produce requests: one socket write per request dominated at 1 ms.
-        producer_linger_ms=10,
+        # Batch produce requests (one socket write per message costs), but briefly: an
+        # event crosses two producers on its way to its recommendation (settings.py).
+        producer_linger=s.producer_linger_ms / 1000.0,
         stream_wait_empty=False,
         logging_config=None,
     )

@@ -219,6 +219,9 @@ def worker(
     from streams.app import app as faust_app
 
     w = Worker(faust_app, loglevel=loglevel or s.log_level, quiet=True)
+    # At level warning or above Faust's terminal spinner sets the root logger to DEBUG,
+    # so every debug call of Faust and aiokafka (three per message) built a LogRecord.
+    w.spinner = None
     w.execute_from_commandline()
 
 
