@@ -117,6 +117,10 @@ def _valid_name(v: object) -> bool:
 def _number(v: object) -> float | None:
     """``v`` as a finite float, None if it is not a number. Values that compare equal
     (1, 1.0, True, Decimal(1)) give the same float, so they give the same features."""
+    if type(v) is float:  # the common cases first: the ABC checks below are slow
+        return v if math.isfinite(v) and abs(v) <= _MAX_ABS_NUMBER else None
+    if type(v) is int:
+        return float(v) if abs(v) <= _MAX_ABS_NUMBER else None
     if isinstance(v, str):
         return None
     if isinstance(v, (bool, np.bool_)):

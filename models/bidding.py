@@ -130,7 +130,8 @@ def _check_id(value: object, what: str) -> str:
 
 
 def _number(value: object, what: str, lo: float, hi: float, lo_open: bool = False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool)
+    kind = type(value)  # float and int first: the ABC check is slow
+    ok = kind is float or kind is int or (isinstance(value, Real) and not isinstance(value, bool))
     f = float(value) if ok else math.nan  # type: ignore[arg-type]
     # NaN fails both comparisons, inf fails the cap.
     if not ((f > lo if lo_open else f >= lo) and f <= hi):
@@ -140,6 +141,8 @@ def _number(value: object, what: str, lo: float, hi: float, lo_open: bool = Fals
 
 
 def _check_ts(value: object, what: str = "ts_ms") -> int:
+    if type(value) is int and 0 <= value <= MAX_TS_MS:  # the common case, without ABCs
+        return value
     if isinstance(value, bool) or not isinstance(value, Integral) or not (
         0 <= int(value) <= MAX_TS_MS
     ):

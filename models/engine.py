@@ -32,6 +32,7 @@ from models.recommenders.hybrid import Hybrid
 from models.recommenders.mf import ImplicitMF
 from models.recommenders.popularity import Popularity, SegmentPopularity
 from models.rules import Rules, apply_rules
+from models.sync import Batch, LearnStep, Outbox
 
 EventKind = Literal["click", "purchase"]
 
@@ -145,13 +146,17 @@ class Result:
 
     outcome: Literal["accepted", "duplicate", "conflict", "suppressed"]
     profile: dict | None = None
-    dedupe: list[list[str]] | None = None
+    dedupe: list[str] | None = None  # models.dedupe state
     items: list[ScoredItem] = field(default_factory=list)
     strategy: str = ""
     propensity: float = 1.0
     hit: bool | None = None  # None: the user had no previous recommendation
     hit_strategy: str = ""  # the strategy of the previous recommendation, credited with a hit
     attributed: Attribution | None = None  # the recommendation this event is credited to
+    # ``profile`` as a UserProfile (accepted events that learned): what a caller would
+    # get from UserProfile.from_dict(profile), without parsing it again. It shares no
+    # container with ``profile``; change it only together with ``profile``.
+    user_profile: UserProfile | None = None
 
 
 class Engine:
@@ -207,6 +212,9 @@ class Engine:
         )
         self._explored: dict[str, int] = {}  # new item -> exploration showings
         self.updates = 0  # learn steps so far (snapshots carry it)
+        # With several workers: where learn steps are recorded for the others
+        # (models/sync.py); None (one worker, or sharing off) records nothing.
+        self.sync: Outbox | None = None
 
     @property
     def content(self) -> ContentTfidf:
@@ -245,7 +253,7 @@ class Engine:
         event_id: str,
         fingerprint: str,
         profile: dict | None,
-        dedupe: list[list[str]] | None,
+        dedupe: list | None,
         amount: float = 0.0,
         learn: bool = True,
         serve: bool = True,
@@ -295,32 +303,33 @@ class Engine:
         attributed = attribute(prof.served_recs, kind, recommendation_id, item_id, ts_ms,
                                window_ms=cfg.attribution_window_ms,
                                by_item=cfg.attribute_by_item) if prof.served_recs else None
-        # apply_* return a new profile, so these keep the state from before this event.
+        # prof is ours (from_dict built every container afresh): apply_* update it in
+        # place, so these keep the state from before this event (last_recommended is
+        # replaced, never changed, by note_served; interests may be changed in place).
         previous = prof.last_recommended
         previous_strategy = prof.last_strategy
-        history = prof.recent_items
-        interests = prof.interests
+        history = list(prof.recent_items)
+        interests = dict(prof.interests)
         categories = self.catalogue.categories(item_id)
         if kind == "purchase":
             prof = apply_purchase(
                 prof, item_id, ts_ms, amount, categories,
                 half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+                in_place=True,
             )
             weight = PURCHASE_WEIGHT
         else:
             prof = apply_click(
                 prof, item_id, ts_ms, categories,
                 half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+                in_place=True,
             )
             weight = 1.0
-        # The new profile's model_state is a fresh dict: user-level models update it.
+        # model_state is a copy of the stored one (from_dict): user-level models update it.
         context = Context(user_state=prof.model_state, interests=interests,
                           segment=prof.segment or None, user=user)
-        self.hybrid.learn_one(item_id, history, weight, context)
-        self.updates += 1
         hit = (item_id in previous) if previous else None
-        if hit is not None and previous_strategy in self.bandit.arms:
-            self.bandit.update(previous_strategy, float(hit))
+        self._learn(item_id, history, weight, context, previous_strategy, hit)
         result = Result(
             outcome="accepted", dedupe=dedupe_new, hit=hit,
             hit_strategy=previous_strategy, attributed=attributed,
@@ -335,6 +344,7 @@ class Engine:
             result.items, result.strategy = served.items, served.strategy
             result.propensity = served.propensity
         result.profile = prof.to_dict()
+        result.user_profile = prof
         return result
 
     # -- serving ------------------------------------------------------------------------------
@@ -450,9 +460,94 @@ class Engine:
             return
         new = chosen[-1]
         items[:] = [*kept, new]
-        self._explored[new.item_id] = self._explored.pop(new.item_id, 0) + 1
+        self._count_explored(new.item_id)
+        if self.sync is not None:
+            self.sync.add_explored(new.item_id)
+
+    def _count_explored(self, item_id: str) -> None:
+        """One more exploration showing of a new item (bounded like every item map)."""
+        self._explored[item_id] = self._explored.pop(item_id, 0) + 1
         if len(self._explored) > self.config.max_items:
             del self._explored[next(iter(self._explored))]
+
+    # -- learning, and learning what other workers learned -----------------------------------
+
+    def _learn(
+        self, item_id: str, history: Sequence[str], weight: float, context: Context,
+        arm: str, hit: bool | None, *, blend: tuple[int, Sequence[float]] | None = None,
+        record: bool = True,
+    ) -> None:
+        """The item-level learn step of one event: every model, the blend, the bandit.
+
+        ``arm``/``hit``: the strategy of the list served before and whether the item was
+        in it (None: no list). With ``sync`` set and ``record``, the step is also
+        recorded there for the other workers (``learn_shared`` replays it through here).
+        """
+        mf_key = self._mf_key
+        before = None
+        if record and self.sync is not None and context.user_state:
+            before = context.user_state.get(mf_key)
+        self.hybrid.learn_one(item_id, history, weight, context)
+        if blend is not None:
+            self.hybrid.apply_blend_step(blend[0], blend[1])
+        self.updates += 1
+        if hit is not None and arm in self.bandit.arms:
+            self.bandit.update(arm, float(hit))
+        if record and self.sync is not None:
+            self.sync.add_step(LearnStep(
+                item_id, tuple(history), float(weight),
+                before if isinstance(before, str) else None, context.segment,
+                arm if hit is not None else "", hit, self.hybrid.last_blend_step,
+            ))
+
+    def learn_shared(self, batch: Batch) -> int:
+        """Apply what another worker learned (a decoded ``models.sync`` batch): the same
+        item-level steps its ``process`` calls took, with the user's factors as they were
+        before each step, so item factors move as they did there. Nothing about any user
+        is kept. Returns the steps applied; a step that does not fit (an unknown arm, a
+        bad vector) is skipped, and the rest applied.
+
+        >>> from models.sync import Outbox, decode_batch
+        >>> a, b = Engine(EngineConfig(exploration=0.0)), Engine(EngineConfig(exploration=0.0))
+        >>> a.sync = Outbox()
+        >>> _ = a.process("click", "u", "x", 1, event_id="1", fingerprint="", profile=None,
+        ...               dedupe=None)
+        >>> b.learn_shared(decode_batch(a.sync.drain("w1", 1))), b.recommend(None, 1).item_ids
+        (1, ['x'])
+        """
+        applied = 0
+        for step in batch.steps:
+            state: dict[str, object] = {}
+            if step.user_vector is not None:
+                state[self._mf_key] = step.user_vector
+            context = Context(user_state=state, segment=step.segment)
+            try:
+                self._learn(step.item_id, step.history, step.weight, context,
+                            step.arm if step.arm in self.bandit.arms else "", step.hit,
+                            blend=step.blend, record=False)
+            except ValueError:
+                continue
+            applied += 1
+        for item_id in batch.explored:
+            self._count_explored(item_id)
+        if batch.blend is not None:
+            # Halfway to the sender's blend: the copies stay together (Hybrid.mix_blend).
+            self.hybrid.mix_blend(batch.blend, 0.5)
+        return applied
+
+    def drain_sync(self, origin: str, seq: int) -> bytes | None:
+        """The learn steps recorded since the last call, with this engine's blend
+        weights, as one ``models.sync`` batch (None if nothing was learned or ``sync``
+        is off)."""
+        if self.sync is None:
+            return None
+        return self.sync.drain(origin, seq, self.hybrid.blend_matrix())
+
+    @property
+    def _mf_key(self) -> str:
+        mf = self.hybrid.components["mf"]
+        assert isinstance(mf, ImplicitMF)
+        return mf.state_key
 
     # -- state --------------------------------------------------------------------------------
 

@@ -118,7 +118,25 @@ def profile_features(
 def _features(
     p: UserProfile, now: int, cats: Sequence[str], scales: FeatureScales
 ) -> npt.NDArray[np.float64]:
-    x = np.zeros(len(BASE_FEATURES) + len(cats) + 1)
+    return np.array(_feature_list(p, now, cats, scales))
+
+
+def _interest_scores(p: UserProfile) -> dict[str, float]:
+    """The profile's interest scores, each ``_clean``-ed (every key kept)."""
+    interests = p.interests if isinstance(p.interests, dict) else {}
+    # _clean inlined for the common case (a positive float), which it dominates.
+    return {c: (s if s < MAX_SCORE else MAX_SCORE) if type(s) is float and s > 0.0
+            else _clean(s, MAX_SCORE) for c, s in interests.items()}
+
+
+def _feature_list(
+    p: UserProfile, now: int, cats: Sequence[str], scales: FeatureScales,
+    scores: dict[str, float] | None = None,
+) -> list[float]:
+    # Plain floats, one numpy array at the end: element-wise numpy writes cost more than
+    # the arithmetic (this runs twice per event). Every value is finite by construction.
+    base = len(BASE_FEATURES)
+    x = [0.0] * (base + len(cats) + 1)
     last = _timestamp(p.last_seen_ms)
     first = _timestamp(p.first_seen_ms)
     recency_norm = math.log1p(scales.recency_cap_days)
@@ -135,19 +153,20 @@ def _features(
     x[MONETARY] = math.log1p(_clean(p.spend, MAX_SCORE)) / math.log1p(scales.spend_cap)
     if events > 0:
         x[PURCHASE_RATIO] = purchases / events
-    interests = p.interests if isinstance(p.interests, dict) else {}
-    scores = {c: _clean(s, MAX_SCORE) for c, s in interests.items()}
+    if scores is None:
+        scores = _interest_scores(p)
     total = sum(scores.values())
     if total > 0.0:
         norm = max(total, INTEREST_FLOOR)
-        base = len(BASE_FEATURES)
-        for j, cat in enumerate(cats):
-            x[base + j] = scores.get(cat, 0.0) / norm if cat else 0.0
+        get = scores.get
+        for j, cat in enumerate(cats, base):
+            if cat:
+                x[j] = get(cat, 0.0) / norm
         # A category listed twice is still counted once towards "other".
-        shown = sum(scores.get(cat, 0.0) for cat in set(cats) if cat)
+        shown = sum([get(cat, 0.0) for cat in set(cats) if cat])
         x[-1] = max(0.0, total - shown) / norm
-    np.clip(x, 0.0, 1.0, out=x)
-    return x
+    # Clipped to [0, 1] (as np.clip: the values are finite, never NaN).
+    return [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in x]
 
 
 class OnlineKMeans:
@@ -194,6 +213,8 @@ class OnlineKMeans:
         self._counts = np.zeros(k, dtype=np.int64)
         # Running mean squared distance of a point to its centroid.
         self._spread = 0.0
+        # Whether the counts sum to ``memory`` or more (read with a default: older pickles).
+        self._full = False
 
     @property
     def seeded(self) -> bool:
@@ -222,7 +243,9 @@ class OnlineKMeans:
     def learn_one(self, x: npt.ArrayLike) -> None:
         """Learn one point (ValueError, and nothing learned, if it is not finite or is of
         another length than the first point's)."""
-        v = self._check(x)
+        self._learn(self._check(x))
+
+    def _learn(self, v: npt.NDArray[np.float64]) -> None:
         if self._buffer is not None:
             self._buffer.append(v)
             self._centroids = None
@@ -238,7 +261,7 @@ class OnlineKMeans:
         c = self._centroids
         assert c is not None
         d2 = ((c - v) ** 2).sum(axis=1)
-        j = int(np.argmin(d2))
+        j = int(d2.argmin())
         nearest = float(d2[j])
         counts = self._counts
         if nearest > SPAWN_FACTOR * self._spread and not counts.all():
@@ -249,8 +272,15 @@ class OnlineKMeans:
             counts[j] = 1
             return
         counts[j] += 1
-        c[j] += (v - c[j]) / min(int(counts[j]), self.memory)
-        self._spread += (nearest - self._spread) / min(int(counts.sum()), self.memory)
+        memory = self.memory
+        c[j] += (v - c[j]) / min(int(counts[j]), memory)
+        # Counts only grow: once their sum reaches memory it stays there (no more sums).
+        if self.__dict__.get("_full", False):
+            seen = memory
+        else:
+            seen = min(int(counts.sum()), memory)
+            self._full = seen == memory
+        self._spread += (nearest - self._spread) / seen
 
     def predict_one(self, x: npt.ArrayLike) -> int:
         """Index of the nearest centroid (ties: the lowest index; 0 before any point)."""
@@ -259,7 +289,9 @@ class OnlineKMeans:
 
     def distances(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Euclidean distance from ``x`` to each centroid (empty before any point)."""
-        v = self._check(x)
+        return self._distances(self._check(x))
+
+    def _distances(self, v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         c = self._current()
         if c is None:
             return np.zeros(0)
@@ -313,6 +345,16 @@ class OnlineKMeans:
             if not moved:
                 break
         return centroids
+
+    def _trusted(self, x: list[float]) -> npt.NDArray[np.float64]:
+        """``x`` as a point, for the segmenter's own features: finite by construction,
+        so only their length is checked."""
+        v = np.array(x)
+        if self._dim is None:
+            self._dim = v.size
+        elif v.size != self._dim:
+            raise ValueError(f"points have {self._dim} features, got {v.size}")
+        return v
 
     def _check(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         try:
@@ -434,13 +476,31 @@ class Segmenter:
 
     def learn_one(self, profile: UserProfile, now_ms: int) -> None:
         """Learn from one profile as of ``now_ms``: vocabulary, spend levels, centroids."""
-        now = _check_now(now_ms)
-        self._learn_vocabulary(profile)
-        x = _features(profile, now, self._slots, self.scales)
+        self._learn(profile, _check_now(now_ms))
+
+    def learn_assign(self, previous: str | None, profile: UserProfile, now_ms: int) -> str:
+        """``learn_one`` then ``assign`` (the same result), computing the features once:
+        what a service does with each new profile.
+
+        >>> seg = Segmenter(k=2, warmup=2)
+        >>> seg.learn_assign(None, UserProfile(clicks=1), now_ms=0) in seg.names
+        True
+        """
+        return self._assign(previous, self._learn(profile, _check_now(now_ms)))
+
+    def _learn(self, profile: UserProfile, now: int) -> npt.NDArray[np.float64]:
+        """Learn ``profile``; its feature vector (after the vocabulary learned from it)."""
+        scores = _interest_scores(profile)
+        self._learn_vocabulary(scores)
+        x = _feature_list(profile, now, self._slots, self.scales, scores)
         self._spend_hist *= self._keep
-        if x[MONETARY] > 0.0:
-            self._spend_hist[min(int(x[MONETARY] * SPEND_BINS), SPEND_BINS - 1)] += 1.0
-        self._kmeans.learn_one(x)
+        monetary = x[MONETARY]
+        if monetary > 0.0:
+            self._spend_hist[min(int(monetary * SPEND_BINS), SPEND_BINS - 1)] += 1.0
+        kmeans = self._kmeans
+        v = kmeans._trusted(x)
+        kmeans._learn(v)
+        return v
 
     def predict_one(self, profile: UserProfile, now_ms: int) -> str:
         """The nearest segment, with no hysteresis and no counting."""
@@ -450,12 +510,16 @@ class Segmenter:
         """The user's segment now, given the one they had: ``previous`` is kept unless
         another centroid is closer by the factor ``1 - switch_margin``. Sizes follow:
         a new user (``previous`` None or not a current name) adds one, a move shifts one."""
-        d = self._kmeans.distances(self.features(profile, now_ms))
+        return self._assign(previous, self._kmeans._trusted(
+            _feature_list(profile, _check_now(now_ms), self._slots, self.scales)))
+
+    def _assign(self, previous: str | None, x: npt.NDArray[np.float64]) -> str:
+        d = self._kmeans._distances(x)
         prev = self._index.get(previous) if previous is not None else None
         if not d.size:  # nothing learned yet: nothing to move anyone for
             best = 0 if prev is None else prev
         else:
-            best = int(np.argmin(d))
+            best = int(d.argmin())
             if prev is not None and not d[best] < (1.0 - self.switch_margin) * d[prev]:
                 best = prev
         if prev != best:
@@ -489,16 +553,15 @@ class Segmenter:
             for j, name in enumerate(self._names)
         ]
 
-    def _learn_vocabulary(self, profile: UserProfile) -> None:
+    def _learn_vocabulary(self, cleaned: dict[str, float]) -> None:
+        """Learn the category weights from a profile's cleaned interest scores."""
         self._scale /= self._keep
         weights = self._weights
         if self._scale > 1e100:
             for cat in weights:
                 weights[cat] /= self._scale
             self._scale = 1.0
-        interests = profile.interests if isinstance(profile.interests, dict) else {}
-        scores = {c: v for c, s in interests.items()
-                  if isinstance(c, str) and c and (v := _clean(s, MAX_SCORE)) > 0.0}
+        scores = {c: v for c, v in cleaned.items() if v > 0.0 and isinstance(c, str) and c}
         total = sum(scores.values())
         if total <= 0.0:
             return
@@ -511,7 +574,8 @@ class Segmenter:
             if "" in taken:
                 j = slots.index("")
             else:
-                j = min(range(len(slots)), key=lambda i: (weights.get(slots[i], 0.0), slots[i]))
+                # The weakest slot (ties: the smaller name, then the lower index).
+                j = min([(weights.get(c, 0.0), c, i) for i, c in enumerate(slots)])[2]
                 if not weights[cat] > VOCAB_MARGIN * weights.get(slots[j], 0.0):
                     break  # newcomers are sorted: no later one can pass either
                 self._kmeans.reset_feature(len(BASE_FEATURES) + j)
@@ -568,6 +632,10 @@ class Segmenter:
 
 def _clean(value: object, cap: float) -> float:
     """A stored number as a float in [0, cap]: NaN and junk are 0, +inf is ``cap``."""
+    if type(value) is float:  # the common cases first; bool and other types go the long way
+        return min(value, cap) if value > 0.0 else 0.0
+    if type(value) is int:  # min first: a huge int would overflow float()
+        return float(min(value, cap)) if value > 0 else 0.0
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
@@ -578,12 +646,16 @@ def _clean(value: object, cap: float) -> float:
 
 
 def _timestamp(value: object) -> int | None:
+    if type(value) is int:
+        return min(max(0, value), MAX_TS_MS)
     if value is None or isinstance(value, bool) or not isinstance(value, Integral):
         return None
     return min(max(0, int(value)), MAX_TS_MS)
 
 
 def _check_now(now_ms: int) -> int:
+    if type(now_ms) is int and 0 <= now_ms <= MAX_TS_MS:  # the common case, without ABCs
+        return now_ms
     if isinstance(now_ms, bool) or not isinstance(now_ms, Integral) or not (
         0 <= now_ms <= MAX_TS_MS
     ):

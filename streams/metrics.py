@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -67,6 +68,8 @@ class Metrics:
     checkpoint_bytes: Gauge
     checkpoint_version: Gauge
     checkpoint_load_failures: Counter
+    model_sync_batches: Counter
+    model_sync_steps: Counter
     ad_bids: Counter
     ad_bid_seconds: Histogram
     ad_bid_amount: Counter
@@ -280,6 +283,20 @@ def build_metrics(
             "Model checkpoints refused at load, by reason (unreadable, unsigned, truncated, "
             "corrupt, bad_signature, invalid); an older good one is loaded instead.",
             ["reason"],
+            registry=reg,
+        ),
+        model_sync_batches=Counter(
+            "persona_model_sync_batches",
+            "Batches of item-level learn steps on the model-updates topic, by outcome (sent; "
+            "applied: another worker's; own: this worker's, skipped; invalid: refused).",
+            ["outcome"],
+            registry=reg,
+        ),
+        model_sync_steps=Counter(
+            "persona_model_sync_steps",
+            "Item-level learn steps shared between workers, by outcome (sent; applied: "
+            "another worker's, learned here; skipped: did not fit; dropped: not sent).",
+            ["outcome"],
             registry=reg,
         ),
         ad_bids=Counter(
@@ -496,6 +513,10 @@ def build_metrics(
         m.checkpoints.labels(outcome=outcome)
     for reason in CHECKPOINT_FAILURE_REASONS:
         m.checkpoint_load_failures.labels(reason=reason)
+    for outcome in ("sent", "applied", "own", "invalid"):
+        m.model_sync_batches.labels(outcome=outcome)
+    for outcome in ("sent", "applied", "skipped", "dropped"):
+        m.model_sync_steps.labels(outcome=outcome)
     for model, stream in STREAMS.items():
         for direction in DIRECTIONS:
             m.model_drift.labels(model=model, direction=direction)
@@ -527,3 +548,22 @@ def build_metrics(
         for component in STRATEGIES[1:]:
             m.blend_weight.labels(context=context, component=component)
     return m
+
+
+# Labelled children already looked up, by (metric, label items): see ``child``.
+_CHILDREN: dict[tuple, Any] = {}
+
+
+def child(metric: Any, **labels: str) -> Any:
+    """``metric.labels(**labels)``, looked up once per label set.
+
+    ``labels()`` validates the names and takes a lock on every call (3-6 us), and the
+    agents touch about ten labelled series per event. Label values are bounded (DESIGN
+    §5), so is this cache; the key holds the metric itself, so a fresh registry (tests)
+    gets fresh children.
+    """
+    key = (metric, *labels.items())
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(**labels)
+    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -12,8 +12,9 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 class ScoredItem(NamedTuple):
     """One recommended item: its score, a human-readable reason and the strategy behind it.
 
-    A named tuple, not a dataclass: every request builds a few hundred of these (each
-    strategy's candidates), and a tuple is several times cheaper to make.
+    A named tuple, not a dataclass: every list served builds these, and a tuple is several
+    times cheaper to make. (A hybrid's components hand over ``Ranked`` lists instead, so
+    only the items served get one.)
 
     >>> ScoredItem("i9", 0.5, "popular right now", "popularity").item_id
     'i9'
@@ -23,6 +24,57 @@ class ScoredItem(NamedTuple):
     score: float
     reason: str
     strategy: str
+
+
+class Ranked:
+    """A strategy's ranked list whose reasons are made only for the items that need one.
+
+    A hybrid asks each strategy for its top candidates but serves only ``k`` of them, each
+    explained by one strategy: making every candidate's reason (term searches, string
+    formatting) cost more than ranking them. ``ids`` are best first, ``scores`` aligned
+    with them (floats, a list or an array); ``explain(positions)`` returns the
+    ``(reason, strategy)`` of the items at those positions.
+
+    >>> r = Ranked(["a", "b"], [2.0, 1.0], lambda ps: [("popular", "popularity")] * len(ps))
+    >>> r.items()[1]
+    ScoredItem(item_id='b', score=1.0, reason='popular', strategy='popularity')
+    >>> Ranked.of(r.items()).explain([0])
+    [('popular', 'popularity')]
+    """
+
+    __slots__ = ("ids", "scores", "explain")
+
+    def __init__(
+        self, ids: list[str], scores: Sequence[float] | Any,
+        explain: Callable[[Sequence[int]], list[tuple[str, str]]],
+    ) -> None:
+        self.ids = ids
+        self.scores = scores
+        self.explain = explain
+
+    def items(self) -> list[ScoredItem]:
+        """Every item as a ``ScoredItem``, best first (what ``rank`` returns)."""
+        ids = self.ids
+        if not ids:
+            return []
+        scores = self.scores
+        floats = scores.tolist() if hasattr(scores, "tolist") else scores
+        explained = self.explain(range(len(ids)))
+        return [
+            ScoredItem(item_id, score, reason, strategy)
+            for item_id, score, (reason, strategy) in zip(ids, floats, explained, strict=True)
+        ]
+
+    @classmethod
+    def of(cls, items: Sequence[ScoredItem]) -> Ranked:
+        """A ``Ranked`` holding a list ``rank`` already made (reasons included)."""
+        return cls([s.item_id for s in items], [s.score for s in items],
+                   lambda positions: [(items[p].reason, items[p].strategy) for p in positions])
+
+
+def no_reasons(positions: Sequence[int]) -> list[tuple[str, str]]:
+    """The ``explain`` of an empty ``Ranked``."""
+    return []
 
 
 @dataclass(frozen=True, slots=True)

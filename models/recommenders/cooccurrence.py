@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import islice
 
 import numpy as np
 
 from models.catalogue import Catalogue
-from models.recommenders.base import Context, ScoredItem, check_item_id, check_k, check_weight
+from models.recommenders.base import (
+    Context,
+    Ranked,
+    ScoredItem,
+    check_item_id,
+    check_k,
+    check_weight,
+    no_reasons,
+)
 from models.recommenders.popularity import Popularity, as_lookup
 
 _INITIAL_CAPACITY = 1024
@@ -127,7 +135,13 @@ class ItemCooccurrence:
         ``context`` is not used (item-item state only).
         """
         check_item_id(item_id)
-        raw_weight = check_weight(weight)
+        self._learn_checked(item_id, history, check_weight(weight), context)
+
+    def _learn_checked(
+        self, item_id: str, history: Sequence[str], raw_weight: float,
+        context: Context | None = None,
+    ) -> None:
+        """``learn_one`` once ``item_id`` and the weight (a float) are checked by the caller."""
         recent = self._recent(history)
         self._step += 1
         self._unit *= self._growth
@@ -148,7 +162,7 @@ class ItemCooccurrence:
             self._add_to_row(i, cols, w)
             self._add_to_rows(cols, i, w)
         if self.fallback is not None:
-            self.fallback.learn_one(item_id, history, raw_weight)
+            self.fallback._learn_checked(item_id, history, raw_weight)
 
     def _renormalize(self) -> None:
         unit = self._unit
@@ -254,10 +268,20 @@ class ItemCooccurrence:
     ) -> list[ScoredItem]:
         """The ``k`` best items for ``history`` (most recent last), never one of ``history``,
         ``exclude`` or the catalogue's unavailable items; best first (``context`` unused)."""
+        return self.ranked(history, exclude, k, context).items()
+
+    def ranked(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> Ranked:
+        """What ``rank`` returns, with reasons made on demand (``Ranked``; explain before
+        the model learns again)."""
         check_k(k)
         recent = self._recent(history)
+        ids: list[str] = []
+        scores: list[float] = []
         if k == 0:
-            return []
+            return Ranked(ids, scores, no_reasons)
         index = self._index
         hs = []
         ages = []
@@ -266,17 +290,24 @@ class ItemCooccurrence:
             if h is not None:
                 hs.append(h)
                 ages.append(age)
-        out: list[ScoredItem] = []
+        explain_similar: Callable[[Sequence[int]], list[tuple[str, str]]] = no_reasons
         if hs:
-            out = self._rank_similar(hs, ages, history, exclude, k)
-        if len(out) < k and self.fallback is not None:
-            self._fill(out, history, exclude, k)
-        return out
+            ids, scores, explain_similar = self._rank_similar(hs, ages, history, exclude, k)
+        similar = len(ids)
+        if similar < k and self.fallback is not None:
+            self._fill(ids, scores, history, exclude, k)
+        filled = (self.fallback.reason if self.fallback is not None else "", "popularity")
+
+        def explain(positions: Sequence[int]) -> list[tuple[str, str]]:
+            made = iter(explain_similar([p for p in positions if p < similar]))
+            return [next(made) if p < similar else filled for p in positions]
+
+        return Ranked(ids, scores, explain)
 
     def _rank_similar(
         self, hs: list[int], ages: list[int], history: Sequence[str],
         exclude: Collection[str], k: int,
-    ) -> list[ScoredItem]:
+    ) -> tuple[list[str], list[float], Callable[[Sequence[int]], list[tuple[str, str]]]]:
         rows = np.array(hs, dtype=np.intp)
         nb = self._nb[rows].ravel()
         if self.similarity_kind == "pearson":
@@ -286,11 +317,6 @@ class ItemCooccurrence:
             contrib = (self._co[rows] * weights[:, None]).ravel()
             inv_c = self._inv_sqrt_n
         sums = np.bincount(nb, weights=contrib, minlength=len(self._ids))
-        index = self._index
-        blocked = [b for b in map(index.get, history) if b is not None]
-        blocked += [b for b in map(index.get, exclude) if b is not None]
-        if blocked:
-            sums[blocked] = 0.0
         candidates: np.ndarray
         if sums.size > _SCAN_ALL_BELOW * nb.size:
             # Big catalogue: scanning every item costs more than sorting the few touched.
@@ -300,26 +326,50 @@ class ItemCooccurrence:
         else:
             candidates = np.flatnonzero(sums > 0.0)
         scores = sums[candidates] * inv_c[candidates]
-        catalogue = self.catalogue
-        # Without unavailable items to skip, the top k are enough; otherwise take a margin
-        # and only sort everything when the margin runs out.
-        want = k if catalogue is None else 2 * k + 8
-        best, best_scores = self._best(candidates, scores, want)
+        picked, picked_scores = self._pick(candidates, scores, history, exclude, k)
+        ids = self._ids
+
+        def explain(positions: Sequence[int]) -> list[tuple[str, str]]:
+            if not positions:
+                return []
+            chosen = np.array([picked[p] for p in positions], dtype=np.intp)
+            return [(reason, "cooccurrence") for reason in self._explain(chosen, rows, nb, contrib)]
+
+        return [ids[c] for c in picked], picked_scores, explain
+
+    def _pick(
+        self, candidates: np.ndarray, scores: np.ndarray, history: Sequence[str],
+        exclude: Collection[str], k: int,
+    ) -> tuple[list[int], list[float]]:
+        """Up to ``k`` candidates by score (best first, ties: lower index), none of
+        ``history``, ``exclude`` or the catalogue's unavailable items, with their scores.
+
+        Sorts a prefix of ``2k + 8 + len(history)`` candidates, four times longer each
+        round while too many of them are skipped, so a call rarely sorts them all.
+        """
+        excluded = as_lookup(exclude) if exclude else ()
+        seen = set(history)
+        catalogue, ids = self.catalogue, self._ids
         picked: list[int] = []
-        for n, c in enumerate(best.tolist()):
-            if catalogue is None or not catalogue.is_unavailable(self._ids[c]):
-                picked.append(n)
+        picked_scores: list[float] = []
+        want = 2 * k + 8 + len(seen)
+        done = 0
+        while True:
+            best, best_scores = self._best(candidates, scores, want)
+            for c, score in zip(best[done:].tolist(), best_scores[done:].tolist(), strict=True):
+                item_id = ids[c]
+                if item_id in seen or item_id in excluded:
+                    continue
+                if catalogue is not None and catalogue.is_unavailable(item_id):
+                    continue
+                picked.append(c)
+                picked_scores.append(score)
                 if len(picked) == k:
-                    break
-        if len(picked) < k and best.size < candidates.size:
-            best, best_scores = self._best(candidates, scores, candidates.size)
-            picked = [
-                n for n, c in enumerate(best.tolist())
-                if catalogue is None or not catalogue.is_unavailable(self._ids[c])
-            ][:k]
-        if not picked:
-            return []
-        return self._explain(best[picked], best_scores[picked], rows, nb, contrib)
+                    return picked, picked_scores
+            if best.size == candidates.size:
+                return picked, picked_scores
+            done = best.size
+            want *= 4
 
     def _pearson_terms(
         self, rows: np.ndarray, ages: list[int], nb: np.ndarray
@@ -355,9 +405,8 @@ class ItemCooccurrence:
         return candidates[order], scores[order]
 
     def _explain(
-        self, picked: np.ndarray, scores: np.ndarray, rows: np.ndarray, nb: np.ndarray,
-        contrib: np.ndarray,
-    ) -> list[ScoredItem]:
+        self, picked: np.ndarray, rows: np.ndarray, nb: np.ndarray, contrib: np.ndarray,
+    ) -> list[str]:
         # For each picked item, the history row with the largest term in its score. The
         # scratch table maps item index -> column; it is all -1 between calls, so no
         # per-call array as long as the catalogue is needed.
@@ -373,27 +422,25 @@ class ItemCooccurrence:
         best_rows = rows[terms.argmax(axis=0)].tolist()  # ties: the most recent item
         ids = self._ids
         title = self.catalogue.title if self.catalogue is not None else str
-        return [
-            ScoredItem(ids[c], score, f"similar to {title(ids[h])} you viewed", "cooccurrence")
-            for c, score, h in zip(picked.tolist(), scores.tolist(), best_rows, strict=True)
-        ]
+        return [f"similar to {title(ids[h])} you viewed" for h in best_rows]
 
     def _fill(
-        self, out: list[ScoredItem], history: Sequence[str], exclude: Collection[str], k: int
+        self, ids: list[str], scores: list[float], history: Sequence[str],
+        exclude: Collection[str], k: int,
     ) -> None:
         assert self.fallback is not None
         excluded = as_lookup(exclude)
         taken = set(history)
-        taken.update(s.item_id for s in out)
+        taken.update(ids)
         catalogue = self.catalogue
-        reason = self.fallback.reason
         for item_id, score in self.fallback.iter_ranked():
             if item_id in taken or item_id in excluded:
                 continue
             if catalogue is not None and catalogue.is_unavailable(item_id):
                 continue
-            out.append(ScoredItem(item_id, score, reason, "popularity"))
-            if len(out) == k:
+            ids.append(item_id)
+            scores.append(score)
+            if len(ids) == k:
                 return
 
     # -- inspection -------------------------------------------------------------------------

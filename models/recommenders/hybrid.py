@@ -10,6 +10,7 @@ import numpy as np
 
 from models.recommenders.base import (
     Context,
+    Ranked,
     Recommender,
     ScoredItem,
     check_history,
@@ -36,7 +37,9 @@ class Hybrid:
     by ``sum_s w[c, s] * f_s``, where ``c`` is the request's context: "new" (no history),
     "sparse" (fewer than 5 items) or "regular". Each item's reason and strategy are those
     of the component with the largest term in its score: the explanation is what
-    actually put it there.
+    actually put it there. A component with a ``ranked`` method (the same list as
+    ``rank``, as a ``Ranked`` whose reasons are made on demand) is asked through it, so
+    only the items served are explained; others through ``rank``.
 
     The weights are learned from what was served (the candidates and their features are
     kept per ``context.user``, at most ``max_pending`` users): when that user's next
@@ -94,6 +97,8 @@ class Hybrid:
         # user -> (candidate ids, feature rows, context index) of the latest list served.
         self._pending: OrderedDict[str, tuple[list[str], np.ndarray, int, int]] = OrderedDict()
         self.updates = 0  # blend-weight updates so far
+        # (context index, weight step) the last learn_one took, None if it took none.
+        self.last_blend_step: tuple[int, tuple[float, ...]] | None = None
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -107,48 +112,65 @@ class Hybrid:
             return []
         want = max(k, self.candidates)
         index: dict[str, int] = {}
-        listings: list[tuple[int, dict[int, ScoredItem], np.ndarray]] = []
+        listings: list[tuple[int, list[int], Ranked]] = []
         c = self._context_index(history)
         active = self._active[c]
         for s, name in enumerate(self._names):
             if not active[s]:
                 continue
-            listed = self.components[name].rank(history, exclude, want, context)
-            if not listed:
+            listed = _ranked(self.components[name], history, exclude, want, context)
+            if not listed.ids:
                 continue
             # setdefault evaluates len(index) first: a new item gets the next row.
-            rows = [index.setdefault(item.item_id, len(index)) for item in listed]
-            scores = np.fromiter((item.score for item in listed), np.float64, len(listed))
-            listings.append((s, dict(zip(rows, listed, strict=True)), self._rescale(scores)))
+            rows = [index.setdefault(item_id, len(index)) for item_id in listed.ids]
+            listings.append((s, rows, listed))
         if not index:
             return []
         features = np.zeros((len(index), len(self._names)))
-        for s, by_row, values in listings:
-            features[list(by_row), s] = values
+        for s, rows, listed in listings:
+            features[rows, s] = self._rescale(listed.scores)
         terms = features * self._weights[c]
         blended = terms.sum(axis=1)
-        order = np.lexsort((np.arange(len(index)), -blended))[:k]
+        order = np.argsort(-blended, kind="stable")[:k]  # ties: the first listed
+        best = terms[order].argmax(axis=1)
+        # A listed item's feature is >= _FLOOR > 0, an unlisted one's 0.
+        unlisted = features[order, best] <= 0.0
+        if unlisted.any():  # zero weight on all its components: its first listing explains it
+            best[unlisted] = (features[order[unlisted]] > 0.0).argmax(axis=1)
+        # Reasons only for the items served, each from the listing that explains it.
+        explained: list[tuple[str, str]] = [("", "")] * order.size
+        order_list, best_list = order.tolist(), best.tolist()
+        for s, rows, listed in listings:
+            chosen = [j for j, b in enumerate(best_list) if b == s]
+            if chosen:
+                why = listed.explain([rows.index(order_list[j]) for j in chosen])
+                for j, reason in zip(chosen, why, strict=True):
+                    explained[j] = reason
         ids = list(index)
-        sources = {s: by_row for s, by_row, _ in listings}
-        out = []
-        for r, best in zip(order.tolist(), terms[order].argmax(axis=1).tolist(), strict=True):
-            source = sources.get(best, {}).get(r)
-            if source is None:  # zero weight on all its components: any listing explains it
-                source = next(by_row[r] for _, by_row, _ in listings if r in by_row)
-            out.append(ScoredItem(ids[r], float(blended[r]), source.reason, source.strategy))
+        out = [
+            ScoredItem(ids[r], score, reason, strategy)
+            for r, score, (reason, strategy) in zip(
+                order_list, blended[order].tolist(), explained, strict=True
+            )
+        ]
         if context is not None and context.user:
             self._remember(context.user, ids, features.astype(np.float32), c, len(out))
         return out
 
     @staticmethod
-    def _rescale(scores: np.ndarray) -> np.ndarray:
-        lo, hi = float(scores.min()), float(scores.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):  # a broken component: ignore it
-            scores = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
-            lo, hi = float(scores.min()), float(scores.max())
+    def _rescale(scores: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+        # Plain floats: for a list of a few dozen scores, cheaper than numpy calls (and the
+        # same IEEE arithmetic, so the same values).
+        values: Sequence[float] = scores.tolist() if isinstance(scores, np.ndarray) else scores
+        if not math.isfinite(sum(values)):  # a broken component: ignore what is not finite
+            finite = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0,
+                                   posinf=0.0, neginf=0.0)
+            values = finite.tolist()
+        lo, hi = min(values), max(values)
         if hi <= lo:
-            return np.ones_like(scores)
-        return _FLOOR + (1.0 - _FLOOR) * (scores - lo) / (hi - lo)
+            return np.ones(len(values))
+        span = hi - lo
+        return [_FLOOR + (1.0 - _FLOOR) * (v - lo) / span for v in values]
 
     @staticmethod
     def _context_index(history: Sequence[str]) -> int:
@@ -172,10 +194,16 @@ class Hybrid:
     ) -> None:
         """Teach every component, then the blend (if this user was served a list)."""
         check_item_id(item_id)
-        check_weight(weight)
+        w = check_weight(weight)
         check_history(history)  # all of it, before any component learns anything
+        self.last_blend_step = None
         for component in self.components.values():
-            component.learn_one(item_id, history, weight, context)
+            # Checked once here: a component with _learn_checked skips its own checks.
+            learn = getattr(component, "_learn_checked", None)
+            if learn is None:
+                component.learn_one(item_id, history, weight, context)
+            else:
+                learn(item_id, history, w, context)
         if context is None or not context.user or not self.learning_rate:
             return
         served = self._pending.pop(context.user, None)
@@ -198,11 +226,58 @@ class Hybrid:
         diffs = features[chosen] - features[above]  # one row per pairwise mistake
         margins = diffs @ w
         grad = (diffs / (1.0 + np.exp(margins))[:, None]).mean(axis=0)
-        w = np.maximum(w + self.learning_rate * grad, 0.0) * self._active[c]
+        step = self.learning_rate * grad
+        if self.apply_blend_step(c, step):
+            self.last_blend_step = (c, tuple(float(g) for g in step))
+
+    def apply_blend_step(self, c: int, step: Sequence[float]) -> bool:
+        """Move context ``c``'s blend weights by ``step`` (one per component), kept
+        non-negative and summing to 1; False (nothing changed) if the step does not fit.
+        ``learn_one`` takes such steps and records the last in ``last_blend_step``, so
+        another copy of the model (another worker's) can take the same one."""
+        if not (0 <= c < len(CONTEXTS)) or len(step) != len(self._names):
+            return False
+        w = np.maximum(self._weights[c] + np.asarray(step, dtype=np.float64), 0.0)
+        w *= self._active[c]
         total = w.sum()
-        if total > 0 and np.isfinite(total):
-            self._weights[c] = w / total
-            self.updates += 1
+        if not (total > 0 and np.isfinite(total)):
+            return False
+        self._weights[c] = w / total
+        self.updates += 1
+        return True
+
+    def blend_matrix(self) -> list[list[float]]:
+        """The blend weights as a (context x component) list of lists (a copy)."""
+        return [[float(w) for w in row] for row in self._weights]
+
+    def mix_blend(self, other: Sequence[Sequence[float]], share: float = 0.5) -> bool:
+        """Move the blend weights ``share`` of the way to ``other`` (another copy's
+        ``blend_matrix``), renormalized; False (nothing changed) if it does not fit.
+
+        Two copies that take the same gradient steps from different weights drift apart
+        (the steps are clipped at 0 and renormalized, which does not commute), and each
+        serves its own users with its own blend; averaging keeps them together.
+
+        >>> from models.recommenders.popularity import Popularity
+        >>> a = Hybrid({"p": Popularity(), "t": Popularity(half_life=2.0)})
+        >>> a.mix_blend([[1.0, 0.0]] * 3), a.weights()["new"]
+        (True, {'p': 0.75, 't': 0.25})
+        """
+        if not 0.0 <= share <= 1.0:
+            return False
+        try:
+            theirs = np.asarray(other, dtype=np.float64)
+        except (TypeError, ValueError):
+            return False
+        if theirs.shape != self._weights.shape or not np.isfinite(theirs).all() \
+                or (theirs < 0).any():
+            return False
+        mixed = ((1.0 - share) * self._weights + share * theirs) * self._active
+        totals = mixed.sum(axis=1, keepdims=True)
+        if not (totals > 0).all():
+            return False
+        self._weights = mixed / totals
+        return True
 
     def __getstate__(self) -> dict:
         # What was last served to whom is transient (up to max_pending users' candidate
@@ -229,3 +304,16 @@ class Hybrid:
         """Items known to the component that knows most."""
         return max((len(c) for c in self.components.values() if isinstance(c, Sized)),
                    default=0)
+
+
+def _ranked(
+    component: Recommender, history: Sequence[str], exclude: Collection[str], k: int,
+    context: Context | None,
+) -> Ranked:
+    """The component's ranking with lazy reasons (``Ranked``) if it offers one, else its
+    ``rank`` list wrapped."""
+    ranked = getattr(component, "ranked", None)
+    if ranked is not None:
+        result: Ranked = ranked(history, exclude, k, context)
+        return result
+    return Ranked.of(component.rank(history, exclude, k, context))

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from models.catalogue import Catalogue
-from models.recommenders.base import Context, ScoredItem, check_item_id, check_k, check_weight
+from models.recommenders.base import (
+    Context,
+    Ranked,
+    ScoredItem,
+    check_item_id,
+    check_k,
+    check_weight,
+    no_reasons,
+)
 from models.recommenders.popularity import as_lookup
 
 _INITIAL_CAPACITY = 1024
@@ -316,8 +324,19 @@ class ImplicitMF(_FactorModel):
         ``weight`` scales the step, as if the event happened that many times (up to 10).
         """
         check_item_id(item_id)
-        w = min(check_weight(weight), _MAX_WEIGHT)
-        seen = _check_history(history)
+        w = check_weight(weight)
+        self._learn_seen(item_id, _check_history(history), w, context)
+
+    def _learn_checked(
+        self, item_id: str, history: Sequence[str], w: float, context: Context | None = None
+    ) -> None:
+        """``learn_one`` once its arguments are checked (``w`` a float) by the caller."""
+        self._learn_seen(item_id, set(history), w, context)
+
+    def _learn_seen(
+        self, item_id: str, seen: set[str], w: float, context: Context | None
+    ) -> None:
+        w = min(w, _MAX_WEIGHT)
         state = _user_state(context)
         rows = self._rows(self._row_of(item_id), seen)
         if state is None:
@@ -377,7 +396,7 @@ class ImplicitMF(_FactorModel):
             decay = 1.0 - self.learning_rate * w * self.l2
             new_user = user * decay + c @ rows_now
         new_user[-1] = 1.0
-        new_rows = rows_now * decay + np.outer(c, user)
+        new_rows = rows_now * decay + c[:, None] * user  # np.outer, without its wrapper
         if not (_fits(new_user) and _fits(new_rows)):
             return user
         table[rows] = new_rows
@@ -391,23 +410,31 @@ class ImplicitMF(_FactorModel):
     ) -> list[ScoredItem]:
         """The ``k`` best items for the user of ``context``, best first, never one of
         ``history``, ``exclude`` or the catalogue's unavailable items."""
+        return self.ranked(history, exclude, k, context).items()
+
+    def ranked(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> Ranked:
+        """What ``rank`` returns, with reasons made on demand (``Ranked``)."""
         check_k(k)
         seen = _check_history(history)
         items = self._items
         size = len(items.ids)
         if k == 0 or not size:
-            return []
+            return Ranked([], [], no_reasons)
         state = _user_state(context)
         user = None if state is None else decode_vector(state.get(self.state_key), self.n_factors)
         if user is None or not user[:-1].any():
-            scores = items.table[:size, -1].copy()
-            reason = "popular"
+            scores = items.table[:size, -1]
+            explained = [("popular", self.strategy)]
         else:
             scores = items.table[:size] @ user
-            reason = "liked by people with similar taste"
+            explained = [("liked by people with similar taste", self.strategy)]
         picked = self._pick(scores, k, seen, as_lookup(exclude))
         ids = items.ids
-        return [ScoredItem(ids[c], float(scores[c]), reason, self.strategy) for c in picked]
+        return Ranked([ids[c] for c in picked], scores[picked].astype(np.float64),
+                      lambda positions: explained * len(positions))
 
     def _pick(
         self, scores: np.ndarray, k: int, seen: set[str], excluded: Collection[str]

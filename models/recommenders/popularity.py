@@ -11,6 +11,7 @@ from itertools import islice
 from models.catalogue import Catalogue
 from models.recommenders.base import (
     Context,
+    Ranked,
     ScoredItem,
     check_history,
     check_item_id,
@@ -99,7 +100,12 @@ class Popularity:
         """Count one interaction with ``item_id`` (``history`` and ``context`` are not used)."""
         check_item_id(item_id)
         check_history(history)
-        w = check_weight(weight)
+        self._learn_checked(item_id, history, check_weight(weight), context)
+
+    def _learn_checked(
+        self, item_id: str, history: Sequence[str], w: float, context: Context | None = None
+    ) -> None:
+        """``learn_one`` once its arguments are checked (``w`` a float) by the caller."""
         self._unit *= self._growth
         if self._unit > _RENORMALIZE_ABOVE:
             self._renormalize()
@@ -120,28 +126,40 @@ class Popularity:
     ) -> list[ScoredItem]:
         """The ``k`` most popular items not in ``history`` or ``exclude`` (nor unavailable);
         ``context`` is not used."""
+        return self.ranked(history, exclude, k, context).items()
+
+    def ranked(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> Ranked:
+        """What ``rank`` returns, with reasons made on demand (``Ranked``)."""
         check_k(k)
         check_history(history)
-        out: list[ScoredItem] = []
+        ids: list[str] = []
+        scores: list[float] = []
+        explained = [(self.reason, self.strategy)]
+        out = Ranked(ids, scores, lambda positions: explained * len(positions))
         if k == 0:
             return out
         excluded = as_lookup(exclude)
         seen = set(history)
         unavailable = self.catalogue.unavailable() if self.catalogue is not None else ()
-        reason, strategy, unit = self.reason, self.strategy, self._unit
+        unit = self._unit
         # The top list first (the common case), walked directly: this runs per request.
         for item_id, key in zip(self._top, self._top_keys, strict=True):
             if item_id in excluded or item_id in seen or item_id in unavailable:
                 continue
-            out.append(ScoredItem(item_id, -key / unit, reason, strategy))
-            if len(out) == k:
+            ids.append(item_id)
+            scores.append(-key / unit)
+            if len(ids) == k:
                 return out
         if len(self._counts) > len(self._top):
             for item_id, score in islice(self.iter_ranked(), len(self._top), None):
                 if item_id in excluded or item_id in seen or item_id in unavailable:
                     continue
-                out.append(ScoredItem(item_id, score, reason, strategy))
-                if len(out) == k:
+                ids.append(item_id)
+                scores.append(score)
+                if len(ids) == k:
                     break
         return out
 
@@ -249,7 +267,15 @@ class SegmentPopularity:
         context: Context | None = None,
     ) -> None:
         """Count the interaction overall and in the context's segment (if any)."""
-        self.overall.learn_one(item_id, history, weight)
+        check_item_id(item_id)
+        check_history(history)
+        self._learn_checked(item_id, history, check_weight(weight), context)
+
+    def _learn_checked(
+        self, item_id: str, history: Sequence[str], w: float, context: Context | None = None
+    ) -> None:
+        """``learn_one`` once its arguments are checked (``w`` a float) by the caller."""
+        self.overall._learn_checked(item_id, history, w)
         segment = context.segment if context is not None else None
         if not segment:
             return
@@ -262,24 +288,37 @@ class SegmentPopularity:
             if len(self._segments) >= self.max_segments:
                 del self._segments[next(iter(self._segments))]
         self._segments[segment] = pop
-        pop.learn_one(item_id, history, weight)
+        pop._learn_checked(item_id, history, w)
 
     def rank(
         self, history: Sequence[str], exclude: Collection[str], k: int,
         context: Context | None = None,
     ) -> list[ScoredItem]:
         """Top ``k`` in the segment, topped up from overall popularity."""
+        return self.ranked(history, exclude, k, context).items()
+
+    def ranked(
+        self, history: Sequence[str], exclude: Collection[str], k: int,
+        context: Context | None = None,
+    ) -> Ranked:
+        """What ``rank`` returns, with reasons made on demand (``Ranked``)."""
         check_k(k)
         segment = context.segment if context is not None else None
         pop = self._segments.get(segment) if segment else None
         if pop is None:
-            return self.overall.rank(history, exclude, k)
-        out = pop.rank(history, exclude, k)
-        if len(out) < k:
-            taken = set(as_lookup(exclude))
-            taken.update(s.item_id for s in out)
-            out += self.overall.rank(history, taken, k - len(out))
-        return out
+            return self.overall.ranked(history, exclude, k)
+        out = pop.ranked(history, exclude, k)
+        if len(out.ids) >= k:
+            return out
+        taken = set(as_lookup(exclude))
+        taken.update(out.ids)
+        rest = self.overall.ranked(history, taken, k - len(out.ids))
+        n, first, second = len(out.ids), out.explain, rest.explain
+        return Ranked(
+            out.ids + rest.ids, [*out.scores, *rest.scores],
+            lambda positions: [(first if p < n else second)([p if p < n else p - n])[0]
+                               for p in positions],
+        )
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.overall

@@ -34,6 +34,7 @@ from models.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
+from streams.metrics import child
 from streams.state import (
     MODEL_VERSION,
     audiences,
@@ -59,10 +60,12 @@ def recommendation_id(event_id: str, user: str) -> str:
 
 def recommendation_record(
     user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0,
-    variant: str = "default",
+    variant: str = "default", rec_id: str | None = None,
 ) -> dict:
+    """The record for the ``recommendations`` topic; ``rec_id`` is
+    ``recommendation_id(event_id, user)`` when the caller has it already."""
     return {
-        "recommendation_id": recommendation_id(event_id, user),
+        "recommendation_id": rec_id or recommendation_id(event_id, user),
         "user_id": user,
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "strategy": strategy,
@@ -90,27 +93,35 @@ def _account_experiment(profile: dict, arm, credit, amount: float) -> None:  # t
         metrics.experiment_revenue_sumsq.labels(**labels).inc(after * after - before * before)
 
 
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 _GROUP_TOPICS = {settings.topics.segments: topics.segments,
                  settings.topics.audiences: topics.audiences}
 
 
-def update_groups(user: str, profile: dict, ts_ms: int) -> list[tuple[str, dict]]:
+def update_groups(user: str, profile: dict, ts_ms: int,
+                  prof: UserProfile | None = None) -> list[tuple[str, dict]]:
     """Learn from the user's new profile and (re)assign their segment and audiences, in
-    ``profile``; the (topic, record) pairs to emit for what changed."""
+    ``profile``; the (topic, record) pairs to emit for what changed. ``prof``: the same
+    profile already parsed (``Result.user_profile``), saving a second ``from_dict``."""
     segmenter = segments.model
     if segmenter is None and not audiences:
         return []
-    prof = UserProfile.from_dict(profile)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    if prof is None:
+        prof = UserProfile.from_dict(profile)
     out: list[tuple[str, dict]] = []
     if segmenter is not None:
-        segmenter.learn_one(prof, ts_ms)
-        segment = segmenter.assign(prof.segment or None, prof, ts_ms)
+        # Learn, then assign, computing the profile's features once.
+        segment = segmenter.learn_assign(prof.segment or None, prof, ts_ms)
+        if engine.sync is not None:  # the other workers' segmenters learn it too
+            engine.sync.note_segment(prof, ts_ms)
         if segment != prof.segment:
             prof.segment = profile["sg"] = segment
             metrics.segment_changes.inc()
             out.append((settings.topics.segments,
-                        {"user_id": user, "segment": segment, "ts": now}))
+                        {"user_id": user, "segment": segment, "ts": _now_iso()}))
     if audiences:
         member = memberships(list(audiences.values()), prof, prof.segment or None, ts_ms,
                              engine.catalogue.categories,
@@ -120,7 +131,7 @@ def update_groups(user: str, profile: dict, ts_ms: int) -> list[tuple[str, dict]
             for name in names:
                 metrics.audience_changes.labels(audience=name, action=action).inc()
                 out.append((settings.topics.audiences, {"user_id": user, "audience": name,
-                                                        "action": action, "ts": now}))
+                                                        "action": action, "ts": _now_iso()}))
         if moved.joined or moved.left:
             profile["au"] = sorted(member)
     return out
@@ -146,11 +157,12 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
     src = wire.get("src", "clicks")
     if at is not None and tables.already_applied(stored, *at):
         # Our own redelivery (crash or rebalance before the offset commit): applied once.
-        metrics.events.labels(topic=src, outcome="duplicate").inc()
+        child(metrics.events, topic=src, outcome="duplicate").inc()
         metrics.redeliveries.inc()
         return "duplicate", (None if not learn else _reserve(user, wire, stored)), []
     stored_p = stored.get("p") or {}
     amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
+    rec_id = recommendation_id(wire["event_id"], user)
     arm = (running.assign(user, stored_p.get("ex")) if learn and not stored_p.get("oo")
            else NO_EXPERIMENT)
     res = engine.process(
@@ -166,29 +178,29 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
         learn=learn,
         serve=learn,
         recommendation_id=wire.get("recommendation_id"),
-        serve_id=recommendation_id(wire["event_id"], user),
+        serve_id=rec_id,
         variant=arm.variant,
         strategy=arm.strategy,
         overrides=arm.overrides,
     )
     if res.outcome == "duplicate":
-        metrics.events.labels(topic=src, outcome="duplicate").inc()
+        child(metrics.events, topic=src, outcome="duplicate").inc()
         return res.outcome, None, []
     if res.outcome == "conflict":
-        metrics.events.labels(topic=src, outcome="invalid").inc()
+        child(metrics.events, topic=src, outcome="invalid").inc()
         return res.outcome, None, []
     assert res.profile is not None and res.dedupe is not None
     if res.outcome == "suppressed":
         tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
-        metrics.events.labels(topic=src, outcome="suppressed").inc()
+        child(metrics.events, topic=src, outcome="suppressed").inc()
         if not learn:
             return res.outcome, None, []
         labels = {"strategy": res.strategy, "variant": DEFAULT_VARIANT}
-        metrics.recommendations.labels(**labels).inc()
-        metrics.recommended_items.labels(**labels).inc(len(res.items))
+        child(metrics.recommendations, **labels).inc()
+        child(metrics.recommended_items, **labels).inc(len(res.items))
         return res.outcome, recommendation_record(user, wire["event_id"], res.strategy,
-                                                  res.items), []
-    metrics.events.labels(topic=src, outcome="accepted").inc()
+                                                  res.items, rec_id=rec_id), []
+    child(metrics.events, topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
     if not learn:
@@ -197,28 +209,28 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
     credit = res.attributed
     if arm.experiment is not None:
         _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
-    changed = update_groups(user, res.profile, int(wire["ts"]))
+    changed = update_groups(user, res.profile, int(wire["ts"]), res.user_profile)
     tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     for model in MODELS:
-        metrics.model_updates.labels(model=model).inc()
+        child(metrics.model_updates, model=model).inc()
     if credit is not None:
         labels = {"strategy": credit.strategy, "variant": credit.variant}
         if credit.first_click:
-            metrics.recommendation_clicks.labels(**labels).inc()
+            child(metrics.recommendation_clicks, **labels).inc()
             running.observe(credit.variant, 1, 0)
         if kind == "purchase":
-            metrics.conversions.labels(**labels).inc()
-            metrics.attributed_revenue.labels(**labels).inc(amount)
+            child(metrics.conversions, **labels).inc()
+            child(metrics.attributed_revenue, **labels).inc(amount)
     if res.hit is not None:
         drift.observe("recommender", res.hit)
         labels = {"strategy": res.hit_strategy or res.strategy, "variant": arm.variant}
-        metrics.recommendation_hit_checks.labels(**labels).inc()
+        child(metrics.recommendation_hit_checks, **labels).inc()
         if res.hit:
-            metrics.recommendation_hits.labels(**labels).inc()
+            child(metrics.recommendation_hits, **labels).inc()
     record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
-                                   res.propensity, arm.variant)
-    metrics.recommendations.labels(strategy=res.strategy, variant=arm.variant).inc()
-    metrics.recommended_items.labels(strategy=res.strategy, variant=arm.variant).inc(
+                                   res.propensity, arm.variant, rec_id=rec_id)
+    child(metrics.recommendations, strategy=res.strategy, variant=arm.variant).inc()
+    child(metrics.recommended_items, strategy=res.strategy, variant=arm.variant).inc(
         len(res.items))
     running.observe(arm.variant, 0, 1)
     return "accepted", record, changed
@@ -355,9 +367,9 @@ def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
     out = []
     # One pass with no await in it: the agent cannot change the table meanwhile, and
     # only the expired records are kept (a large table is not copied).
-    for user, record in tables.profiles.items():
-        if record is not None and is_expired(record.get("p"), tables.touched_ms(record),
-                                             cutoff):
+    # maybe_idle skips records written since the cutoff without decoding them.
+    for user, record in tables.maybe_idle(cutoff):
+        if is_expired(record.get("p"), tables.touched_ms(record), cutoff):
             out.append((user.encode("utf-8"),
                         orjson.dumps({"kind": "expire", "user_id": user, "before": cutoff})))
     return out

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from models.dedupe import check_and_add, event_key
+from models.dedupe import check_and_add, event_key, keys
 from models.engine import STRATEGIES, Engine, EngineConfig, reasons
 from models.profile import UserProfile
 
@@ -101,7 +101,7 @@ def test_dedupe_window_is_bounded_and_keyed() -> None:
         state, outcome = check_and_add(state, f"e{i}", "f", window=4)
         assert outcome == "new"
     assert len(state) == 4
-    assert [k for k, _ in state] == [event_key(f"e{i}") for i in range(6, 10)]
+    assert keys(state) == [event_key(f"e{i}") for i in range(6, 10)]
     assert check_and_add(state, "e9", "f", window=4)[1] == "duplicate"
     assert check_and_add(state, "e0", "f", window=4)[1] == "new"  # fell out of the window
     with pytest.raises(ValueError):
@@ -194,3 +194,23 @@ def test_a_rate_limited_event_is_counted_but_learned_and_served_nothing() -> Non
     e.process("purchase", "u2", "zz", 5 * 10**9, event_id="bot-2", fingerprint="f",
               profile=r.profile, dedupe=r.dedupe, amount=4.0)
     assert e.snapshot() != before and e.updates == updates + 1
+
+
+def test_user_profile_is_the_stored_profile_parsed() -> None:
+    """Result.user_profile spares callers a second UserProfile.from_dict of the profile."""
+    e = Engine(EngineConfig(top_k=3, exploration=0.0))
+    e.upsert_item("x", "X", ["Comedy"])
+    stored: dict[str, dict | None] = {}
+    dedupe: dict[str, list | None] = {}
+    events = [("u1", "x"), ("u2", "y"), ("u1", "y"), ("u1", "z"), ("u2", "x"), ("u1", "x")]
+    for n, (user, item) in enumerate(events):
+        kind = "purchase" if n % 3 == 2 else "click"
+        r = e.process(kind, user, item, 1_000 * n, event_id=f"e{n}", fingerprint="f",
+                      profile=stored.get(user), dedupe=dedupe.get(user),
+                      amount=2.5 if kind == "purchase" else 0.0, serve_id=f"r{n}")
+        assert r.profile is not None and r.user_profile is not None
+        assert r.user_profile == UserProfile.from_dict(r.profile)
+        r.user_profile.recent_items.append("changed")  # shares nothing with the dict
+        assert "changed" not in r.profile.get("r", [])
+        stored[user], dedupe[user] = r.profile, r.dedupe
+    assert stored["u1"] is not None and stored["u1"]["r"] == ["y", "z", "x"]

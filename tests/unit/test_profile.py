@@ -234,3 +234,39 @@ def test_invariants_hold_for_any_click_sequence(
         assert all(s > 0 and math.isfinite(s) for s in p.interests.values())
     assert p.clicks == len(events)
     assert UserProfile.from_dict(p.to_dict()) == p
+
+
+def test_in_place_updates_give_the_same_profile_without_a_copy() -> None:
+    p = apply_click(UserProfile(), "a", 0, ["Comedy"], half_life_ms=HL)
+    p = apply_purchase(p, "b", 500, 9.5, ["Drama"], half_life_ms=HL)
+    steps = [("click", "c", 1_000, ["Comedy", "War"]), ("purchase", "a", 1_200, ["Drama"]),
+             ("click", "b", 900, []), ("click", "c", 5_000, ["Comedy"])]
+    copied, owned = p, p.copy()
+    for kind, item, ts, cats in steps:
+        before = copied.copy()
+        if kind == "click":
+            new = apply_click(copied, item, ts, cats, half_life_ms=HL, recent_max=2)
+            same = apply_click(owned, item, ts, cats, half_life_ms=HL, recent_max=2,
+                               in_place=True)
+        else:
+            new = apply_purchase(copied, item, ts, 2.0, cats, half_life_ms=HL, recent_max=2)
+            same = apply_purchase(owned, item, ts, 2.0, cats, half_life_ms=HL, recent_max=2,
+                                  in_place=True)
+        assert copied == before and new is not copied  # the default still copies
+        assert same is owned and same == new
+        copied = new
+    with pytest.raises(ValueError):
+        apply_purchase(owned, "x", 1, -1.0, half_life_ms=HL, in_place=True)
+    assert owned == copied  # a refused update changes nothing, in place or not
+
+
+def test_from_dict_reads_every_stored_type() -> None:
+    p = UserProfile.from_dict({"v": 1, "i": {"A": 1, "B": 2.5}, "r": ["a", 7], "s": ["a"],
+                               "lr": ("x",), "c": 2})
+    assert p.interests == {"A": 1.0, "B": 2.5} and type(p.interests["A"]) is float
+    assert p.recent_items == ["a", "7"] and p.seen == ["a"] and p.last_recommended == ["x"]
+    stored = {"v": 1, "r": ["a"], "i": {"A": 1.0}}
+    q = UserProfile.from_dict(stored)
+    q.recent_items.append("b")
+    q.interests["B"] = 1.0
+    assert stored == {"v": 1, "r": ["a"], "i": {"A": 1.0}}  # nothing shared with the dict

@@ -529,3 +529,24 @@ def test_activity_words_follow_recency_and_tenure() -> None:
         assert seg.describe("s0").startswith(word + ","), word
     c = seg.centroids()
     assert c is not None and c[0, RECENCY] > 0 and c[0, TENURE] > 0
+
+
+def test_learn_assign_is_learn_one_then_assign(
+    population: tuple[list[UserProfile], list[int]],
+) -> None:
+    profiles, _ = population
+    one, both = Segmenter(k=4, warmup=50), Segmenter(k=4, warmup=50)
+    previous: dict[int, str | None] = {}
+    moved = 0
+    for n, p in enumerate(profiles[:600] * 2):
+        user = n % 600
+        one.learn_one(p, NOW)
+        expected = one.assign(previous.get(user), p, NOW)
+        got = both.learn_assign(previous.get(user), p, NOW)
+        assert got == expected
+        moved += previous.get(user) not in (None, got)
+        previous[user] = got
+    assert np.array_equal(one.centroids(), both.centroids())
+    assert one.summary() == both.summary()
+    with pytest.raises(ValueError):
+        both.learn_assign(None, profiles[0], -1)
