@@ -323,8 +323,11 @@ def ensure_topics(
     timeout: float = 30.0,
     configs: dict[str, str] | None = None,
     client: Mapping[str, Any] | None = None,
+    per_topic: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the missing topics among ``names``; return those created (existing ones are fine).
+
+    ``configs`` go to every topic created, ``per_topic[name]`` to that one as well.
 
     ``client`` adds kafka-python keyword arguments (``Settings.kafka_client_kwargs()``:
     SASL/TLS).
@@ -349,7 +352,8 @@ def ensure_topics(
                     "num_partitions": partitions if isinstance(partitions, int)
                     else partitions[n],
                     "replication_factor": replication,
-                    "configs": {k: str(v) for k, v in (configs or {}).items()},
+                    "configs": {k: str(v) for k, v in
+                                {**(configs or {}), **(per_topic or {}).get(n, {})}.items()},
                 }
                 for n in missing
             }

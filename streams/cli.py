@@ -195,7 +195,7 @@ def topics_create(
         if partitions:
             counts = {n: 1 if n == s.ads_topic else partitions for n in counts}
         created = ensure_topics(s.bootstrap_servers, list(counts), counts,
-                                client=s.kafka_client_kwargs())
+                                client=s.kafka_client_kwargs(), per_topic=s.topic_configs())
     except BrokerError as exc:
         raise _fail(str(exc)) from None
     except Exception as exc:  # kafka-python's timeouts, NoBrokersAvailable etc.

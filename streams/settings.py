@@ -402,6 +402,16 @@ class Settings:
         return [*self.topics.all(), self.events_topic, self.ads_topic,
                 self.model_updates_topic]
 
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Topic configs ``persona topics create`` sets beyond the broker's defaults: the
+        model-updates topic keeps an hour (as when a worker creates it, streams/topics.py),
+        so learn steps of an erased user age out.
+
+        >>> Settings().topic_configs()[Settings().model_updates_topic]
+        {'retention.ms': '3600000'}
+        """
+        return {self.model_updates_topic: {"retention.ms": str(3_600_000)}}
+
     def topic_partitions(self) -> dict[str, int]:
         """Partitions of each created topic: ``partitions``, but one for the ads topic (a
         single owner keeps budgets exact and global, and the kill switch in one place)."""

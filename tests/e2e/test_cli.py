@@ -75,7 +75,8 @@ def test_broker_commands(tmp_path: Path, kafka_broker) -> None:
         assert status.returncode == 0 and f"127.0.0.1:{port}" in status.stdout
         created = persona("topics", "create", env=env)
         assert created.returncode == 0, created.stderr
-        assert "created 14 topic(s)" in created.stderr and "persona-events" in created.stderr
+        assert "created 15 topic(s)" in created.stderr and "persona-events" in created.stderr
+        assert "persona-model-updates" in created.stderr
         assert "persona-ads" in created.stderr
     finally:
         stopped = persona("broker", "stop", env=env, timeout=60)
