@@ -194,7 +194,7 @@ def test_kafka_sasl_plain(kafka_broker_factory, monkeypatch, tmp_path: Path) -> 
     res = persona("topics", "create", env=good)
     printed += [res.stdout, res.stderr]
     assert res.returncode == 0, res.stderr
-    assert "created 14 topic(s)" in " ".join(res.stderr.split())
+    assert "created 15 topic(s)" in " ".join(res.stderr.split())
     worker = WorkerProcess(env={**good, "PERSONA_SESSION_TIMEOUT_S": "6",
                                 "PERSONA_LOG_LEVEL": "info", "PERSONA_API_TOKEN": ""},
                            web_port=free_port(), log_path=tmp_path / "worker.log")
