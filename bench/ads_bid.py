@@ -19,10 +19,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from models import bidding
-from models.ads import PctrModel, ad_features
-from models.bandit import uniform_from_key
-from models.bidding import DAY_MS, AdCandidate, AdRequest, Bidder, Campaign
+from models.ads import bidding
+from models.ads.bidding import DAY_MS, AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.pctr import PctrModel, ad_features
+from models.recommenders.bandit import uniform_from_key
 
 N_REQUESTS = 20_000
 N_CANDIDATES = 20

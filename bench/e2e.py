@@ -4,7 +4,7 @@ In one run, on one broker, one after the other, for each target:
 
 - ``trivial``: ``bench.trivial_agent``, a Faust agent that consumes a bytes topic and
   produces each value to an output topic, built with persona's Faust settings;
-- ``persona``: a ``persona worker`` process (``streams.worker_proc.WorkerProcess``), its
+- ``persona``: a ``persona worker`` process (``streams.local.worker_proc.WorkerProcess``), its
   models warmed with a MovieLens prefix; input ``clicks``, output ``recommendations``
   (matched by ``trigger_event_id``).
 
@@ -62,11 +62,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.broker import LocalBroker, ensure_topics, free_port
-from streams.chaos import Rig, machine
-from streams.replay import movielens_events, movielens_items
+from streams.cli.replay import movielens_events, movielens_items
+from streams.local.broker import LocalBroker, ensure_topics, free_port
+from streams.local.chaos import Rig, machine
+from streams.local.worker_proc import WorkerProcess, stop_process
 from streams.settings import Settings
-from streams.worker_proc import WorkerProcess, stop_process
 
 console = Console(stderr=True)
 CLK_TCK = os.sysconf("SC_CLK_TCK")

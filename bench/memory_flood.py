@@ -42,10 +42,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from models.drift import monitor_for
 from models.engine import Engine
-from models.privacy import Pseudonymizer
-from models.profile import UserProfile
-from models.ratelimit import UserRateLimiter
-from models.segments import Segmenter
+from models.marketing.segments import Segmenter
+from models.users.privacy import Pseudonymizer
+from models.users.profile import UserProfile
+from models.users.ratelimit import UserRateLimiter
 from streams.records import decode_click, decode_purchase, to_wire, wire_fingerprint
 from streams.settings import Settings
 

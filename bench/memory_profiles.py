@@ -8,7 +8,7 @@ Target (issue 7): at most 2 KB of resident memory per profile at 1M users.
    through ``Engine.process`` (dedupe, profile, learn, serve) plus the segmenter, as the
    agent does: too slow for 1M users (1.5k events/s on a busy 2-core box). ``--mode
    fast`` (default) runs the same per-user steps without the item models' learning and
-   ranking: ``models.dedupe.check_and_add``, ``models.attribution.attribute``,
+   ranking: ``models.users.dedupe.check_and_add``, ``models.marketing.attribution.attribute``,
    ``apply_click``/``apply_purchase``, the real ``ImplicitMF.learn_one`` on the user's
    ``model_state`` (on their first and last event: it makes and leaves the stored value;
    between, it changes values, never the size), then a served list of ``top_k``
@@ -23,8 +23,8 @@ Target (issue 7): at most 2 KB of resident memory per profile at 1M users.
    one growing process per form; per profile = (RSS - RSS before the first record) / n.
    Forms: ``head`` (Faust's memory store as it was: the decoded Python objects, dedupe
    entries as [key, fingerprint] pairs), ``dict`` (the same with today's one-string
-   dedupe entries, ``models.dedupe``) and ``compact`` (what the profiles table keeps now,
-   ``models.compact.CompactValues``: the JSON bytes, decoded on read).
+   dedupe entries, ``models.users.dedupe``) and ``compact`` (what the profiles table keeps now,
+   ``models.users.compact.CompactValues``: the JSON bytes, decoded on read).
 
 Events per user follow a Zipf law (P(n) ~ n^-2, 1 <= n <= ``--max-events``, 1000): 61%
 of users have 1 event, 89% at most 5, mean 4.55; one in 560 fills the dedupe window
@@ -62,16 +62,16 @@ from faust.serializers import codecs
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from models.attribution import attribute, remember
-from models.catalogue import Catalogue
-from models.compact import CompactValues, decode, encode, make_record, raw_touched_ms
-from models.dedupe import KEY_CHARS, check_and_add
 from models.engine import STRATEGIES, Engine, EngineConfig
-from models.privacy import pseudonymize
-from models.profile import UserProfile, apply_click, apply_purchase, is_expired, note_served
+from models.marketing.attribution import attribute, remember
+from models.marketing.segments import Segmenter
 from models.recommenders.base import Context
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.mf import ImplicitMF
-from models.segments import Segmenter
+from models.users.compact import CompactValues, decode, encode, make_record, raw_touched_ms
+from models.users.dedupe import KEY_CHARS, check_and_add
+from models.users.privacy import pseudonymize
+from models.users.profile import UserProfile, apply_click, apply_purchase, is_expired, note_served
 from streams.settings import Settings
 
 TARGET_BYTES = 2048  # per profile at 1M users (issue 7)

@@ -1,6 +1,6 @@
 """pCTR model choice: our FTRL-Proximal ``PctrModel`` against River's logistic regression.
 
-Both learn the same hashed features (``models.ads.ad_features``) of the Open Bandit
+Both learn the same hashed features (``models.ads.pctr.ad_features``) of the Open Bandit
 Dataset random-policy sample, pooled (30,000 impressions, test-then-train, labels learned
 at once); the script prints prequential log loss, calibration and microseconds per
 predict+learn step, and the machine. Run from the repository root:
@@ -15,9 +15,9 @@ import time
 
 from river import linear_model, optim
 
-from models.ads import PctrModel, PctrQuality, RunningMeanBaseline, ad_features
-from streams.evaluate_ads import request_for
-from streams.obd import load_obd
+from models.ads.pctr import PctrModel, PctrQuality, RunningMeanBaseline, ad_features
+from streams.offline.evaluate_ads import request_for
+from streams.offline.obd import load_obd
 
 
 def main() -> None:

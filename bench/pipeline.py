@@ -15,7 +15,7 @@ the parsed profile from ``Result.user_profile`` instead of a second ``from_dict`
 - learn path: ``Engine.process(..., serve=False)``: dedupe, profile, every model learns.
 - full path: ``serve=True`` (the next top-10 over the catalogue, default engine settings
   from ``Settings.from_env().engine_config()``), plus one ad request per event bid over
-  5 ads of 5 campaigns (``models.ads.user_view`` of the new profile, ``Bidder.decide``,
+  5 ads of 5 campaigns (``models.ads.pctr.user_view`` of the new profile, ``Bidder.decide``,
   the 1 s clock tick).
 
 Workload: a warm service (a catalogue of ``--catalogue`` items with categories and text,
@@ -52,14 +52,14 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from models.ads import PctrModel, ad_features, user_view
-from models.bidding import DAY_MS, AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.bidding import DAY_MS, AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.pctr import PctrModel, ad_features, user_view
 from models.drift import monitor_for
 from models.engine import Engine
-from models.privacy import Pseudonymizer
-from models.profile import UserProfile
-from models.ratelimit import UserRateLimiter
-from models.segments import Segmenter
+from models.marketing.segments import Segmenter
+from models.users.privacy import Pseudonymizer
+from models.users.profile import UserProfile
+from models.users.ratelimit import UserRateLimiter
 from streams.records import decode_click, decode_purchase, to_wire, wire_fingerprint
 from streams.settings import Settings
 

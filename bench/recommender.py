@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.catalogue import Catalogue
 from models.recommenders.base import Recommender, prequential
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.cooccurrence import ItemCooccurrence
 from models.recommenders.popularity import Popularity
-from streams.datasets import load_movielens_100k, load_movielens_items
+from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
 K = 10
 # DESIGN §7 reference recall@10 on the same protocol.

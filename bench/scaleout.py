@@ -44,11 +44,11 @@ from rich.progress import Progress
 
 from models.engine import PURCHASE_WEIGHT, Engine
 from models.sync import Outbox, decode_batch
-from streams.broker import LocalBroker, free_port
-from streams.chaos import Rig, machine
-from streams.replay import Outgoing, make_producer, movielens_events, movielens_items, publish
+from streams.cli.replay import Outgoing, make_producer, movielens_events, movielens_items, publish
+from streams.local.broker import LocalBroker, free_port
+from streams.local.chaos import Rig, machine
+from streams.local.worker_proc import WorkerProcess
 from streams.settings import Settings
-from streams.worker_proc import WorkerProcess
 
 # Topics the workers' agents read (streams.topics.SOURCE_TOPICS; not imported: that
 # builds the Faust app).
@@ -248,7 +248,7 @@ def run_mode(bootstrap: str, home: Path, mode: str, n_events: int, partitions: i
 def sync_overhead(n: int) -> dict[str, float]:
     """Microseconds per event of the sync path, in-process: recording (``process`` with
     an outbox minus without), encode+decode, and applying on another engine."""
-    from streams.datasets import load_movielens_100k, load_movielens_items
+    from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
     rows = load_movielens_100k()[:n]
     catalogue = load_movielens_items()

@@ -13,11 +13,20 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
 
-from models.attribution import Attribution, attribute, remember
-from models.bandit import EpsilonGreedy, uniform_from_key
-from models.catalogue import Catalogue
-from models.dedupe import check_and_add
-from models.profile import (
+from models import pickles
+from models.marketing.attribution import Attribution, attribute, remember
+from models.recommenders.bandit import EpsilonGreedy, uniform_from_key
+from models.recommenders.base import Context, Recommender, ScoredItem, check_k
+from models.recommenders.catalogue import Catalogue
+from models.recommenders.content import ContentTfidf
+from models.recommenders.cooccurrence import ItemCooccurrence
+from models.recommenders.hybrid import Hybrid
+from models.recommenders.mf import ImplicitMF
+from models.recommenders.popularity import Popularity, SegmentPopularity
+from models.recommenders.rules import Rules, apply_rules
+from models.sync import Batch, LearnStep, Outbox
+from models.users.dedupe import check_and_add
+from models.users.profile import (
     UserProfile,
     apply_click,
     apply_counted,
@@ -25,14 +34,6 @@ from models.profile import (
     note_served,
     opted_out_profile,
 )
-from models.recommenders.base import Context, Recommender, ScoredItem, check_k
-from models.recommenders.content import ContentTfidf
-from models.recommenders.cooccurrence import ItemCooccurrence
-from models.recommenders.hybrid import Hybrid
-from models.recommenders.mf import ImplicitMF
-from models.recommenders.popularity import Popularity, SegmentPopularity
-from models.rules import Rules, apply_rules
-from models.sync import Batch, LearnStep, Outbox
 
 EventKind = Literal["click", "purchase"]
 
@@ -146,7 +147,7 @@ class Result:
 
     outcome: Literal["accepted", "duplicate", "conflict", "suppressed"]
     profile: dict | None = None
-    dedupe: list[str] | None = None  # models.dedupe state
+    dedupe: list[str] | None = None  # models.users.dedupe state
     items: list[ScoredItem] = field(default_factory=list)
     strategy: str = ""
     propensity: float = 1.0
@@ -576,7 +577,7 @@ class Engine:
         (['a'], 1)
         """
         try:
-            state = pickle.loads(blob)  # our own local checkpoint files only
+            state = pickles.loads(blob)  # our own local checkpoint files only
         except Exception as exc:  # any unpickling failure means "not ours"
             raise ValueError(f"not a model snapshot: {type(exc).__name__}") from None
         if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from models.profile import UserProfile
 from models.recommenders.base import MAX_WEIGHT, is_unicode
+from models.users.profile import UserProfile
 
 # Version of the batch layout; a batch of another version is refused, not guessed at.
 FORMAT = 1

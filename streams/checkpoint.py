@@ -52,8 +52,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from models.ads import PctrModel
-from models.bidding import Bidder
+from models import pickles
+from models.ads.bidding import Bidder
+from models.ads.pctr import PctrModel
 from models.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -474,7 +475,7 @@ class AdModels:
 
     def restore(self, blob: bytes) -> None:
         try:
-            state = pickle.loads(blob)  # from a verified local checkpoint only
+            state = pickles.loads(blob)  # from a verified local checkpoint only
         except Exception as exc:  # any unpickling failure means "not ours"
             raise ValueError(f"not an ads snapshot: {type(exc).__name__}") from None
         if not (isinstance(state, dict) and isinstance(state.get("pctr"), PctrModel)
@@ -494,7 +495,7 @@ class Pickled:
 
     def restore(self, blob: bytes) -> None:
         try:
-            model = pickle.loads(blob)  # from a verified local checkpoint only
+            model = pickles.loads(blob)  # from a verified local checkpoint only
         except Exception as exc:  # any unpickling failure means "not ours"
             raise ValueError(f"not a {self.kind.__name__} snapshot: {type(exc).__name__}") from None
         if not isinstance(model, self.kind):
@@ -505,7 +506,7 @@ class Pickled:
 def _split(payload: bytes) -> tuple[bytes, dict[str, bytes]]:
     """(engine snapshot, extra snapshots) of a verified checkpoint payload."""
     try:
-        state = pickle.loads(payload)  # verified by unseal() first
+        state = pickles.loads(payload)  # verified by unseal() first
     except Exception as exc:  # any unpickling failure means "not ours"
         raise ValueError(f"not a checkpoint: {type(exc).__name__}") from None
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:

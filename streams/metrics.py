@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from models.bidding import EVENT_OUTCOMES, EVENT_TYPES, NO_BID_REASONS
+from models.ads.bidding import EVENT_OUTCOMES, EVENT_TYPES, NO_BID_REASONS
 from models.drift import DIRECTIONS, STREAMS
 from models.engine import MODELS, STRATEGIES
 from models.recommenders.hybrid import CONTEXTS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.profile import UserProfile
+from models.users.profile import UserProfile
 
 
 def profile_summary(stored: dict) -> dict:

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from models.audiences import Audience, load_audiences
-from models.bidding import Campaign, load_campaigns
+from models.ads.bidding import Campaign, load_campaigns
 from models.engine import STRATEGIES, EngineConfig
-from models.experiments import Experiment, load_experiments
+from models.marketing.audiences import Audience, load_audiences
+from models.marketing.experiments import Experiment, load_experiments
 
 T = TypeVar("T")
 

@@ -8,12 +8,12 @@ table by the ads agent.
 
 from __future__ import annotations
 
-from models.ads import PctrModel
-from models.bidding import Bidder
+from models.ads.bidding import Bidder
+from models.ads.pctr import PctrModel
 from models.engine import Engine
-from models.experiments import Running
-from models.privacy import Pseudonymizer
-from models.segments import Segmenter
+from models.marketing.experiments import Running
+from models.marketing.segments import Segmenter
+from models.users.privacy import Pseudonymizer
 from streams import __version__
 from streams.app import settings
 from streams.checkpoint import AdModels, Checkpointer, Pickled

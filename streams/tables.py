@@ -8,8 +8,8 @@ from typing import Any
 import faust
 from faust.stores.memory import Store as MemoryStore
 
-from models.compact import CompactValues, decode, encode, raw_touched_ms
-from models.compact import make_record as make_record  # the record layout, declared there
+from models.users.compact import CompactValues, decode, encode, raw_touched_ms
+from models.users.compact import make_record as make_record  # the record layout, declared there
 from streams.app import app, settings
 
 # Keys are str on both sides of the changelog; values are JSON (plain dicts and lists).
@@ -45,7 +45,7 @@ class _CompactTable(_Table):
     Faust's memory store keeps each value as the Python objects written (or decoded from
     the changelog): 6.4 KB of RSS per profile at a million users, the largest part of
     a worker's memory. Here the store keeps the bytes instead (1.4 KB per profile,
-    ``bench/memory_profiles.py``; ``models.compact.CompactValues``: the changelog's own
+    ``bench/memory_profiles.py``; ``models.users.compact.CompactValues``: the changelog's own
     JSON form) and decodes on every read, so a read is a fresh copy: change it and write
     it back, as a table write must be anyway. The changelog gets the same JSON as
     before, so a worker recovers the table whichever form wrote it. Other stores
@@ -93,8 +93,8 @@ def _table(name: str, cls: type[_Table] = _Table,
     return app.tables.add(cls(app, name=name, beacon=app.tables.beacon, **kwargs))
 
 
-# One record per user (models.compact.make_record): {"p": profile dict (UserProfile.to_dict),
-# "d": dedupe window (models.dedupe), "t": wall-clock ms of the last write (for the
+# One record per user (models.users.compact.make_record): {"p": profile dict (UserProfile.to_dict),
+# "d": dedupe window (models.users.dedupe), "t": wall-clock ms of the last write (for the
 # retention sweep, PERSONA_PROFILE_TTL_DAYS), "o": [partition, offset] of the last
 # events-topic message applied (redeliveries, ``already_applied``)}. One record, so
 # all change in one changelog write: a crash can never leave the dedupe window out of
@@ -146,11 +146,11 @@ def touched_ms(record: dict | None) -> int | None:
 def maybe_idle(cutoff_ms: int) -> Iterator[tuple[str, dict]]:
     """(user, record) for every record of this worker's profiles table but those written
     at or after ``cutoff_ms``, which that cutoff cannot expire
-    (``models.profile.is_expired``). One pass over the table: no await between two
+    (``models.users.profile.is_expired``). One pass over the table: no await between two
     items (the table must not change during it).
 
     For the retention sweep: in the memory store a record written since the cutoff is
-    skipped by the "t" its bytes start with (``models.compact.raw_touched_ms``), not
+    skipped by the "t" its bytes start with (``models.users.compact.raw_touched_ms``), not
     decoded; a full decode of every record costs about 10x a scan of Python objects
     (``bench/memory_profiles.py``: seconds per million records).
     """
@@ -168,7 +168,7 @@ def maybe_idle(cutoff_ms: int) -> Iterator[tuple[str, dict]]:
             yield user, record
 
 
-# The ads agent's durable state (models.bidding.Bidder records): per-request decisions
+# The ads agent's durable state (models.ads.bidding.Bidder records): per-request decisions
 # with the features served, spend per campaign and day, the event clock, the kill switch.
 # A request record names its (pseudonymous) user only while it holds features of their
 # profile; erasure rewrites it without both (Bidder.forget_user).

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real local Apache Kafka broker (session-wide), built on streams.broker.
+"""Shared fixtures: the real local Apache Kafka broker (session-wide), built on
+streams.local.broker.
 
 ``kafka_broker`` is one broker for the whole test session, on a free port, with its data
 under pytest's tmp dir; the jars come from the project's cache (``<data dir>/kafka/lib-<v>``,
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from streams.broker import LocalBroker, free_port
+from streams.local.broker import LocalBroker, free_port
 from streams.settings import Settings
 
 

@@ -13,7 +13,6 @@ from numbers import Real
 
 import numpy as np
 
-from models.catalogue import Catalogue, check_categories
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -23,6 +22,7 @@ from models.recommenders.base import (
     check_weight,
     no_reasons,
 )
+from models.recommenders.catalogue import Catalogue, check_categories
 from models.recommenders.popularity import as_lookup
 
 CATEGORY_PREFIX = "cat:"

@@ -8,7 +8,6 @@ from itertools import islice
 
 import numpy as np
 
-from models.catalogue import Catalogue
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -18,6 +17,7 @@ from models.recommenders.base import (
     check_weight,
     no_reasons,
 )
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.popularity import Popularity, as_lookup
 
 _INITIAL_CAPACITY = 1024

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from models.catalogue import Catalogue
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -24,6 +23,7 @@ from models.recommenders.base import (
     check_weight,
     no_reasons,
 )
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.popularity import as_lookup
 
 _INITIAL_CAPACITY = 1024

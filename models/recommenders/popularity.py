@@ -8,7 +8,6 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import islice
 
-from models.catalogue import Catalogue
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -18,6 +17,7 @@ from models.recommenders.base import (
     check_k,
     check_weight,
 )
+from models.recommenders.catalogue import Catalogue
 
 # Stored counts are scaled up instead of decaying every item each step; they are divided
 # back down before the scale can overflow a float.

@@ -3,7 +3,7 @@
 It consumes the one-partition ads topic (requests with the user's ad view, ad events,
 control commands, clock ticks, and ``forget`` messages: a user's erase or opt_out,
 forwarded by the profile agent) and owns the ``ads`` table (concurrency 1). All money
-state goes through ``models.bidding.Bidder``: this module only moves its writes into
+state goes through ``models.ads.bidding.Bidder``: this module only moves its writes into
 the table, sends ``ad-bids`` and counts.
 """
 
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from models.bidding import AdCandidate, AdRequest, Decision
+from models.ads.bidding import AdCandidate, AdRequest, Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
@@ -255,7 +255,7 @@ def _count_event(kind: str, outcome) -> None:  # type: ignore[no-untyped-def]
 
 def refresh_gauges() -> None:
     """Budget, pacing, win-rate, ROI and calibration gauges, at scrape time."""
-    from models.bidding import utc_day
+    from models.ads.bidding import utc_day
 
     today = utc_day(bidder.now_ms)
     for cid, c in bidder.campaigns.items():

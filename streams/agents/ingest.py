@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from models.ratelimit import UserRateLimiter
+from models.users.ratelimit import UserRateLimiter
 from streams import topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings

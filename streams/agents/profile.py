@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-from models.ads import user_view
-from models.audiences import changes, memberships
+from models.ads.pctr import user_view
 from models.engine import MODELS, reasons
-from models.experiments import DEFAULT_VARIANT, Assignment
-from models.profile import UserProfile, is_expired, opted_out_profile
+from models.marketing.audiences import changes, memberships
+from models.marketing.experiments import DEFAULT_VARIANT, Assignment
+from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings

@@ -8,7 +8,7 @@ import base64
 import orjson
 import pytest
 
-from models.privacy import pseudonymize
+from models.users.privacy import pseudonymize
 from streams import tables
 from streams.agents.ads import ads as ads_agent
 from streams.agents.ads import refresh_gauges

@@ -10,8 +10,8 @@ import pytest
 from faust.exceptions import PartitionsMismatch
 
 from models.engine import STRATEGIES
-from models.privacy import pseudonymize
 from models.recommenders.base import Context
+from models.users.privacy import pseudonymize
 from streams import tables
 from streams.agents.ingest import ingest_clicks, ingest_purchases
 from streams.agents.items import items as items_agent
@@ -199,7 +199,7 @@ def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop,
 def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
         loop, sent, monkeypatch):
     import streams.agents.profile as profile_module
-    from models.experiments import Running, load_experiments
+    from models.marketing.experiments import Running, load_experiments
 
     exp = {"experiments": [{"name": "exp1", "control": "A", "variants": [
         {"name": "A", "strategy": "popularity"}, {"name": "B", "strategy": "popularity"}]}]}
@@ -264,7 +264,7 @@ def test_a_new_user_gets_a_segment_and_one_segments_event(loop, sent):
 
 def test_audience_joins_and_leaves_stream_to_the_audiences_topic(loop, sent, monkeypatch):
     import streams.agents.profile as profile_module
-    from models.audiences import load_audiences
+    from models.marketing.audiences import load_audiences
 
     rules = load_audiences({"audiences": [{"name": "big-spenders", "spend_at_least": 20}]})
     monkeypatch.setattr(profile_module, "audiences", {a.name: a for a in rules})

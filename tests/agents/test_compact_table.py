@@ -7,9 +7,9 @@ from __future__ import annotations
 import orjson
 from faust.topics import Topic
 
-from models.compact import CompactValues, make_record
-from models.dedupe import event_key
-from models.privacy import pseudonymize
+from models.users.compact import CompactValues, make_record
+from models.users.dedupe import event_key
+from models.users.privacy import pseudonymize
 from streams import tables
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings

@@ -16,8 +16,8 @@ import time
 import orjson
 import pytest
 
-from models.privacy import pseudonymize
-from models.ratelimit import UserRateLimiter
+from models.users.privacy import pseudonymize
+from models.users.ratelimit import UserRateLimiter
 from streams import tables
 from streams.agents import ingest
 from streams.agents.ingest import (

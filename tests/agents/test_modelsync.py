@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from models.privacy import pseudonymize
 from models.sync import LearnStep, encode_batch
+from models.users.privacy import pseudonymize
 from streams.agents import modelsync
 from streams.agents.items import apply_item
 from streams.agents.profile import profile as profile_agent

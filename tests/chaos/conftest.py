@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import LocalBroker
-from streams.chaos import Report, Rig, record
+from streams.local.broker import LocalBroker
+from streams.local.chaos import Report, Rig, record
 
 
 @pytest.fixture

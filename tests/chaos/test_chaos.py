@@ -2,7 +2,7 @@
 
 Each scenario runs a real worker on the real local Apache Kafka, sends sequenced clicks
 and purchases for a few hundred users at a bounded rate, injects its fault mid-stream,
-waits (bounded) until the consumer group has no lag, and checks with streams/chaos.py
+waits (bounded) until the consumer group has no lag, and checks with streams/local/chaos.py
 that every event in the source topics is counted exactly once in its user's profile
 (latest changelog record) with the same spend, and has exactly one recommendation id.
 Every process signalled is one the test started. Results: docs/reliability.md.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import LocalBroker
-from streams.chaos import (
+from streams.local.broker import LocalBroker
+from streams.local.chaos import (
     Report,
     Rig,
     scenario_broker_restart,

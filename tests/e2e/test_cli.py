@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from models.privacy import pseudonymize
-from streams.broker import ensure_topics, free_port
+from models.users.privacy import pseudonymize
+from streams.local.broker import ensure_topics, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def persona(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
     full = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     full.update(env or {})
     full["COLUMNS"] = "120"
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=full, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
 
@@ -177,7 +177,7 @@ def number(cell: str) -> float:
 
 
 def _check_ad_phase(out: str, requests: int) -> None:
-    from streams.adsim import demo_campaigns
+    from streams.cli.adsim import demo_campaigns
 
     campaigns = {c["campaign_id"]: c for c in demo_campaigns()["campaigns"]}
     # columns: bids, mean bid, wins, win rate, spend, daily budget, used, budget left, pacing
@@ -216,7 +216,7 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path, kafka_broker) -> None:
     env.update({"PERSONA_DATA_DIR": str(tmp_path), "PERSONA_BROKER_PORT": str(free_port()),
                 "COLUMNS": "120"})
     log = (tmp_path / "demo.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--rate", "200"],
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "demo", "--rate", "200"],
                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:

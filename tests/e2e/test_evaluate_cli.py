@@ -30,7 +30,7 @@ def persona(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     # The service's defaults, whatever the caller's PERSONA_* variables say.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     env["COLUMNS"] = "120"
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

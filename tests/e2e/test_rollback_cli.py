@@ -21,8 +21,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import ensure_topics, free_port
-from streams.worker_proc import WorkerProcess
+from streams.local.broker import ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def persona(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
     full = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     full.update(env)
     full["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=full, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

@@ -22,10 +22,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.broker import ensure_topics, free_port
-from streams.chaos import group_lag
+from streams.local.broker import ensure_topics, free_port
+from streams.local.chaos import group_lag
+from streams.local.worker_proc import WorkerProcess
 from streams.settings import Settings
-from streams.worker_proc import WorkerProcess
 from tests.unit.test_input_catalogue import accepted_catalogue, catalogue
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import scaleout
-from streams.broker import LocalBroker
+from streams.local.broker import LocalBroker
 
 pytestmark = pytest.mark.integration
 

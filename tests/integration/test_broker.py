@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
 
-from streams.broker import BrokerError, LocalBroker, ensure_topics, wait_for_broker
+from streams.local.broker import BrokerError, LocalBroker, ensure_topics, wait_for_broker
 
 pytestmark = pytest.mark.integration
 

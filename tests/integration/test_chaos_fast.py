@@ -2,7 +2,7 @@
 
 Each test sends clicks and purchases with per-user sequence numbers through a real
 worker process, breaks something (kill -9, a second worker killed, SIGTERM), waits until
-the consumer group has no lag, and runs the check of streams/chaos.py: every event in
+the consumer group has no lag, and runs the check of streams/local/chaos.py: every event in
 the source topics counted once in its user's profile (latest changelog record), the same
 spend, one recommendation id per event. docs/reliability.md explains the method.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import LocalBroker
-from streams.chaos import (
+from streams.local.broker import LocalBroker
+from streams.local.chaos import (
     Report,
     Rig,
     scenario_graceful,

@@ -28,9 +28,9 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from models.privacy import pseudonymize
-from streams.broker import ensure_topics, free_port
-from streams.worker_proc import WorkerProcess
+from models.users.privacy import pseudonymize
+from streams.local.broker import ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from models.privacy import pseudonymize
-from streams.broker import ensure_topics, free_port
-from streams.promserver import PrometheusServer, Sample
-from streams.worker_proc import WorkerProcess
+from models.users.privacy import pseudonymize
+from streams.local.broker import ensure_topics, free_port
+from streams.local.promserver import PrometheusServer, Sample
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

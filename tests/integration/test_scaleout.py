@@ -12,9 +12,9 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import LocalBroker
-from streams.chaos import Rig, read_topic
-from streams.worker_proc import WorkerProcess
+from streams.local.broker import LocalBroker
+from streams.local.chaos import Rig, read_topic
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ import pytest
 from faust.web.base import DEBUG_BLUEPRINTS, DEFAULT_BLUEPRINTS, OPTIONAL_BLUEPRINTS
 from mode.utils.imports import symbol_by_name
 
-import streams.broker as broker_module
-from models.privacy import pseudonymize
-from streams.broker import ensure_topics, free_port
-from streams.worker_proc import WorkerProcess, http_get
+import streams.local.broker as broker_module
+from models.users.privacy import pseudonymize
+from streams.local.broker import ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def persona(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
     full = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     full.update(env)
     full["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=full, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

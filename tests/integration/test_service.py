@@ -21,9 +21,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from models.engine import STRATEGIES
-from models.privacy import pseudonymize
-from streams.broker import ensure_topics, free_port
-from streams.worker_proc import WorkerProcess
+from models.users.privacy import pseudonymize
+from streams.local.broker import ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -270,7 +270,7 @@ def test_end_to_end_and_restart(service):
     assert status == 200 and body["enabled"] and len(body["segments"]) == 6
     assert sum(sg["size"] for sg in body["segments"]) == N_USERS
     assert all(sg["description"] for sg in body["segments"] if sg["size"])
-    cli = subprocess.run([sys.executable, "-m", "streams.cli", "segments", "--url",
+    cli = subprocess.run([sys.executable, "-m", "streams.cli.main", "segments", "--url",
                           worker.base_url], capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
     assert cli.returncode == 0, cli.stderr

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import ensure_topics, free_port
-from streams.worker_proc import WorkerProcess
+from streams.local.broker import ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

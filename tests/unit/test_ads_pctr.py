@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.ads import (
+from models.ads.pctr import (
     HASH_BITS,
     MAX_WEIGHT,
     P_MIN,
@@ -32,7 +32,7 @@ from models.ads import (
     hash_feature,
     user_view,
 )
-from models.profile import UserProfile, apply_click, apply_purchase
+from models.users.profile import UserProfile, apply_click, apply_purchase
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 2**HASH_BITS
@@ -83,7 +83,7 @@ def test_cross_in_range(a: int, b: int) -> None:
 
 
 def test_hash_stable_across_processes() -> None:
-    code = "from models.ads import hash_feature as f; print(f('c=camp1'), f('a=ad-ünï'))"
+    code = "from models.ads.pctr import hash_feature as f; print(f('c=camp1'), f('a=ad-ünï'))"
     outs = set()
     for seed in ("1", "2", "random"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
@@ -235,7 +235,7 @@ contexts = st.one_of(st.none(), st.dictionaries(st.sampled_from(["k", "j"]), sca
 @given(st.lists(st.tuples(views, contexts, st.sampled_from([1, 1.0, True, 2]),
                           st.booleans()), min_size=1, max_size=8))
 def test_request_cache_is_invisible(calls: list[tuple[dict, dict | None, int, bool]]) -> None:
-    import models.ads as ads_module
+    import models.ads.pctr as ads_module
 
     prev: tuple[dict, dict | None] | None = None
     for view, ctx, hour, reuse in calls:

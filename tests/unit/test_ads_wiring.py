@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from models.ads import PctrModel, hash_feature
-from models.bidding import Bidder
+from models.ads.bidding import Bidder
+from models.ads.pctr import PctrModel, hash_feature
 from models.engine import Engine
-from models.profile import UserProfile
+from models.users.profile import UserProfile
 from streams.checkpoint import AdModels, Checkpointer, seal
 from streams.settings import Settings, SettingsError
 

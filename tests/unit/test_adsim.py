@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-import streams.adsim
-from models.bidding import load_campaigns
-from streams.adsim import (
+import streams.cli.adsim
+from models.ads.bidding import load_campaigns
+from streams.cli.adsim import (
     MAX_EVENT_DELAY_MS,
     AdExchange,
     affinity,
@@ -36,7 +36,7 @@ def run(seed: int, n: int = 200, amount: float = 0.1, aff: float = 0.3) -> list[
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(streams.adsim)
+    result = doctest.testmod(streams.cli.adsim)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.attribution import attribute, remember
 from models.engine import Engine, EngineConfig
-from models.profile import UserProfile
+from models.marketing.attribution import attribute, remember
+from models.users.profile import UserProfile
 
 H = 3_600_000
 

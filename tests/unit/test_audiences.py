@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.audiences import (
+from models.marketing.audiences import (
     MAX_CONDITIONS,
     MAX_DEPTH,
     Audience,
@@ -23,7 +23,7 @@ from models.audiences import (
     load_audiences,
     memberships,
 )
-from models.profile import UserProfile, apply_click, apply_purchase
+from models.users.profile import UserProfile, apply_click, apply_purchase
 
 DAY = 86_400_000
 HL = 7 * DAY

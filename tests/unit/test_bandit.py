@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from models.bandit import EpsilonGreedy, uniform_from_key
+from models.recommenders.bandit import EpsilonGreedy, uniform_from_key
 
 ARMS = ["hybrid", "cooccurrence", "mf", "popularity"]
 

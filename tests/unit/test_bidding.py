@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from models.ads import PctrModel, hash_feature
-from models.bandit import uniform_from_key
-from models.bidding import (
+from models.ads.bidding import (
     DAY_MS,
     NO_BID_REASONS,
     AdCandidate,
@@ -22,6 +20,8 @@ from models.bidding import (
     Write,
     load_campaigns,
 )
+from models.ads.pctr import PctrModel, hash_feature
+from models.recommenders.bandit import uniform_from_key
 
 T0 = 19_000 * DAY_MS  # a UTC midnight (2022-01-08)
 W = 60_000  # window_ms in most tests

@@ -20,8 +20,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.ads import PctrModel
-from models.bidding import (
+from models.ads.bidding import (
     CLOCK_STEP_MS,
     DAY_MS,
     MICROS,
@@ -32,6 +31,7 @@ from models.bidding import (
     Write,
     to_micros,
 )
+from models.ads.pctr import PctrModel
 
 T0 = 19_000 * DAY_MS
 WINDOW = 10_000

@@ -1,4 +1,4 @@
-"""Pure parts of streams/broker.py: no JVM, no Maven, no network beyond binding 127.0.0.1."""
+"""Pure parts of streams/local/broker.py: no JVM, no Maven, no network beyond binding 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import streams.broker as broker_mod
-from streams.broker import (
+import streams.local.broker as broker_mod
+from streams.local.broker import (
     BrokerError,
     LocalBroker,
     free_port,

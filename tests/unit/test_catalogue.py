@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from models.catalogue import Catalogue, Item
+from models.recommenders.catalogue import Catalogue, Item
 
 
 def test_upsert_get_and_accessors() -> None:

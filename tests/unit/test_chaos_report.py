@@ -1,4 +1,4 @@
-"""The chaos run's results table (streams/chaos.py) and the Faust fixes it led to."""
+"""The chaos run's results table (streams/local/chaos.py) and the Faust fixes it led to."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams import faust_fixes
-from streams.chaos import DOC_END, DOC_START, ChaosError, Report, record, render, write_doc
+from streams.local.chaos import DOC_END, DOC_START, ChaosError, Report, record, render, write_doc
 
 
 def _report(name: str, **over) -> Report:

@@ -1,5 +1,5 @@
-"""The profiles table's compact in-memory form (models.compact) and the dedupe window's
-entry format (models.dedupe): same values as the changelog round trip, old records read."""
+"""The profiles table's compact in-memory form (models.users.compact) and the dedupe window's
+entry format (models.users.dedupe): same values as the changelog round trip, old records read."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from faust.serializers import codecs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.compact import CompactValues, decode, encode, make_record
-from models.dedupe import check_and_add, event_key, fingerprint_key, keys
 from models.engine import Engine, EngineConfig
+from models.users.compact import CompactValues, decode, encode, make_record
+from models.users.dedupe import check_and_add, event_key, fingerprint_key, keys
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)

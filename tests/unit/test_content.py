@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.catalogue import Catalogue
 from models.recommenders import content
 from models.recommenders.base import Context, Recommender, ScoredItem
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.content import ContentTfidf, category_term, tokenize
-from streams.datasets import load_movielens_100k, load_movielens_items
+from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
 Vector = dict[str, float]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import datasets
-from streams.datasets import (
+from streams.offline import datasets
+from streams.offline.datasets import (
     DatasetMissing,
     load_movielens_100k,
     load_movielens_items,
@@ -22,7 +22,7 @@ from streams.datasets import (
 def test_path_found_without_importing_recbole() -> None:
     # A fresh interpreter: this test process may have imported anything already.
     code = (
-        "import sys; from streams.datasets import movielens_100k_path as p; "
+        "import sys; from streams.offline.datasets import movielens_100k_path as p; "
         "print(p().name, 'recbole' in sys.modules)"
     )
     root = Path(__file__).resolve().parents[2]

@@ -100,7 +100,7 @@ def test_hits_are_batched_because_real_hit_streams_come_in_bursts() -> None:
     hit at a time cuts its window 9 times; fed means of 10, it never does."""
     from models.recommenders.base import prequential
     from models.recommenders.popularity import Popularity
-    from streams.datasets import load_movielens_100k
+    from streams.offline.datasets import load_movielens_100k
 
     events = [(user, item) for user, item, _, _ in load_movielens_100k()]
     hits = [float(hit) for hit in prequential(Popularity(), events, k=10)]

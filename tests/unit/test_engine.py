@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from models.dedupe import check_and_add, event_key, keys
 from models.engine import STRATEGIES, Engine, EngineConfig, reasons
-from models.profile import UserProfile
+from models.users.dedupe import check_and_add, event_key, keys
+from models.users.profile import UserProfile
 
 _ids = itertools.count()
 

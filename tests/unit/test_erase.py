@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from models.ads import PctrModel
-from models.bidding import AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.bidding import AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.pctr import PctrModel
 from models.engine import Engine, EngineConfig
-from models.profile import (
+from models.marketing.segments import Segmenter
+from models.users.profile import (
     UserProfile,
     apply_click,
     apply_counted,
     is_expired,
     opted_out_profile,
 )
-from models.segments import Segmenter
 from streams.checkpoint import AdModels, Checkpointer, Pickled
 
 T0 = 1_760_000_000_000

@@ -17,7 +17,7 @@ from models.evaluation import (
     rank_of,
     reciprocal_rank,
 )
-from streams.evaluate import (
+from streams.offline.evaluate import (
     InputError,
     ReplayConfig,
     Stream,
@@ -319,6 +319,6 @@ def test_streams_doctests() -> None:
     # streams/ modules are outside pytest's doctest paths: run this one's examples here
     import doctest
 
-    import streams.evaluate
+    import streams.offline.evaluate
 
-    assert doctest.testmod(streams.evaluate).failed == 0
+    assert doctest.testmod(streams.offline.evaluate).failed == 0

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models.experiments import (
+from models.marketing.experiments import (
     MAX_VARIANTS,
     BanditAllocator,
     Experiment,
@@ -29,7 +29,7 @@ from models.experiments import (
     assignment_draw,
     load_experiments,
 )
-from models.privacy import pseudonymize
+from models.users.privacy import pseudonymize
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = b"0123456789abcdef"
@@ -67,7 +67,8 @@ def test_assignment_is_pinned() -> None:
 def test_assignment_is_the_same_in_another_process() -> None:
     # no Python hash(): a worker with another PYTHONHASHSEED places users identically
     e = _exp()
-    code = ("import json, sys; from models.experiments import Experiment, Variant, assign;"
+    code = ("import json, sys; "
+            "from models.marketing.experiments import Experiment, Variant, assign;"
             "e = Experiment('recs-2024', [Variant('A', 5), Variant('B', 3), Variant('C', 2)],"
             " control='A', salt='s1');"
             "print(json.dumps([assign(e, u) for u in json.load(sys.stdin)]))")

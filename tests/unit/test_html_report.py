@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 from scipy import stats
 
-from models.stats import compare_means, compare_rates
-from streams.html_report import (
+from models.marketing.stats import compare_means, compare_rates
+from streams.cli.html_report import (
     Bar,
     ExperimentReport,
     bar_chart,
@@ -22,8 +22,8 @@ from streams.html_report import (
     render_html,
     revenue_interval,
 )
+from streams.cli.report import VariantFigures, figures, report
 from streams.metrics import build_metrics
-from streams.report import VariantFigures, figures, report
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = "<b>x</b>"  # a variant name that is markup, as the worker would expose it
@@ -48,7 +48,7 @@ def page() -> str:
 
 
 def _persona(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
 

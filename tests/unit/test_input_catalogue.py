@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from models.privacy import Pseudonymizer
-from models.ratelimit import UserRateLimiter
+from models.users.privacy import Pseudonymizer
+from models.users.ratelimit import UserRateLimiter
 from streams.records import (
     ERROR_CODES,
     INGEST_CODES,
@@ -452,7 +452,7 @@ def test_rate_limit_settings() -> None:
 
 def test_the_defaults_never_limit_a_movielens_replay() -> None:
     """MovieLens 100K has at most 10 events per user within 1 s and 30 within 60 s."""
-    from streams.datasets import load_movielens_100k
+    from streams.offline.datasets import load_movielens_100k
 
     s = Settings()
     rl = UserRateLimiter(s.user_rate_per_s, s.user_burst, s.rate_limit_users)

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from models.catalogue import Catalogue
 from models.recommenders.base import Context, Recommender
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.mf import BiasedMF, ImplicitMF, decode_vector, encode_vector
-from streams.datasets import load_movielens_100k
+from streams.offline.datasets import load_movielens_100k
 
 FILLER = [f"f{n}" for n in range(8)]
 

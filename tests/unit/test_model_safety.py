@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.ads import HASH_BITS, PctrModel, ad_features, hash_feature, user_view
-from models.bidding import AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.bidding import AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.pctr import HASH_BITS, PctrModel, ad_features, hash_feature, user_view
 from models.engine import Engine, EngineConfig
-from models.privacy import Pseudonymizer, pseudonymize
-from models.profile import UserProfile
-from models.segments import OnlineKMeans, Segmenter
+from models.marketing.segments import OnlineKMeans, Segmenter
+from models.users.privacy import Pseudonymizer, pseudonymize
+from models.users.profile import UserProfile
 from streams.records import (
     ValidationError,
     ad_request_to_wire,
@@ -467,10 +467,10 @@ def test_a_flood_of_never_seen_users_and_items_stays_within_every_bound() -> Non
     same on RSS over a million ids)."""
     import tracemalloc
 
-    from models.ratelimit import UserRateLimiter
     from models.recommenders.cooccurrence import ItemCooccurrence
     from models.recommenders.mf import ImplicitMF
     from models.recommenders.popularity import SegmentPopularity
+    from models.users.ratelimit import UserRateLimiter
 
     max_items = 200
     engine = Engine(EngineConfig(max_items=max_items, top_k=5, seed=4))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from models.ads import PctrModel, RunningMeanBaseline, ad_features
-from streams import obd
-from streams.evaluate_ads import AdsReplayConfig, replay_ads, request_for, targets
-from streams.obd import (
+from models.ads.pctr import PctrModel, RunningMeanBaseline, ad_features
+from streams.offline import obd
+from streams.offline.evaluate_ads import AdsReplayConfig, replay_ads, request_for, targets
+from streams.offline.obd import (
     CAMPAIGNS,
     POLICIES,
     Impression,
@@ -38,7 +38,7 @@ ITEMS = {"all": 80, "men": 34, "women": 46}
 
 def test_found_without_importing_obp() -> None:
     # A fresh interpreter: this test process may have imported anything already.
-    code = ("import sys; from streams.obd import load_obd; s = load_obd(); "
+    code = ("import sys; from streams.offline.obd import load_obd; s = load_obd(); "
             "print(len(s.impressions), 'obp' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
@@ -151,7 +151,7 @@ def test_bad_row_names_file_and_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         load_campaign("random", "men")
 
 
-# ---------------------------------------------------------------- the replay (streams.evaluate_ads)
+# ------------------------------------------------ the replay (streams.offline.evaluate_ads)
 MINUTE_US = 60_000_000
 T0_US = 1_574_553_600_000_000  # 2019-11-24 00:00 UTC
 
@@ -277,6 +277,6 @@ def test_targets() -> None:
 def test_module_doctests() -> None:
     import doctest
 
-    from streams import evaluate_ads
+    from streams.offline import evaluate_ads
 
     assert doctest.testmod(evaluate_ads).failed == 0

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.privacy import DEFAULT_CACHE_SIZE, MIN_KEY_BYTES, Pseudonymizer, pseudonymize
+from models.users.privacy import DEFAULT_CACHE_SIZE, MIN_KEY_BYTES, Pseudonymizer, pseudonymize
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

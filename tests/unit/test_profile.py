@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.profile import (
+from models.users.profile import (
     CLICK_INTEREST,
     MAX_INTERESTS,
     PURCHASE_INTEREST,

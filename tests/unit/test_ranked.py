@@ -9,8 +9,8 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pytest
 
-from models.catalogue import Catalogue
 from models.recommenders.base import Context, Ranked, ScoredItem
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.content import ContentTfidf
 from models.recommenders.cooccurrence import ItemCooccurrence
 from models.recommenders.hybrid import Hybrid

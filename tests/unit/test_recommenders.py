@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.catalogue import Catalogue
 from models.recommenders.base import Recommender, ScoredItem, prequential
+from models.recommenders.catalogue import Catalogue
 from models.recommenders.cooccurrence import ItemCooccurrence
 from models.recommenders.popularity import Popularity
-from streams.datasets import load_movielens_100k
+from streams.offline.datasets import load_movielens_100k
 
 Event = tuple[str, list[str], float]  # item, history before it, weight
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from models.stats import compare_means, compare_rates
-from streams.report import figures, report
+from models.marketing.stats import compare_means, compare_rates
+from streams.cli.report import figures, report
 
 PAGE = Path(__file__).with_name("report_metrics.txt")
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_report_compares_each_variant_with_control() -> None:
 
 
 def _persona(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"})
 

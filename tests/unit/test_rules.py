@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from models.catalogue import Catalogue
 from models.recommenders.base import ScoredItem
-from models.rules import Rules, apply_rules
+from models.recommenders.catalogue import Catalogue
+from models.recommenders.rules import Rules, apply_rules
 
 CATEGORIES = {
     "a": ["Drama", "Comedy"],

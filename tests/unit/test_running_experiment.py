@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from models.experiments import Running, load_experiments
+from models.marketing.experiments import Running, load_experiments
 
 CONFIG = {"experiments": [
     {"name": "old", "active": False, "control": "x",

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.profile import UserProfile, apply_click, apply_purchase
-from models.segments import (
+from models.marketing.segments import (
     BASE_FEATURES,
     DAY_MS,
     MONETARY,
@@ -25,6 +24,7 @@ from models.segments import (
     feature_names,
     profile_features,
 )
+from models.users.profile import UserProfile, apply_click, apply_purchase
 
 HL = 7 * DAY_MS
 NOW = 400 * DAY_MS

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from models.engine import Engine, EngineConfig, Served
-from streams import evaluate
-from streams.evaluate import ReplayConfig, Stream
+from streams.offline import evaluate
+from streams.offline.evaluate import ReplayConfig, Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [(f"u{n % 7}", f"i{(n * 5 + n // 7) % 23}", None, 1_000 * n) for n in range(300)]
@@ -32,7 +32,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["streams/evaluate.py", "streams/agents/profile.py"])
+@pytest.mark.parametrize("module", ["streams/offline/evaluate.py", "streams/agents/profile.py"])
 def test_no_scoring_outside_the_engine(module: str) -> None:
     # Ranking models are reached through models.engine only; the evaluator's rating mode
     # uses BiasedMF, which is a model module, never a copy of its code.

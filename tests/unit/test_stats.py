@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
-from models.stats import (
+from models.marketing.stats import (
     Comparison,
     betainc,
     compare_means,

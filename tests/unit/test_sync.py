@@ -16,11 +16,11 @@ import orjson
 import pytest
 
 from models.engine import Engine, EngineConfig
-from models.profile import UserProfile
 from models.recommenders.cooccurrence import ItemCooccurrence
 from models.recommenders.popularity import Popularity
 from models.sync import FORMAT, LearnStep, Outbox, decode_batch, encode_batch, segment_input
-from streams.datasets import load_movielens_100k, load_movielens_items
+from models.users.profile import UserProfile
+from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
 N_EVENTS = 3000
 

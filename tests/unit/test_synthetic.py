@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from streams.synthetic import CLUSTERS, START_S, TIMELINE_S, generate
+from streams.offline.synthetic import CLUSTERS, START_S, TIMELINE_S, generate
 
 N = 30_000
 
@@ -91,7 +91,7 @@ def test_doctests() -> None:
     # streams/ modules are outside pytest's doctest paths: run this one's examples here
     import doctest
 
-    import streams.synthetic
+    import streams.offline.synthetic
 
-    result = doctest.testmod(streams.synthetic)
+    result = doctest.testmod(streams.offline.synthetic)
     assert result.attempted > 0 and result.failed == 0

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
 
+from streams.cli.top import Scrape, View, frame, histogram_quantile, run
 from streams.metrics import build_metrics
-from streams.top import Scrape, View, frame, histogram_quantile, run
 
 ROOT = Path(__file__).resolve().parents[2]
 URL = "http://127.0.0.1:6066/metrics"
@@ -205,7 +205,7 @@ def test_a_page_that_is_not_metrics_is_said() -> None:
 
 
 def _persona(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "140"})
 

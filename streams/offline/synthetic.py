@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.datasets import Rating
+from streams.offline.datasets import Rating
 
 CLUSTERS = (
     "Jazz", "Sci-Fi", "Cooking", "Travel", "Thriller", "Gardening", "Comedy", "History",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from streams.datasets import installed_data_path
+from streams.offline.datasets import installed_data_path
 
 POLICIES = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")

@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streams.report import figures, samples
+from streams.cli.report import figures, samples
 
 Key = tuple[str, ...]
 Series = tuple[tuple[Mapping[str, str], float], ...]

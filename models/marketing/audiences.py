@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from models.profile import PURCHASE_INTEREST, UserProfile
+from models.users.profile import PURCHASE_INTEREST, UserProfile
 
 DAY_MS = 86_400_000
 MAX_AUDIENCES = 100
@@ -276,7 +276,7 @@ def evaluate(
     """Whether the user is in ``audience`` at ``now_ms``. ``half_life_ms`` is the profiles'
     interest half-life (used by ``purchased_category`` with ``within_days``).
 
-    >>> from models.profile import apply_purchase
+    >>> from models.users.profile import apply_purchase
     >>> p = apply_purchase(UserProfile(), "i1", 0, 20.0, ["Action"], half_life_ms=7 * DAY_MS)
     >>> cfg = {"audiences": [{"name": "a", "purchased_category": "Action", "within_days": 30}]}
     >>> a = load_audiences(cfg)[0]

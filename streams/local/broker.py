@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OPS_DIR = Path(__file__).resolve().parent.parent / "ops" / "kafka"
+OPS_DIR = Path(__file__).resolve().parents[2] / "ops" / "kafka"
 POM = OPS_DIR / "pom.xml"
 LOG4J_CONFIG = OPS_DIR / "log4j2.properties"
 
@@ -146,7 +146,7 @@ def render_server_properties(host: str, port: int, controller_port: int, log_dir
         # persona and Faust create their topics explicitly through the admin API.
         "auto.create.topics.enable": "false",
     }
-    lines = ["# Written by streams/broker.py on every start: edits are lost."]
+    lines = ["# Written by streams/local/broker.py on every start: edits are lost."]
     lines += [f"{k}={v}" for k, v in props.items()]
     return "\n".join(lines) + "\n"
 

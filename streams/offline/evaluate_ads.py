@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models.ads import PctrModel, PctrQuality, RunningMeanBaseline
-from models.bidding import CLOCK_STEP_MS, AdCandidate, AdRequest, Bidder, Campaign
-from streams.obd import CAMPAIGNS, Impression, Item, ObdSample
+from models.ads.bidding import CLOCK_STEP_MS, AdCandidate, AdRequest, Bidder, Campaign
+from models.ads.pctr import PctrModel, PctrQuality, RunningMeanBaseline
+from streams.offline.obd import CAMPAIGNS, Impression, Item, ObdSample
 
 # The targets: pCTR must not lose to a constant rate, and its sum must be close
 # to the clicks (bids are pCTR x value: a miscalibrated model over- or underbids).

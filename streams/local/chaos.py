@@ -36,9 +36,9 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from models.privacy import pseudonymize
-from streams.broker import LocalBroker, ensure_topics, free_port
-from streams.worker_proc import WorkerProcess, http_get
+from models.users.privacy import pseudonymize
+from streams.local.broker import LocalBroker, ensure_topics, free_port
+from streams.local.worker_proc import WorkerProcess, http_get
 
 SECRET = "chaos-test-secret-key-0123456789abcdef"
 API_TOKEN = "chaos-test-api-token-0123456789"
@@ -952,7 +952,7 @@ def write_doc(results: Path, doc: Path, kafka_version: str = "") -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m streams.chaos write-doc RESULTS.jsonl DOC.md [KAFKA_VERSION]``."""
+    """``python -m streams.local.chaos write-doc RESULTS.jsonl DOC.md [KAFKA_VERSION]``."""
     if len(argv) not in (3, 4) or argv[0] != "write-doc":
         sys.stderr.write(f"usage: {main.__doc__}\n")
         return 2

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.adsim import CAMPAIGNS_FILE
+from streams.cli.adsim import CAMPAIGNS_FILE
 from streams.settings import PROJECT_ROOT, Settings
 
 # The demo's A/B test: variant A serves popularity, B the hybrid (ops/experiments.demo.json).
@@ -78,9 +78,9 @@ def run_demo(
     out: Console,
     ad_requests: int = DEFAULT_AD_REQUESTS,
 ) -> int:
-    from streams.broker import BrokerError, LocalBroker, ensure_topics, free_port
-    from streams.replay import make_producer, movielens_events, movielens_items, publish
-    from streams.worker_proc import WorkerError, WorkerProcess
+    from streams.cli.replay import make_producer, movielens_events, movielens_items, publish
+    from streams.local.broker import BrokerError, LocalBroker, ensure_topics, free_port
+    from streams.local.worker_proc import WorkerError, WorkerProcess
 
     demo_dir = settings.data_dir / "demo"
     if demo_dir.exists() and not keep_data:
@@ -215,8 +215,8 @@ def run_demo(
 
 def _experiment_report(worker, *, out: Console) -> None:  # type: ignore[no-untyped-def]
     """The A/B test's report, as `persona report` prints it, from the worker's metrics."""
-    from streams.report import figures, render, report
-    from streams.worker_proc import http_get
+    from streams.cli.report import figures, render, report
+    from streams.local.worker_proc import http_get
 
     status, body = http_get(worker.base_url + "/metrics")
     if status != 200:
@@ -319,7 +319,7 @@ class _AdRun:
 def _ad_phase(worker, producer, s: Settings, bootstrap: str, events, items,  # type: ignore[no-untyped-def]
               n: int, *, console: Console, out: Console) -> None:
     """Auctions for one simulated day: ad requests for the replay's users, the worker's
-    bids answered by the seeded exchange (streams/adsim.py), then what the worker counted.
+    bids answered by the seeded exchange (streams/cli/adsim.py), then what the worker counted.
 
     Each simulated hour's requests go out together; the next hour waits until the worker
     has bid on them and counted the exchange's events, so no event arrives after the
@@ -327,8 +327,8 @@ def _ad_phase(worker, producer, s: Settings, bootstrap: str, events, items,  # t
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.adsim import AdExchange, affinity, demo_campaigns, user_genre_counts
-    from streams.worker_proc import WorkerError
+    from streams.cli.adsim import AdExchange, affinity, demo_campaigns, user_genre_counts
+    from streams.local.worker_proc import WorkerError
 
     catalogue = demo_campaigns()
     genres = {}
@@ -351,7 +351,7 @@ def _ad_phase(worker, producer, s: Settings, bootstrap: str, events, items,  # t
                   f"{time.strftime('%Y-%m-%d', time.gmtime(day0 / 1000))} (simulated, UTC), "
                   f"{len(catalogue['campaigns'])} campaigns, attribution window "
                   f"{AD_WINDOW_S}s")
-    console.print(f"the exchange (streams/adsim.py, seed {AD_SEED}) clears each auction at the "
+    console.print(f"the exchange (streams/cli/adsim.py, seed {AD_SEED}) clears each auction at the "
                   f"best rival bid (median {exchange.median_price:.2f}) or the floor, and "
                   f"simulates clicks with probability {exchange.base_ctr:.0%} + "
                   f"{exchange.ctr_lift:.0%} x the user's share of replayed events in the "

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from models.profile import UserProfile, top_interests
+from models.users.profile import UserProfile, top_interests
 
 HASH_BITS: Final = 20
 _DIM: Final = 1 << HASH_BITS
@@ -69,7 +69,7 @@ def user_view(
     for none). An opted-out user (``opted_out`` or the profile's flag) gives
     ``{"np": True}``, no profile ``{}``: no user features at all, a contextual bid.
 
-    >>> from models.profile import apply_click
+    >>> from models.users.profile import apply_click
     >>> p = apply_click(UserProfile(), "i1", 0, ["Comedy"], half_life_ms=3_600_000)
     >>> p = apply_click(p, "i2", 0, ["Comedy", "Drama"], half_life_ms=3_600_000)
     >>> user_view(p, now_ms=3 * 3_600_000, half_life_ms=3_600_000)

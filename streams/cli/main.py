@@ -126,7 +126,7 @@ def ensure_secret_key(settings: Settings) -> str:
 @broker_app.command("fetch")
 def broker_fetch() -> None:
     """Download the Kafka jars from Maven Central once (cached under PERSONA_DATA_DIR)."""
-    from streams.broker import BrokerError, LocalBroker
+    from streams.local.broker import BrokerError, LocalBroker
 
     b = LocalBroker.from_settings(_settings())
     try:
@@ -142,7 +142,7 @@ def broker_start(
     timeout: float = typer.Option(90.0, help="Seconds to wait for the broker to answer."),
 ) -> None:
     """Start the local broker on PERSONA_BROKER_HOST:PERSONA_BROKER_PORT and wait until ready."""
-    from streams.broker import BrokerError, LocalBroker
+    from streams.local.broker import BrokerError, LocalBroker
 
     b = LocalBroker.from_settings(_settings())
     started = time.monotonic()
@@ -157,7 +157,7 @@ def broker_start(
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the local broker (controlled shutdown)."""
-    from streams.broker import BrokerError, LocalBroker
+    from streams.local.broker import BrokerError, LocalBroker
 
     b = LocalBroker.from_settings(_settings())
     try:
@@ -170,7 +170,7 @@ def broker_stop() -> None:
 @broker_app.command("status")
 def broker_status() -> None:
     """Show whether the local broker runs, its PID, port and log file."""
-    from streams.broker import LocalBroker
+    from streams.local.broker import LocalBroker
 
     st = LocalBroker.from_settings(_settings()).status()
     for k, v in st.items():
@@ -186,7 +186,7 @@ def topics_create(
 ) -> None:
     """Create every topic of the contract (DESIGN §2), and the internal events and ads
     topics (the ads topic always has one partition)."""
-    from streams.broker import BrokerError, ensure_topics
+    from streams.local.broker import BrokerError, ensure_topics
 
     _quiet_clients()
     s = _settings()
@@ -276,7 +276,7 @@ def produce(
     """Publish events to Kafka with a progress bar."""
     from rich.progress import Progress
 
-    from streams.replay import (
+    from streams.cli.replay import (
         jsonl_records,
         make_producer,
         movielens_events,
@@ -367,7 +367,7 @@ def pseudonymize_cmd(
     user_ids: list[str] = typer.Argument(..., help="Your application's user ids."),
 ) -> None:
     """Print the pseudonymous id persona uses for each user id (same keyed hash as ingest)."""
-    from models.privacy import Pseudonymizer
+    from models.users.privacy import Pseudonymizer
     from streams.records import ValidationError, normalize_id
 
     s = _settings()
@@ -557,8 +557,8 @@ def report_cmd(
     import json
     import urllib.request
 
-    from streams.report import as_json as report_json
-    from streams.report import figures, render, report
+    from streams.cli.report import as_json as report_json
+    from streams.cli.report import figures, render, report
 
     s = _settings()
     if metrics_file is not None:
@@ -601,7 +601,7 @@ def report_cmd(
     if html is not None:
         from datetime import UTC, datetime
 
-        from streams.html_report import ExperimentReport, write_html
+        from streams.cli.html_report import ExperimentReport, write_html
 
         source = str(metrics_file) if metrics_file is not None else target
         try:
@@ -626,7 +626,7 @@ def top_cmd(
     """Live dashboard of one worker: events/s, lag, dead letters, recommendations, CTR and
     conversion by strategy and variant, bids, spend and budgets, kill switch. Exit code 1
     when the last scrape failed."""
-    from streams.top import run
+    from streams.cli.top import run
 
     s = _settings()
     target = url or f"http://{s.web_host}:{s.web_port}/metrics"
@@ -650,7 +650,7 @@ def demo(
 ) -> None:
     """Start a broker and a worker, replay MovieLens 100K, show recommendations and metrics,
     then run ad auctions for the replay's users and show campaign figures."""
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
     _quiet_clients()
     s = _settings()
@@ -698,8 +698,8 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models.engine import STRATEGIES
-    from streams.datasets import DatasetMissing
-    from streams.evaluate import (
+    from streams.offline.datasets import DatasetMissing
+    from streams.offline.evaluate import (
         DATASETS,
         RATING_MODEL,
         InputError,
@@ -838,8 +838,8 @@ def evaluate_ads(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from streams.evaluate_ads import AdsReplayConfig, replay_ads, results_table, targets
-    from streams.obd import CAMPAIGNS, POLICIES, POOLED, ObdMissing, load_obd
+    from streams.offline.evaluate_ads import AdsReplayConfig, replay_ads, results_table, targets
+    from streams.offline.obd import CAMPAIGNS, POLICIES, POOLED, ObdMissing, load_obd
 
     if policy not in POLICIES:
         raise _fail(f"unknown --policy {policy!r}: choose from {', '.join(POLICIES)}", 2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from models.catalogue import Catalogue
 from models.recommenders.base import ScoredItem
+from models.recommenders.catalogue import Catalogue
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.bandit import uniform_from_key
 from models.engine import check_overrides
+from models.recommenders.bandit import uniform_from_key
 
 MAX_VARIANTS = 20
 # Experiment, variant and strategy names end up as Prometheus label values and in report
@@ -103,7 +103,7 @@ class Variant:
     >>> Variant("B", 0)
     Traceback (most recent call last):
     ...
-    models.experiments.ExperimentError: weight: must be a finite number > 0, got 0
+    models.marketing.experiments.ExperimentError: weight: must be a finite number > 0, got 0
     """
 
     name: str
@@ -141,8 +141,8 @@ class Experiment:
     >>> Experiment("x", [Variant("A")], control="C")
     Traceback (most recent call last):
     ...
-    models.experiments.ExperimentError: control: must be one of the variants ('A',), got 'C'
-    """
+    models.marketing.experiments.ExperimentError: control: must be one of the variants ('A',), got 'C'
+    """  # noqa: E501 (the doctest prints the qualified exception name)
 
     name: str
     variants: Sequence[Variant]
@@ -237,7 +237,7 @@ def load_experiments(obj: object) -> dict[str, Experiment]:
     >>> load_experiments(cfg)
     Traceback (most recent call last):
     ...
-    models.experiments.ExperimentError: experiments[0].variants[1].wieght: unknown field \
+    models.marketing.experiments.ExperimentError: experiments[0].variants[1].wieght: unknown field \
 (allowed: name, settings, strategy, weight)
     """
     top = _fields("config", obj, frozenset({"experiments"}), ("experiments",))
@@ -267,7 +267,7 @@ def assignment_draw(experiment: Experiment, user_id: str) -> float:
     """The user's fixed uniform number in [0, 1) for this experiment.
 
     A BLAKE2b hash of ``"experiment", name, salt, user_id`` (NUL-separated; see
-    ``models.bandit.uniform_from_key``): the same in every process, worker and restart
+    ``models.recommenders.bandit.uniform_from_key``): the same in every process, worker and restart
     (no ``hash()``, no random state), and unrelated across experiment names and salts.
     """
     if not isinstance(user_id, str) or not user_id:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.profile import UserProfile
+from models.users.profile import UserProfile
 
 DAY_MS = 86_400_000
 # Profile features, in this order, before one interest share per vocabulary category and
@@ -391,7 +391,7 @@ class Segmenter:
     the factor ``1 - switch_margin``, and counts users per segment from the moves it
     returns (``forget`` takes an erased user out).
 
-    >>> from models.profile import apply_purchase
+    >>> from models.users.profile import apply_purchase
     >>> def buyer(item, amount, category):
     ...     return apply_purchase(UserProfile(), item, 0, amount, [category], half_life_ms=DAY_MS)
     >>> users = [buyer(f"a{n}", 500.0, "Action") for n in range(20)]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
-from models.catalogue import check_categories
 from models.recommenders.base import check_item_id
+from models.recommenders.catalogue import check_categories
 
 # Interest added per category of the item: a purchase says more about taste than a click.
 CLICK_INTEREST = 1.0
@@ -48,12 +48,12 @@ class UserProfile:
     it is erased); ``served_counts`` counts how often each recently served item was
     recommended (for the re-recommendation cap; bounded, oldest dropped first).
     ``served_recs`` remembers the latest served recommendations for attribution
-    (``models.attribution``: id, strategy, variant, ts, items, clicked).
+    (``models.marketing.attribution``: id, strategy, variant, ts, items, clicked).
     ``experiments`` maps an experiment to ``[variant, attributed revenue]``: the variant
     the user was first assigned (kept, so bandit-mode allocation never moves a user) and
     the revenue credited to the user in it (for the per-user revenue statistics).
-    ``segment`` is the user's segment (``models.segments``; "" until assigned) and
-    ``audiences`` the configured audiences they are in (``models.audiences``).
+    ``segment`` is the user's segment (``models.marketing.segments``; "" until assigned) and
+    ``audiences`` the configured audiences they are in (``models.marketing.audiences``).
     ``opted_out`` is set by a ``privacy`` opt_out (cleared by opt_in). An opted-out
     user's stored profile is ``opted_out_profile()``: the flag and nothing else (data
     minimization); they get non-personal recommendations and no personalized ad bid,

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams.worker_proc import http_get, stop_process
+from streams.local.worker_proc import http_get, stop_process
 
 
 class PrometheusError(RuntimeError):

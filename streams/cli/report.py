@@ -1,5 +1,5 @@
 """``persona report``: per experiment variant, what the worker's counters say, with the
-lift against control, its 95% interval and p-value (``models.stats``).
+lift against control, its 95% interval and p-value (``models.marketing.stats``).
 
 The figures come from a worker's ``/metrics`` (or a saved copy of it): users assigned,
 recommendations, clicked recommendations, conversions and revenue per variant.
@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.stats import Comparison, compare_means, compare_rates
+from models.marketing.stats import Comparison, compare_means, compare_rates
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,15 +14,15 @@ from datetime import datetime
 from html import escape
 from pathlib import Path
 
-from models.stats import Comparison, mean_and_variance, normal_isf, t_isf, wilson_interval
-from streams.report import VariantFigures, VariantReport
+from models.marketing.stats import Comparison, mean_and_variance, normal_isf, t_isf, wilson_interval
+from streams.cli.report import VariantFigures, VariantReport
 
 Z95 = normal_isf(0.025)
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentReport:
-    """One experiment's rows of ``streams.report.report`` and its control."""
+    """One experiment's rows of ``streams.cli.report.report`` and its control."""
 
     name: str
     control: str

@@ -230,12 +230,12 @@ def read_events(path: Path, skip_bad: bool = False, require_rating: bool = False
 def load_dataset(name: str, seed: int = 0) -> Stream:
     """A named data set as a stream (``DatasetMissing`` if MovieLens is not installed)."""
     if name == "ml-100k":
-        from streams.datasets import load_movielens_100k, load_movielens_items
+        from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
         rows: list[Row] = [(u, i, r, ts * 1000) for u, i, r, ts in load_movielens_100k()]
         return Stream(name, rows, items=load_movielens_items())
     if name == "synthetic-drift":
-        from streams.synthetic import generate
+        from streams.offline.synthetic import generate
 
         s = generate(seed=seed)
         return Stream(name, [(u, i, r, ts * 1000) for u, i, r, ts in s.rows], items=s.items,

@@ -55,7 +55,7 @@ def make_record(profile: dict, dedupe: list, now_ms: int | None = None,
                 at: tuple[int, int] | None = None) -> dict:
     """A ``profiles`` table record, stamped with the time of this write (``now_ms``,
     default now): ``{"t": wall-clock ms of this write, "p": profile dict
-    (models.profile.UserProfile.to_dict), "d": dedupe window (models.dedupe), "o":
+    (models.users.profile.UserProfile.to_dict), "d": dedupe window (models.users.dedupe), "o":
     [partition, offset] of the events-topic message applied}`` (streams/tables.py says
     what each is for).
 

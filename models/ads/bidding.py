@@ -54,8 +54,8 @@ from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
-from models.ads import HASH_BITS, PctrModel, ad_features
-from models.bandit import uniform_from_key
+from models.ads.pctr import HASH_BITS, PctrModel, ad_features
+from models.recommenders.bandit import uniform_from_key
 
 MICROS: Final = 1_000_000
 DAY_MS: Final = 86_400_000
@@ -571,7 +571,7 @@ class Bidder:
     state, deterministic, a replay draws the same. Under light demand spend stays
     behind the target and nothing is paced.
 
-    >>> from models.ads import PctrModel
+    >>> from models.ads.pctr import PctrModel
     >>> b = Bidder({"c1": Campaign("c1", max_bid=1.0, daily_budget=10)},
     ...            pctr=PctrModel(prior_ctr=0.005))
     >>> req = AdRequest("r1", "u1", 1_000, "top", 0.1, [AdCandidate("a1", "c1", 100.0)])
@@ -950,7 +950,7 @@ class Bidder:
 
         Returns the writes, in request id order; none for a user with no records.
 
-        >>> from models.ads import PctrModel
+        >>> from models.ads.pctr import PctrModel
         >>> b = Bidder({"c1": Campaign("c1", max_bid=1.0)}, pctr=PctrModel(prior_ctr=0.005))
         >>> _ = b.decide(AdRequest("r1", "u1", 1_000, "top", 0.1,
         ...                        [AdCandidate("a1", "c1", 100.0)], view={"s": "s1"}))

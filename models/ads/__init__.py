@@ -1,0 +1,1 @@
+"""Ads: click and conversion prediction (pCTR) and bidding (budgets, pacing, auction)."""

@@ -1,0 +1,1 @@
+"""Marketing: experiments, their statistics, attribution, segments and audiences."""

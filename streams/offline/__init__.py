@@ -1,0 +1,2 @@
+"""Replaying data sets through `models/` without Kafka: `persona evaluate`,
+`persona evaluate-ads`, data loaders, synthetic streams."""
