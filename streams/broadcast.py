@@ -52,6 +52,9 @@ class BroadcastReader:
         self.positioned = asyncio.Event()
         self.caught_up = asyncio.Event()
         self.messages = 0
+        # Set by the task that runs it: while False (as under Faust's test_context, which
+        # starts no tasks) the agents apply what the reader would.
+        self.running = False
         # Next offset per partition: after a reconnect the reader resumes there.
         self._next: dict[TopicPartition, int] = {}
 

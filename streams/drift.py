@@ -1,8 +1,8 @@
 """Drift monitors on the online models' quality, wired to Prometheus.
 
-The agents call ``drift.observe(model, value)`` (``streams.state.drift``) once per quality
-value: the profile agent with each prequential hit of the recommender, the ads agent with
-each resolved pCTR (and pCVR) label's log loss. A detected change counts in
+The agents call ``drift.observe(model, value)`` (``Runtime.drift``, streams/runtime.py)
+once per quality value: the profile agent with each prequential hit of the recommender,
+the ads agent with each resolved pCTR (and pCVR) label's log loss. A detected change counts in
 ``persona_model_drift_total{model,direction}`` and is logged (model and means only); the
 window means are read at scrape time.
 """

@@ -19,10 +19,10 @@ from models.engine import reasons
 from streams import tables
 from streams.agents.ads import refresh_gauges as refresh_ad_gauges
 from streams.agents.profile import NO_EXPERIMENT
-from streams.app import app, settings
+from streams.app import app
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
-from streams.state import MODEL_VERSION, engine, metrics, pseudonymize, running, segments
+from streams.runtime import current
 from streams.topics import SOURCE_TOPICS
 
 
@@ -50,6 +50,8 @@ def readiness() -> dict[str, Any]:
 @app.page("/metrics")
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
+        rt = current()
+        engine, metrics, segments = rt.engine, rt.metrics, rt.segments
         metrics.profiles.set(len(tables.profiles))
         metrics.catalogue_items.set(len(engine.catalogue))
         for model, size in engine.model_sizes.items():
@@ -112,7 +114,8 @@ class UserView(View):
     the handler runs (the token and the path, which holds a user id, are never logged)."""
 
     async def dispatch(self, request: Any) -> Any:
-        refused = check_bearer(request.headers.get("Authorization"), settings.api_token)
+        refused = check_bearer(request.headers.get("Authorization"),
+                               current().settings.api_token)
         if refused is not None:
             status, headers, detail = refused
             error = "forbidden" if status == 403 else "unauthorized"
@@ -122,11 +125,11 @@ class UserView(View):
 
 
 def _user_key(raw_user_id: str) -> str:
-    return pseudonymize(normalize_id(raw_user_id, "user_id"))
+    return current().pseudonymize(normalize_id(raw_user_id, "user_id"))
 
 
 def _k(request: Request) -> int:
-    raw = request.query.get("k", str(settings.top_k))
+    raw = request.query.get("k", str(current().settings.top_k))
     try:
         k = int(raw)
     except ValueError:
@@ -139,6 +142,7 @@ def _k(request: Request) -> int:
 @app.page("/users/{user_id}/recommendations")
 class UserRecommendationsView(UserView):
     async def get(self, request: Request, user_id: str) -> Response:
+        rt = current()
         try:
             user = _user_key(user_id)
             k = _k(request)
@@ -149,8 +153,8 @@ class UserRecommendationsView(UserView):
         # Not stored: a read. An opted-out user is in no experiment (the agent does the
         # same): their list is the non-personal one, under the default variant.
         arm = (NO_EXPERIMENT if (profile or {}).get("oo")
-               else running.assign(user, (profile or {}).get("ex")))
-        served = engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
+               else rt.running.assign(user, (profile or {}).get("ex")))
+        served = rt.engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
                                   categories=categories or None, strategy=arm.strategy,
                                   overrides=arm.overrides)
         return self.json(
@@ -160,7 +164,7 @@ class UserRecommendationsView(UserView):
                 "strategy": served.strategy,
                 "propensity": round(served.propensity, 6),
                 "variant": arm.variant,
-                "model_version": MODEL_VERSION,
+                "model_version": rt.model_version,
                 "items": reasons(served.items),
             }
         )
@@ -171,9 +175,10 @@ class SegmentsView(View):
     """The segments with their sizes and plain-words descriptions (no user data)."""
 
     async def get(self, request: Request) -> Response:
-        if segments.model is None:
+        segmenter = current().segments.model
+        if segmenter is None:
             return self.json({"segments": [], "enabled": False})
-        return self.json({"segments": segments.model.summary(), "enabled": True})
+        return self.json({"segments": segmenter.summary(), "enabled": True})
 
 
 @app.page("/users/{user_id}/profile")

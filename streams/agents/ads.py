@@ -20,8 +20,8 @@ import orjson
 from models.ads.bidding import AdCandidate, AdRequest, Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
-from streams.app import app, settings
-from streams.state import bidder, drift, metrics
+from streams.app import app
+from streams.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
 
@@ -36,46 +36,24 @@ REFUSED_DETAIL = {
 }
 
 
-class _Clock:
-    """Event time for closing attribution windows: the newest event ts seen, moved on by
-    wall time while no events arrive (so windows close in a quiet period too, and a
-    replay of old events is not closed early by today's clock)."""
-
-    def __init__(self) -> None:
-        self.event_ms = 0
-        self.wall_at_event = time.monotonic()
-
-    def saw(self, ts_ms: int) -> None:
-        if ts_ms > self.event_ms:
-            self.event_ms = ts_ms
-            self.wall_at_event = time.monotonic()
-
-    def now_ms(self) -> int:
-        if not self.event_ms:
-            return 0
-        return self.event_ms + int((time.monotonic() - self.wall_at_event) * 1000)
-
-
-clock = _Clock()
-_loaded = False
-
-
 @app.on_partitions_assigned.connect
 async def _reload_after_rebalance(app, assigned=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
     # The table may have moved away and back: rebuild the bidder from it on next use.
-    global _loaded
-    _loaded = False
+    current().ads_loaded = False
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(rt: Runtime) -> None:
     """Rebuild the bidder's money state from the recovered ``ads`` table (once per
     assignment: Faust delivers no message before the table has recovered)."""
-    global _loaded
-    if not _loaded:
-        bidder.load(list(tables.ads.items()))
-        clock.saw(bidder.now_ms)  # quiet periods after a restart still close windows
-        _loaded = True
-        metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+    if not rt.ads_loaded:
+        rt.bidder.load(list(tables.ads.items()))
+        rt.ad_clock.saw(rt.bidder.now_ms)  # quiet periods after a restart still close windows
+        rt.ads_loaded = True
+        _set_kill_gauge(rt)
+
+
+def _set_kill_gauge(rt: Runtime) -> None:
+    rt.metrics.ad_kill_switch.set(1 if rt.bidder.killed or rt.settings.ads_kill_switch else 0)
 
 
 def _apply(writes: list) -> None:
@@ -125,24 +103,13 @@ def bid_record(d: Decision) -> dict:
     return rec
 
 
-# Per campaign since start, for the win-rate, ROI and calibration gauges.
-_tallies: dict[str, dict[str, float]] = {}
-
-
-def tally(campaign: str) -> dict[str, float]:
-    t = _tallies.get(campaign)
-    if t is None:
-        t = _tallies[campaign] = {"bids": 0, "impressions": 0, "spend": 0.0, "revenue": 0.0,
-                                  "predicted": 0.0, "clicked": 0}
-    return t
-
-
-def _count_labels(labels) -> None:  # type: ignore[no-untyped-def]
+def _count_labels(rt: Runtime, labels) -> None:  # type: ignore[no-untyped-def]
+    metrics, tally = rt.metrics, rt.ad_tallies
     for label in labels:
         # Both models' online log loss feeds its drift monitor (persona_model_drift_total).
         q = min(max(float(label.p), 1e-12), 1 - 1e-12)
-        drift.observe(label.model, -math.log(q if label.y else 1 - q))
-        if label.model != "pctr" or label.campaign_id not in bidder.campaigns:
+        rt.drift.observe(label.model, -math.log(q if label.y else 1 - q))
+        if label.model != "pctr" or label.campaign_id not in rt.bidder.campaigns:
             continue
         p = min(max(float(label.p), 1e-12), 1 - 1e-12)
         y = int(label.y)
@@ -156,14 +123,16 @@ def _count_labels(labels) -> None:  # type: ignore[no-untyped-def]
 
 
 async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+    rt = current()
+    bidder, metrics, clock = rt.bidder, rt.metrics, rt.ad_clock
     kind = wire.get("kind")
     if kind == "ad_request":
         started = time.perf_counter()
         try:
             req = request_from_wire(wire)
-            decision, writes = bidder.decide(req, killed=settings.ads_kill_switch)
+            decision, writes = bidder.decide(req, killed=rt.settings.ads_kill_switch)
         except ValueError:  # beyond the bidder's own limits (ingest checks most of them)
-            await _refuse_invalid("ad-requests", wire, msg)
+            await _refuse_invalid(rt, "ad-requests", wire, msg)
             return
         metrics.ad_bid_seconds.observe(time.perf_counter() - started)
         _apply(writes)
@@ -173,7 +142,7 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
         if not decision.replay:  # a replayed request re-sends its stored answer, once counted
             metrics.ad_bids.labels(outcome=decision.no_bid_reason or "bid").inc()
             if decision.no_bid_reason is None and decision.campaign_id in bidder.campaigns:
-                tally(decision.campaign_id)["bids"] += 1
+                rt.ad_tallies(decision.campaign_id)["bids"] += 1
                 metrics.ad_bid_amount.labels(campaign=decision.campaign_id).inc(decision.bid or 0)
         await topics.ad_bids.send(key=req.user.encode("utf-8"),
                                   value=orjson.dumps(bid_record(decision)))
@@ -185,11 +154,11 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
                 revenue=float(wire.get("revenue", 0.0)),
             )
         except ValueError:
-            await _refuse_invalid("ad-events", wire, msg)
+            await _refuse_invalid(rt, "ad-events", wire, msg)
             return
         _apply(writes)
         clock.saw(int(wire["ts"]))
-        _count_event(wire["type"], outcome)
+        _count_event(rt, wire["type"], outcome)
         code = REFUSED.get(outcome.outcome)
         if code is not None:
             topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
@@ -211,15 +180,15 @@ async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
         raise ValueError(f"unknown ads message kind {kind!r}")
     labels, writes = bidder.advance(clock.now_ms())
     _apply(writes)
-    _count_labels(labels)
-    metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+    _count_labels(rt, labels)
+    _set_kill_gauge(rt)
 
 
-async def _refuse_invalid(label: str, wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+async def _refuse_invalid(rt: Runtime, label: str, wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
     """Dead-letter a message the bidder refused as beyond its limits (e.g. a ts more than
     a day ahead of the newest event). Its original bytes, when ingest kept them; else the
     normalized form (pseudonymous ids only). The detail names no value."""
-    metrics.events.labels(topic=label, outcome="invalid").inc()
+    rt.metrics.events.labels(topic=label, outcome="invalid").inc()
     topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
     raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
     await send_dead_letter(topic, partition, offset, "out_of_range",
@@ -227,16 +196,17 @@ async def _refuse_invalid(label: str, wire: dict, msg) -> None:  # type: ignore[
                            "or ts more than a day ahead of the newest event)", raw)
 
 
-def _count_event(kind: str, outcome) -> None:  # type: ignore[no-untyped-def]
+def _count_event(rt: Runtime, kind: str, outcome) -> None:  # type: ignore[no-untyped-def]
+    metrics = rt.metrics
     label = "counted" if outcome.first else outcome.outcome
     metrics.ad_events.labels(type=kind, outcome=label).inc()
     metrics.events.labels(topic="ad-events",
                           outcome="duplicate" if label == "duplicate" else
                           ("invalid" if label in REFUSED else "accepted")).inc()
-    if not outcome.first or outcome.campaign_id not in bidder.campaigns:
+    if not outcome.first or outcome.campaign_id not in rt.bidder.campaigns:
         return
     c = outcome.campaign_id
-    t = tally(c)
+    t = rt.ad_tallies(c)
     if outcome.spend:
         metrics.ad_spend.labels(campaign=c).inc(outcome.spend)
         t["spend"] += outcome.spend
@@ -250,13 +220,15 @@ def _count_event(kind: str, outcome) -> None:  # type: ignore[no-untyped-def]
         metrics.ad_clicks.labels(campaign=c).inc()
     elif kind == "conversion":
         metrics.ad_conversions.labels(campaign=c).inc()
-    _count_labels(outcome.labels)
+    _count_labels(rt, outcome.labels)
 
 
 def refresh_gauges() -> None:
     """Budget, pacing, win-rate, ROI and calibration gauges, at scrape time."""
     from models.ads.bidding import utc_day
 
+    rt = current()
+    bidder, metrics = rt.bidder, rt.metrics
     today = utc_day(bidder.now_ms)
     for cid, c in bidder.campaigns.items():
         daily = -1.0 if c.daily_budget is None else (
@@ -267,19 +239,20 @@ def refresh_gauges() -> None:
         metrics.ad_budget_remaining.labels(campaign=cid, period="total").set(total)
         metrics.ad_reserved.labels(campaign=cid).set(bidder.reserved(cid))
         metrics.ad_pacing.labels(campaign=cid).set(bidder.pacing_rate(cid))
-        t = tally(cid)
+        t = rt.ad_tallies(cid)
         metrics.ad_win_rate.labels(campaign=cid).set(
             t["impressions"] / t["bids"] if t["bids"] else 0.0)
         metrics.ad_roi.labels(campaign=cid).set(
             (t["revenue"] - t["spend"]) / t["spend"] if t["spend"] else 0.0)
-    clicked = sum(t["clicked"] for t in _tallies.values())
+    tallies = rt.ad_tallies.by_campaign.values()
+    clicked = sum(t["clicked"] for t in tallies)
     metrics.ad_pctr_calibration.set(
-        sum(t["predicted"] for t in _tallies.values()) / clicked if clicked else 0.0)
-    metrics.ad_kill_switch.set(1 if bidder.killed or settings.ads_kill_switch else 0)
+        sum(t["predicted"] for t in tallies) / clicked if clicked else 0.0)
+    _set_kill_gauge(rt)
 
 
 async def _ads(msg) -> None:  # type: ignore[no-untyped-def]
-    _ensure_loaded()
+    _ensure_loaded(current())
     await handle(orjson.loads(msg.value), msg)
 
 

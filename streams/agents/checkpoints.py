@@ -7,7 +7,7 @@ import logging
 
 from streams.app import app, settings
 from streams.checkpoint import CheckpointError, timed_save
-from streams.state import bidder, checkpointed, checkpointer, engine, metrics, segments
+from streams.runtime import current
 
 log = logging.getLogger(__name__)
 
@@ -15,35 +15,24 @@ log = logging.getLogger(__name__)
 ROLLBACK_POLL_S = 1.0
 
 
-def _updates() -> int:
-    """Grows whenever the checkpointed models learn (or the catalogue grows)."""
-    return (engine.updates + bidder.pctr.n_updates + bidder.pcvr.n_updates  # type: ignore[attr-defined]
-            + (segments.model.n_learned if segments.model is not None else 0)
-            + len(engine.catalogue))
-
-
-# What the models hold at start is on disk already (restored) or nothing (cold): a worker
-# that learned nothing writes no new version, so a restart never buries a rollback.
-_saved_at_updates = _updates()
-
-
 def save_if_changed() -> None:
     """Checkpoint the models if they learned anything since the last save."""
-    global _saved_at_updates
+    rt = current()
+    checkpointer, metrics = rt.checkpointer, rt.metrics
     if checkpointer.pending_rollback() is not None:
         # Saving now would make the models being rolled back the newest again.
         log.info("model checkpoint skipped: a rollback is pending")
         return
-    updates = _updates()
-    if updates == _saved_at_updates:
+    updates = rt.updates()
+    if updates == rt.saved_at_updates:
         return
     try:
-        version, size, seconds = timed_save(checkpointer, engine, checkpointed)
+        version, size, seconds = timed_save(checkpointer, rt.engine, rt.checkpointed)
     except Exception as exc:  # a failed save must not stop the worker
         metrics.checkpoints.labels(outcome="failed").inc()
         log.error("model checkpoint failed: %s", type(exc).__name__)
         return
-    _saved_at_updates = updates
+    rt.saved_at_updates = updates
     metrics.checkpoints.labels(outcome="saved").inc()
     metrics.checkpoint_seconds.set(seconds)
     metrics.checkpoint_bytes.set(size)
@@ -53,9 +42,10 @@ def save_if_changed() -> None:
 
 def rollback_if_requested() -> int | None:
     """Load the checkpoint a ``persona rollback`` asked for, if one is pending."""
-    global _saved_at_updates
+    rt = current()
+    metrics = rt.metrics
     try:
-        version = checkpointer.apply_rollback(engine, checkpointed)
+        version = rt.checkpointer.apply_rollback(rt.engine, rt.checkpointed)
     except CheckpointError as exc:
         metrics.checkpoint_load_failures.labels(reason=exc.reason).inc()
         log.error("model rollback failed, the models stay as they were: %s", exc)
@@ -65,10 +55,10 @@ def rollback_if_requested() -> int | None:
         return None
     if version is None:
         return None
-    _saved_at_updates = _updates()  # the loaded state is on disk already
+    rt.saved_at_updates = rt.updates()  # the loaded state is on disk already
     metrics.checkpoints.labels(outcome="rolled_back").inc()
     metrics.checkpoint_version.set(version)
-    log.warning("models rolled back to checkpoint %d (%d updates)", version, engine.updates)
+    log.warning("models rolled back to checkpoint %d (%d updates)", version, rt.engine.updates)
     return version
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import orjson
 
 from streams import topics
-from streams.state import metrics
+from streams.runtime import current
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ async def send_dead_letter(
     """Publish to dead-letters and count it, without a key: an input key may be a raw
     user id."""
     record = dead_letter_record(source_topic, partition, offset, error, detail, raw)
-    metrics.dead_letters.labels(error=error).inc()
+    current().metrics.dead_letters.labels(error=error).inc()
     # Offsets, codes and detail only: the payload could hold personal data.
     log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)
     await topics.dead_letters.send(key=None, value=orjson.dumps(record))
@@ -73,7 +73,7 @@ async def run_guarded(stream, agent: str, handle: Callable[..., Awaitable[None]]
     ``handle`` deals with bad input itself (dead letters with a code); anything it lets
     escape is a bug, kept as ``internal_error`` while the loop goes on with the next one.
     """
-    processing = metrics.processing_seconds.labels(agent=agent)
+    processing = current().metrics.processing_seconds.labels(agent=agent)
     async for event in stream.events():
         started = time.perf_counter()
         msg = event.message

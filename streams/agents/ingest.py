@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 
-from models.users.ratelimit import UserRateLimiter
 from streams import topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
@@ -43,7 +42,7 @@ from streams.records import (
     to_wire,
     wire_fingerprint,
 )
-from streams.state import metrics, pseudonymize
+from streams.runtime import Runtime, current
 
 _T = settings.topics
 
@@ -86,21 +85,6 @@ ROUTES: dict[str, Route] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TimeLimits:
-    """PERSONA_MAX_EVENT_AGE_S and PERSONA_MAX_FUTURE_S in milliseconds (0: off)."""
-
-    max_age_ms: int
-    max_future_ms: int
-
-
-# Module level, so agent tests can swap them (monkeypatch) without a new worker.
-time_limits = TimeLimits(int(settings.max_event_age_s * 1000),
-                         int(settings.max_future_s * 1000))
-limiter = UserRateLimiter(settings.user_rate_per_s, settings.user_burst,
-                          settings.rate_limit_users)
-
-
 def ingest_one(
     topic: str,
     value: bytes | None,
@@ -108,14 +92,18 @@ def ingest_one(
     partition: int = 0,
     offset: int = 0,
     key: bytes | None = None,
+    rt: Runtime | None = None,
 ) -> tuple[str, bytes | None, bytes]:
     """Validate one raw message; return (destination, key, value) to forward.
 
     Raises ValidationError for bad input (the value, a key naming another user, an event
     time too far from ``kafka_ts_ms``). The raw user id stops here: the outgoing key
     and payload carry only its keyed hash. ``at`` keeps the message's origin, so a later
-    stage can dead-letter it with its real topic, partition and offset.
+    stage can dead-letter it with its real topic, partition and offset. ``rt``: the
+    runtime (the installed one if None).
     """
+    rt = rt or current()
+    metrics, time_limits, limiter = rt.metrics, rt.time_limits, rt.limiter
     route = ROUTES[topic]
     wire = route.to_wire(value)
     has_key = check_key(key, wire["user_id"]) if route.keyed else True
@@ -140,7 +128,7 @@ def ingest_one(
         wire["raw"] = base64.b64encode(value).decode("ascii")
     out_key = None
     if "user_id" in wire:
-        user = pseudonymize(wire["user_id"])
+        user = rt.pseudonymize(wire["user_id"])
         wire["user_id"] = user
         out_key = user.encode("utf-8")
         if route.limited and not limiter.allow(user, wire["ts"]):
@@ -151,7 +139,7 @@ def ingest_one(
             # The raw id must not linger in this process either: the cache maps raw ids
             # to pseudonyms (an erase is rare, so dropping the whole cache costs little).
             limiter.forget(user)
-            pseudonymize.clear()
+            rt.pseudonymize.clear()
     return route.destination, out_key, orjson.dumps(wire)
 
 
@@ -161,13 +149,15 @@ def _ts_ms(kafka_ts_s: float | None) -> int | None:
 
 
 async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
+    rt = current()
     try:
         destination, key, value = ingest_one(
-            msg.topic, msg.value, _ts_ms(msg.timestamp), msg.partition, msg.offset, msg.key
+            msg.topic, msg.value, _ts_ms(msg.timestamp), msg.partition, msg.offset, msg.key,
+            rt,
         )
     except ValidationError as exc:
         label = ROUTES[msg.topic].label if msg.topic in ROUTES else msg.topic
-        metrics.events.labels(topic=label, outcome="invalid").inc()
+        rt.metrics.events.labels(topic=label, outcome="invalid").inc()
         await send_dead_letter(msg.topic, msg.partition, msg.offset, exc.code, exc.detail,
                                msg.value)
         return

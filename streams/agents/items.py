@@ -16,11 +16,12 @@ from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
 from streams.broadcast import BroadcastReader
 from streams.records import ValidationError, decode_item
-from streams.state import engine, metrics
+from streams.runtime import current
 
 
 def apply_item(key: bytes | None, value: bytes | None) -> str:
     """Apply one ``items`` message to the catalogue; return 'upsert' or 'delete'."""
+    engine = current().engine
     item_id, item = decode_item(key, value)
     if item is None:
         engine.delete_item(item_id)
@@ -37,28 +38,29 @@ def _apply_broadcast(key: bytes | None, value: bytes | None) -> None:
         apply_item(key, value)
     except ValidationError:
         return  # the agent that owns its partition dead-letters it
-    metrics.catalogue_items.set(len(engine.catalogue))
+    rt = current()
+    rt.metrics.catalogue_items.set(len(rt.engine.catalogue))
 
 
 catalogue_reader = BroadcastReader(settings, settings.topics.items, _apply_broadcast,
                                    from_beginning=True, name="catalogue")
-_reader_running = False
 
 
 @app.task
 async def _read_catalogue() -> None:
     """The whole catalogue on this worker: every partition of ``items``, from the start."""
-    global _reader_running
-    _reader_running = True
+    catalogue_reader.running = True
     try:
         await catalogue_reader.run()
     finally:
-        _reader_running = False
+        catalogue_reader.running = False
 
 
 async def _item(msg) -> None:  # type: ignore[no-untyped-def]
+    rt = current()
+    metrics = rt.metrics
     try:
-        if _reader_running:
+        if catalogue_reader.running:
             decode_item(msg.key, msg.value)  # validate only: the reader applies it
         else:
             apply_item(msg.key, msg.value)
@@ -68,7 +70,7 @@ async def _item(msg) -> None:  # type: ignore[no-untyped-def]
                                msg.value)
     else:
         metrics.events.labels(topic="items", outcome="accepted").inc()
-        metrics.catalogue_items.set(len(engine.catalogue))
+        metrics.catalogue_items.set(len(rt.engine.catalogue))
 
 
 @app.agent(topics.items, name="persona.items")

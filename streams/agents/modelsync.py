@@ -19,28 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 
-from models.sync import Outbox, decode_batch
+from models.sync import decode_batch
 from streams import topics
 from streams.app import app, settings
 from streams.broadcast import BroadcastReader
-from streams.state import engine, metrics, segments
+from streams.runtime import current
 
 log = logging.getLogger(__name__)
-
-# This worker process's id on the sync topic: random per start, so it names no host and
-# a restarted worker never takes another's batches for its own.
-ORIGIN = secrets.token_hex(8)
-_ORIGIN_KEY = ORIGIN.encode("ascii")
-_seq = 0
-
 
 def apply_batch(key: bytes | None, value: bytes | None) -> None:
     """Apply one batch from the sync topic (skipping this worker's own)."""
     if value is None:
         return
-    if key == _ORIGIN_KEY:  # ours (the key is the origin): skipped without decoding
+    rt = current()
+    metrics = rt.metrics
+    if key == rt.origin.encode("ascii"):  # ours (the key is the origin): skipped without decoding
         metrics.model_sync_batches.labels(outcome="own").inc()
         return
     try:
@@ -48,11 +42,11 @@ def apply_batch(key: bytes | None, value: bytes | None) -> None:
     except ValueError:
         metrics.model_sync_batches.labels(outcome="invalid").inc()
         return
-    if batch.origin == ORIGIN:
+    if batch.origin == rt.origin:
         metrics.model_sync_batches.labels(outcome="own").inc()
         return
-    applied = engine.learn_shared(batch)
-    segmenter = segments.model
+    applied = rt.engine.learn_shared(batch)
+    segmenter = rt.segments.model
     if segmenter is not None:
         for ts_ms, profile in batch.segments:
             try:
@@ -66,7 +60,8 @@ def apply_batch(key: bytes | None, value: bytes | None) -> None:
 
 async def publish() -> int:
     """Send what the engine recorded since the last call as one batch; steps sent."""
-    global _seq
+    rt = current()
+    engine, metrics = rt.engine, rt.metrics
     box = engine.sync
     if box is None or not len(box):
         return 0
@@ -74,10 +69,10 @@ async def publish() -> int:
         metrics.model_sync_steps.labels(outcome="dropped").inc(box.dropped)
         box.dropped = 0
     steps = len(box.steps)
-    _seq += 1
-    raw = engine.drain_sync(ORIGIN, _seq)
+    rt.sync_seq += 1
+    raw = engine.drain_sync(rt.origin, rt.sync_seq)
     assert raw is not None
-    await topics.model_updates.send(key=_ORIGIN_KEY, value=raw)
+    await topics.model_updates.send(key=rt.origin.encode("ascii"), value=raw)
     metrics.model_sync_batches.labels(outcome="sent").inc()
     metrics.model_sync_steps.labels(outcome="sent").inc(steps)
     return steps
@@ -86,8 +81,7 @@ async def publish() -> int:
 sync_reader = BroadcastReader(settings, settings.model_updates_topic, apply_batch,
                               from_beginning=False, name="model-sync")
 
-if settings.model_sync:
-    engine.sync = Outbox()
+if settings.model_sync:  # the runtime's engine then records its learn steps
 
     @app.task
     async def _read_model_updates() -> None:

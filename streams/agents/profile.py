@@ -35,16 +35,7 @@ from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
 from streams.metrics import child
-from streams.state import (
-    MODEL_VERSION,
-    audiences,
-    drift,
-    engine,
-    metrics,
-    pseudonymize,
-    running,
-    segments,
-)
+from streams.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +51,7 @@ def recommendation_id(event_id: str, user: str) -> str:
 
 def recommendation_record(
     user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0,
-    variant: str = "default", rec_id: str | None = None,
+    variant: str = "default", rec_id: str | None = None, model_version: str | None = None,
 ) -> dict:
     """The record for the ``recommendations`` topic; ``rec_id`` is
     ``recommendation_id(event_id, user)`` when the caller has it already."""
@@ -71,15 +62,16 @@ def recommendation_record(
         "strategy": strategy,
         "propensity": round(float(propensity), 6),
         "variant": variant,
-        "model_version": MODEL_VERSION,
+        "model_version": model_version or current().model_version,
         "items": reasons(items),
         "trigger_event_id": event_id,
     }
 
 
-def _account_experiment(profile: dict, arm, credit, amount: float) -> None:  # type: ignore[no-untyped-def]
+def _account_experiment(rt: Runtime, profile: dict, arm, credit, amount: float) -> None:  # type: ignore[no-untyped-def]
     """Keep the user's variant in the stored profile (so it never moves) and count the
     user and the revenue credited in the experiment, with its per-user square."""
+    metrics = rt.metrics
     entries = profile.setdefault("ex", {})
     labels = {"experiment": arm.experiment, "variant": arm.variant}
     if arm.new or arm.experiment not in entries:
@@ -102,11 +94,14 @@ _GROUP_TOPICS = {settings.topics.segments: topics.segments,
 
 
 def update_groups(user: str, profile: dict, ts_ms: int,
-                  prof: UserProfile | None = None) -> list[tuple[str, dict]]:
+                  prof: UserProfile | None = None,
+                  rt: Runtime | None = None) -> list[tuple[str, dict]]:
     """Learn from the user's new profile and (re)assign their segment and audiences, in
     ``profile``; the (topic, record) pairs to emit for what changed. ``prof``: the same
     profile already parsed (``Result.user_profile``), saving a second ``from_dict``."""
-    segmenter = segments.model
+    rt = rt or current()
+    engine, metrics, audiences = rt.engine, rt.metrics, rt.audiences
+    segmenter = rt.segments.model
     if segmenter is None and not audiences:
         return []
     if prof is None:
@@ -125,7 +120,7 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     if audiences:
         member = memberships(list(audiences.values()), prof, prof.segment or None, ts_ms,
                              engine.catalogue.categories,
-                             half_life_ms=settings.interest_half_life_ms)
+                             half_life_ms=rt.settings.interest_half_life_ms)
         moved = changes(set(prof.audiences), member)
         for action, names in (("join", moved.joined), ("leave", moved.left)):
             for name in names:
@@ -137,7 +132,7 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     return out
 
 
-def handle_event(wire: dict, at: tuple[int, int] | None = None
+def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | None = None
                  ) -> tuple[str, dict | None, list[tuple[str, dict]]]:
     """Apply one validated event to the tables and models; return (outcome, the
     recommendation record or None, other (topic, record) pairs to emit: segment and
@@ -150,6 +145,8 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
 
     Runs inside the agent's stream loop (Faust's rule for table writes).
     """
+    rt = rt or current()
+    engine, metrics, running, drift = rt.engine, rt.metrics, rt.running, rt.drift
     user = wire["user_id"]
     kind = wire["kind"]
     learn = not wire.get("rl")
@@ -159,7 +156,7 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
         # Our own redelivery (crash or rebalance before the offset commit): applied once.
         child(metrics.events, topic=src, outcome="duplicate").inc()
         metrics.redeliveries.inc()
-        return "duplicate", (None if not learn else _reserve(user, wire, stored)), []
+        return "duplicate", (None if not learn else _reserve(rt, user, wire, stored)), []
     stored_p = stored.get("p") or {}
     amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
     rec_id = recommendation_id(wire["event_id"], user)
@@ -199,7 +196,8 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
         child(metrics.recommendations, **labels).inc()
         child(metrics.recommended_items, **labels).inc(len(res.items))
         return res.outcome, recommendation_record(user, wire["event_id"], res.strategy,
-                                                  res.items, rec_id=rec_id), []
+                                                  res.items, rec_id=rec_id,
+                                                  model_version=rt.model_version), []
     child(metrics.events, topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
@@ -208,8 +206,9 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
         return res.outcome, None, []
     credit = res.attributed
     if arm.experiment is not None:
-        _account_experiment(res.profile, arm, credit, amount if kind == "purchase" else 0.0)
-    changed = update_groups(user, res.profile, int(wire["ts"]), res.user_profile)
+        _account_experiment(rt, res.profile, arm, credit,
+                            amount if kind == "purchase" else 0.0)
+    changed = update_groups(user, res.profile, int(wire["ts"]), res.user_profile, rt)
     tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     for model in MODELS:
         child(metrics.model_updates, model=model).inc()
@@ -228,7 +227,8 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
         if res.hit:
             child(metrics.recommendation_hits, **labels).inc()
     record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
-                                   res.propensity, arm.variant, rec_id=rec_id)
+                                   res.propensity, arm.variant, rec_id=rec_id,
+                                   model_version=rt.model_version)
     child(metrics.recommendations, strategy=res.strategy, variant=arm.variant).inc()
     child(metrics.recommended_items, strategy=res.strategy, variant=arm.variant).inc(
         len(res.items))
@@ -236,7 +236,7 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None
     return "accepted", record, changed
 
 
-def _reserve(user: str, wire: dict, stored: dict) -> dict:
+def _reserve(rt: Runtime, user: str, wire: dict, stored: dict) -> dict:
     """The recommendation of a redelivered event, served again under its id.
 
     The changelog write and the recommendation leave in separate producer batches: a
@@ -247,11 +247,13 @@ def _reserve(user: str, wire: dict, stored: dict) -> dict:
     """
     stored_p = stored.get("p") or {}
     arm = (NO_EXPERIMENT if stored_p.get("oo")
-           else running.assign(user, stored_p.get("ex")))
+           else rt.running.assign(user, stored_p.get("ex")))
+    engine = rt.engine
     served = engine.recommend(stored_p or None, engine.config.top_k, key=wire["event_id"],
                               user=user, strategy=arm.strategy, overrides=arm.overrides)
     return recommendation_record(user, wire["event_id"], served.strategy, served.items,
-                                 served.propensity, arm.variant)
+                                 served.propensity, arm.variant,
+                                 model_version=rt.model_version)
 
 
 def with_ad_view(wire: dict) -> dict:
@@ -262,25 +264,26 @@ def with_ad_view(wire: dict) -> dict:
     stored = tables.stored_profile(tables.profiles.get(wire["user_id"]))
     profile = None if stored is None else UserProfile.from_dict(stored)
     opted_out = profile is not None and profile.opted_out
-    wire["view"] = user_view(profile, int(wire["ts"]), settings.interest_half_life_ms,
+    wire["view"] = user_view(profile, int(wire["ts"]), current().settings.interest_half_life_ms,
                              opted_out=opted_out)
     return wire
 
 
-def _forget_in_memory(user: str, stored_profile: dict | None) -> list[tuple[str, dict]]:
+def _forget_in_memory(rt: Runtime, user: str,
+                      stored_profile: dict | None) -> list[tuple[str, dict]]:
     """Drop what this worker keeps about ``user`` outside their record: their place in
     a segment's size, the hybrid's last list served to them. Returns the audience
     "leave" events of the audiences the record had them in (to emit)."""
-    engine.hybrid.forget_user(user)
+    rt.engine.hybrid.forget_user(user)
     if stored_profile is None:
         return []
-    if segments.model is not None:
-        segments.model.forget(stored_profile.get("sg"))
+    if rt.segments.model is not None:
+        rt.segments.model.forget(stored_profile.get("sg"))
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     out = []
     for name in stored_profile.get("au") or ():
-        if name in audiences:
-            metrics.audience_changes.labels(audience=name, action="leave").inc()
+        if name in rt.audiences:
+            rt.metrics.audience_changes.labels(audience=name, action="leave").inc()
             out.append((settings.topics.audiences,
                         {"user_id": user, "audience": name, "action": "leave", "ts": now}))
     return out
@@ -304,14 +307,15 @@ def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
     Erase and opt_out are also forwarded to the ads agent (``forward_to_ads``), which
     drops the user's stored ad features.
     """
+    rt = current()
     user, action = wire["user_id"], wire["action"]
     record = tables.profiles.get(user)
     stored_profile = tables.stored_profile(record)
     if action == "erase":
-        left = _forget_in_memory(user, stored_profile)
+        left = _forget_in_memory(rt, user, stored_profile)
         if record is not None:
             del tables.profiles[user]
-        pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
+        rt.pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
         return action, left
     profile = UserProfile.from_dict(stored_profile or {})
     dedupe = (record or {}).get("d") or []
@@ -321,7 +325,7 @@ def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
     if action == "opt_out":
         minimal = opted_out_profile().to_dict()
         if stored_profile != minimal:
-            left = _forget_in_memory(user, stored_profile)
+            left = _forget_in_memory(rt, user, stored_profile)
             tables.profiles[user] = tables.make_record(minimal, dedupe, at=at)
             return action, left
     elif profile.opted_out:  # opt_in
@@ -347,9 +351,10 @@ def handle_expire(wire: dict) -> tuple[bool, list[tuple[str, dict]]]:
     if record is None or not is_expired(record.get("p"), tables.touched_ms(record),
                                         int(wire["before"])):
         return False, []
-    left = _forget_in_memory(user, record.get("p"))
+    rt = current()
+    left = _forget_in_memory(rt, user, record.get("p"))
     del tables.profiles[user]
-    metrics.profiles_expired.inc()
+    rt.metrics.profiles_expired.inc()
     return True, left
 
 
@@ -378,7 +383,7 @@ def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
 async def sweep_expired(now_ms: int | None = None) -> int:
     """Send the expire messages for idle profiles (see ``expire_messages``); how many."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    messages = expire_messages(now, settings.profile_ttl_ms)
+    messages = expire_messages(now, current().settings.profile_ttl_ms)
     for n, (key, value) in enumerate(messages, start=1):
         await topics.events.send(key=key, value=value)
         if n % 1000 == 0:
@@ -389,6 +394,7 @@ async def sweep_expired(now_ms: int | None = None) -> int:
 
 
 async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
+    rt = current()
     wire = orjson.loads(msg.value)
     kind = wire.get("kind")
     if kind == "ad_request":
@@ -400,13 +406,13 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
         if forward is not None:
             await topics.ads.send(key=None, value=orjson.dumps(forward))
         await _emit(changed)
-        metrics.events.labels(topic="privacy", outcome="accepted").inc()
+        rt.metrics.events.labels(topic="privacy", outcome="accepted").inc()
         return
     if kind == "expire":
         _, changed = handle_expire(wire)
         await _emit(changed)
         return
-    outcome, record, changed = handle_event(wire, (msg.partition, msg.offset))
+    outcome, record, changed = handle_event(wire, (msg.partition, msg.offset), rt)
     if outcome == "conflict":
         await send_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
@@ -419,7 +425,7 @@ async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
     await _emit(changed)
     kts = wire.get("kts")
     if kts:
-        metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
+        rt.metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
 
 
 async def _emit(changed: list[tuple[str, dict]]) -> None:

@@ -1,32 +1,38 @@
 """Agent tests: the real Faust app and agents, driven by ``Agent.test_context()``.
 
-Settings are read when ``streams.app`` is imported, so the environment is set first.
-Sends to Kafka topics are captured instead (no broker here: tests/integration has one).
+The agents use the runtime installed here, built from a ``Settings`` value (no
+environment is read for it). Sends to Kafka topics are captured instead (no broker
+here: tests/integration has one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
+from pathlib import Path
 
 import pytest
+from faust.topics import Topic
 
-os.environ.setdefault("PERSONA_SECRET_KEY", "agent-test-secret-key-0123456789")
-os.environ.setdefault("PERSONA_DATA_DIR", tempfile.mkdtemp(prefix="persona-agent-tests-"))
+from streams.app import app
+from streams.runtime import Runtime, install
+from streams.settings import Settings
+
+_data_dir = Path(tempfile.mkdtemp(prefix="persona-agent-tests-"))
 # A campaign for the ads agent to bid for.
-_campaigns = os.path.join(os.environ["PERSONA_DATA_DIR"], "campaigns.json")
-with open(_campaigns, "w", encoding="utf-8") as _fh:
-    _fh.write('{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}')
-os.environ.setdefault("PERSONA_CAMPAIGNS_FILE", _campaigns)
-os.environ.setdefault("PERSONA_AD_PACING", "false")
-# The tests use fixed timestamps while test_context() stamps each message with the wall
-# clock: no age limit here (test_ingest_catalogue.py switches it on where it is tested).
-os.environ.setdefault("PERSONA_MAX_EVENT_AGE_S", "0")
-
-from faust.topics import Topic  # noqa: E402
-
-from streams.app import app  # noqa: E402
+(_data_dir / "campaigns.json").write_text(
+    '{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}', encoding="utf-8")
+SETTINGS = Settings.from_env({
+    "PERSONA_SECRET_KEY": "agent-test-secret-key-0123456789",
+    "PERSONA_DATA_DIR": str(_data_dir),
+    "PERSONA_CAMPAIGNS_FILE": str(_data_dir / "campaigns.json"),
+    "PERSONA_AD_PACING": "false",
+    # The tests use fixed timestamps while test_context() stamps each message with the
+    # wall clock: no age limit here (test_ingest_catalogue.py sets one where it is tested).
+    "PERSONA_MAX_EVENT_AGE_S": "0",
+})
+# Installed before any test module is imported: modules may read ``current()`` at import.
+RUNTIME = install(Runtime(SETTINGS))
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,11 @@ from streams.agents.ads import refresh_gauges
 from streams.agents.ingest import ingest_ad_events, ingest_ad_requests, ingest_control
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
-from streams.state import bidder, metrics
+from streams.runtime import current
 
-KEY = settings.require_secret_key()
+rt = current()
+bidder, metrics = rt.bidder, rt.metrics
+KEY = rt.settings.require_secret_key()
 T = settings.topics
 EVENTS = f"{settings.app_id}-events"
 ADS = settings.ads_topic
@@ -96,7 +98,7 @@ def test_profile_agent_adds_the_ad_view_and_consent(loop, sent):
 
 
 def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
-    from streams.state import drift
+    drift = rt.drift
 
     bids_before = _value("persona_ad_bids_total", outcome="bid")
     pctr_observed = drift.monitors["pctr"].n_observed

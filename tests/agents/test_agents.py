@@ -17,9 +17,11 @@ from streams.agents.ingest import ingest_clicks, ingest_purchases
 from streams.agents.items import items as items_agent
 from streams.agents.profile import profile as profile_agent
 from streams.app import app, settings
-from streams.state import engine, metrics, segments
+from streams.runtime import current
 
-KEY = settings.require_secret_key()
+rt = current()
+engine, metrics, segments = rt.engine, rt.metrics, rt.segments
+KEY = rt.settings.require_secret_key()
 T = settings.topics
 EVENTS = f"{settings.app_id}-events"
 
@@ -198,14 +200,13 @@ def test_clicks_and_purchases_are_credited_to_the_recommendation_they_name(loop,
 
 def test_experiment_variant_serves_its_strategy_and_counts_users_and_revenue(
         loop, sent, monkeypatch):
-    import streams.agents.profile as profile_module
     from models.marketing.experiments import Running, load_experiments
 
     exp = {"experiments": [{"name": "exp1", "control": "A", "variants": [
         {"name": "A", "strategy": "popularity"}, {"name": "B", "strategy": "popularity"}]}]}
-    monkeypatch.setattr(profile_module, "running", Running(load_experiments(exp)))
+    monkeypatch.setattr(rt, "running", Running(load_experiments(exp)))
     user = pseudonymize("hal", KEY)
-    variant = profile_module.running.assign(user, None).variant
+    variant = rt.running.assign(user, None).variant
 
     def val(name: str) -> float:
         return _value(name, experiment="exp1", variant=variant)
@@ -263,11 +264,10 @@ def test_a_new_user_gets_a_segment_and_one_segments_event(loop, sent):
 
 
 def test_audience_joins_and_leaves_stream_to_the_audiences_topic(loop, sent, monkeypatch):
-    import streams.agents.profile as profile_module
     from models.marketing.audiences import load_audiences
 
     rules = load_audiences({"audiences": [{"name": "big-spenders", "spend_at_least": 20}]})
-    monkeypatch.setattr(profile_module, "audiences", {a.name: a for a in rules})
+    monkeypatch.setattr(rt, "audiences", {a.name: a for a in rules})
     user = pseudonymize("joy", KEY)
 
     async def run():
@@ -532,7 +532,7 @@ def _total(name: str) -> float:
 
 
 def test_prequential_hits_feed_the_recommender_drift_monitor(loop, sent):
-    from streams.state import drift
+    drift = rt.drift
 
     monitor = drift.monitors["recommender"]
     observed = monitor.n_observed

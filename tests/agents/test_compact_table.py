@@ -12,9 +12,9 @@ from models.users.dedupe import event_key
 from models.users.privacy import pseudonymize
 from streams import tables
 from streams.agents.profile import profile as profile_agent
-from streams.app import settings
+from streams.runtime import current
 
-KEY = settings.require_secret_key()
+KEY = current().settings.require_secret_key()
 
 
 def _wire(eid: str, user: str, item: str, ts: int) -> bytes:

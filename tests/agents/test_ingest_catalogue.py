@@ -19,9 +19,7 @@ import pytest
 from models.users.privacy import pseudonymize
 from models.users.ratelimit import UserRateLimiter
 from streams import tables
-from streams.agents import ingest
 from streams.agents.ingest import (
-    TimeLimits,
     ingest_ad_events,
     ingest_ad_requests,
     ingest_clicks,
@@ -32,9 +30,8 @@ from streams.agents.ingest import (
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
 from streams.profile_view import profile_summary
+from streams.runtime import TimeLimits, current
 from streams.settings import Settings
-from streams.state import metrics
-from streams.state import pseudonymize as state_pseudonymize
 from tests.unit.test_input_catalogue import (
     USER,
     Case,
@@ -42,7 +39,10 @@ from tests.unit.test_input_catalogue import (
     catalogue,
 )
 
-KEY = settings.require_secret_key()
+rt = current()
+metrics = rt.metrics
+state_pseudonymize = rt.pseudonymize
+KEY = rt.settings.require_secret_key()
 T = settings.topics
 EVENTS = settings.events_topic
 AGENTS = {"clicks": ingest_clicks, "purchases": ingest_purchases,
@@ -61,9 +61,9 @@ def _value(name: str, **labels: str) -> float:
 def default_limits(monkeypatch):
     """The worker's defaults (conftest switches the age limit off for the other tests)."""
     d = Settings()
-    monkeypatch.setattr(ingest, "time_limits", TimeLimits(int(d.max_event_age_s * 1000),
+    monkeypatch.setattr(rt, "time_limits", TimeLimits(int(d.max_event_age_s * 1000),
                                                           int(d.max_future_s * 1000)))
-    monkeypatch.setattr(ingest, "limiter", UserRateLimiter(d.user_rate_per_s, d.user_burst,
+    monkeypatch.setattr(rt, "limiter", UserRateLimiter(d.user_rate_per_s, d.user_burst,
                                                            d.rate_limit_users))
 
 
@@ -188,7 +188,7 @@ def test_duplicates_conflicts_and_out_of_order_events_for_one_user(loop, sent,
 
 
 def test_a_flood_of_never_seen_ids_keeps_ingest_memory_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(ingest, "limiter", UserRateLimiter(10, 100, max_users=500))
+    monkeypatch.setattr(rt, "limiter", UserRateLimiter(10, 100, max_users=500))
     rng = random.Random(11)
     cap = state_pseudonymize.cache_info().maxsize
     assert cap is not None
@@ -196,19 +196,19 @@ def test_a_flood_of_never_seen_ids_keeps_ingest_memory_bounded(monkeypatch) -> N
         raw = orjson.dumps({"event_id": f"f{i}", "user_id": f"rnd-{rng.getrandbits(64):x}",
                             "item_id": "i", "ts": 1_000 + i})
         ingest_one(T.clicks, raw, None, key=None)
-    assert len(ingest.limiter) == 500
+    assert len(rt.limiter) == 500
     assert state_pseudonymize.cache_info().currsize <= cap
 
 
 def test_an_erase_leaves_no_rate_limit_bucket_behind(monkeypatch) -> None:
-    monkeypatch.setattr(ingest, "limiter", UserRateLimiter(10, 100))
+    monkeypatch.setattr(rt, "limiter", UserRateLimiter(10, 100))
     click = {"event_id": "e1", "user_id": "erase-me", "item_id": "i", "ts": 1_000}
     ingest_one(T.clicks, orjson.dumps(click), None, key=b"erase-me")
     ingest_one(T.clicks, orjson.dumps({**click, "user_id": "stays"}), None, key=b"stays")
-    assert len(ingest.limiter) == 2
+    assert len(rt.limiter) == 2
     erase = {"user_id": "erase-me", "action": "erase", "ts": 2_000}
     ingest_one(T.privacy, orjson.dumps(erase), None, key=b"erase-me")
-    assert len(ingest.limiter) == 1
+    assert len(rt.limiter) == 1
 
 
 def test_an_erase_drops_the_raw_id_from_the_pseudonym_cache() -> None:

@@ -11,9 +11,11 @@ from streams.agents import modelsync
 from streams.agents.items import apply_item
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
-from streams.state import engine, metrics
+from streams.runtime import current
 
-KEY = settings.require_secret_key()
+rt = current()
+engine, metrics = rt.engine, rt.metrics
+KEY = rt.settings.require_secret_key()
 
 
 def _value(name: str, **labels: str) -> float:
@@ -43,7 +45,7 @@ def test_sync_is_on_by_default_and_publishes_what_the_profile_agent_learned(loop
     steps_before = _value("persona_model_sync_steps_total", outcome="sent")
     assert loop.run_until_complete(run()) == 3
     (topic, key, value), = [s for s in sent if s[0] == settings.model_updates_topic]
-    assert key == modelsync.ORIGIN.encode()
+    assert key == rt.origin.encode()
     assert value is not None
     assert b"sync-raw-user" not in value and user.encode() not in value
     d = orjson.loads(value)
@@ -63,9 +65,9 @@ def test_another_workers_batch_is_applied_and_our_own_skipped() -> None:
     modelsync.apply_batch(b"another-worker", batch)
     assert engine.popularity.overall.score("sy-far") > before
     assert _value("persona_model_sync_steps_total", outcome="applied") == applied + 1
-    mine = encode_batch(modelsync.ORIGIN, 9, [LearnStep("sy-far", (), 3.0)])
+    mine = encode_batch(rt.origin, 9, [LearnStep("sy-far", (), 3.0)])
     after = engine.popularity.overall.score("sy-far")
-    modelsync.apply_batch(modelsync.ORIGIN.encode(), mine)
+    modelsync.apply_batch(rt.origin.encode(), mine)
     assert engine.popularity.overall.score("sy-far") == after
     assert _value("persona_model_sync_batches_total", outcome="own") == own + 1
 

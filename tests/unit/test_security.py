@@ -5,19 +5,13 @@ pickle on the wire, secrets never printed."""
 from __future__ import annotations
 
 import ast
-import os
 import ssl
 import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
-# streams.app reads settings at import (as in tests/agents/conftest.py).
-os.environ.setdefault("PERSONA_SECRET_KEY", "security-test-secret-key-0123456789")
-os.environ.setdefault("PERSONA_DATA_DIR", tempfile.mkdtemp(prefix="persona-security-tests-"))
-
 import faust
+import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.settings import PROJECT_ROOT, Settings, SettingsError
