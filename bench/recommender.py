@@ -1,4 +1,4 @@
-"""Speed and quality of the recommenders over the whole MovieLens 100K stream (DESIGN §7).
+"""Speed and quality of the recommenders over the whole MovieLens 100K stream (docs/quality.md, Protocol).
 
 Prequential protocol: for each rating in timestamp order, rank the top 10 for the user
 (excluding everything they rated before), count a hit if the rated item is among them,
@@ -23,7 +23,7 @@ from models.recommenders.popularity import Popularity
 from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
 K = 10
-# DESIGN §7 reference recall@10 on the same protocol.
+# Reference recall@10 on the same protocol (docs/quality.md, Protocol).
 REFERENCE = {"popularity": 0.0756, "cooccurrence": 0.1655}
 
 

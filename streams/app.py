@@ -24,11 +24,23 @@ class _App(faust.App):
         await super().on_first_start()
 
 
-def build_app(s: Settings) -> faust.App:
+class _WorkerApp(_App):
+    """persona's own app: its runtime is there before any agent, timer or view runs."""
+
+    async def on_first_start(self) -> None:
+        from streams.runtime import current
+
+        # Built (models restored from the newest checkpoint, metrics, key) unless the
+        # command installed one already; a bad setting stops the worker here.
+        current()
+        await super().on_first_start()
+
+
+def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
     """A Faust app with the settings that were measured to matter (docs/performance.md)."""
     # No event lost when a restart's recovery seeks back (docs/reliability.md).
     faust_fixes.apply()
-    return _App(
+    return cls(
         s.app_id,
         broker=s.broker_url,
         # PERSONA_KAFKA_* security (SASL and/or TLS); None for PLAINTEXT.
@@ -68,7 +80,7 @@ def build_app(s: Settings) -> faust.App:
     )
 
 
-app = build_app(settings)
+app = build_app(settings, _WorkerApp)
 
 # Importing registers the topics, tables, agents and web views on `app`.
 from streams import agents as _agents  # noqa: E402,F401

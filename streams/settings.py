@@ -171,7 +171,7 @@ def _kafka_security(env: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names (DESIGN §2). Each is ``PERSONA_TOPIC_<NAME>``."""
+    """Topic names (docs/contract.md). Each is ``PERSONA_TOPIC_<NAME>``."""
 
     clicks: str = "clicks"
     purchases: str = "purchases"

@@ -26,7 +26,7 @@ events = app.topic(
 
 # Internal, ONE partition: ad requests (with the user's ad view, after the profile
 # agent), ad events, control commands and clock ticks, in one order for one owner, so
-# budgets are exact and global and the kill switch lives in one place (DESIGN §3).
+# budgets are exact and global and the kill switch lives in one place (docs/ads.md).
 ads = app.topic(settings.ads_topic, key_type=bytes, value_type=bytes, partitions=1,
                 internal=True)
 

@@ -89,7 +89,7 @@ def request_from_wire(w: dict) -> AdRequest:
 
 
 def bid_record(d: Decision) -> dict:
-    """The DESIGN §2 ``ad-bids`` record: a bid, or the reason for none."""
+    """The ``ad-bids`` record (docs/contract.md, Output): a bid, or the reason for none."""
     rec: dict = {
         "request_id": d.request_id,
         "user_id": d.user,

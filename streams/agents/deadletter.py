@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def dead_letter_record(
     source_topic: str, partition: int, offset: int, error: str, detail: str, raw: bytes | None
 ) -> dict:
-    """The DESIGN §2 dead-letter record. ``detail`` must never carry payload values."""
+    """The dead-letter record (docs/contract.md, Output). ``detail`` must never carry
+    payload values."""
     return {
         "source_topic": source_topic,
         "partition": partition,

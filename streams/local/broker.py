@@ -1,7 +1,7 @@
 """The local Apache Kafka 4.x broker (KRaft, one combined broker+controller node) on the JVM.
 
 The same code backs ``persona broker`` and the integration tests' ``kafka_broker`` fixture.
-Facts it relies on are in /work/shared/KAFKA-LOCAL.md and docs/broker.md:
+Facts it relies on are in docs/broker.md:
 
 * jars: ``mvn dependency:copy-dependencies`` of ``ops/kafka/pom.xml`` (kafka_2.13 plus the
   log4j pieces its POM lacks), once per version, into ``<home>/lib-<version>/``;

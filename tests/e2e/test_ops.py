@@ -24,7 +24,7 @@ ALERTS = PROM / "rules" / "alerts.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "dashboards" / "persona.json"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
 
-# DESIGN §5 attribution metrics the rules and dashboard are written against.
+# The attribution metrics (docs/metrics.md) the rules and dashboard are written against.
 ATTRIBUTION_METRICS = frozenset({
     "persona_recommendation_clicks_total",
     "persona_conversions_total",

@@ -1,4 +1,4 @@
-"""models/ is mypy-clean and the code ruff-clean (STYLE habit 8): a slip fails the suite."""
+"""models/ is mypy-clean and the code ruff-clean: a slip fails the suite."""
 
 from __future__ import annotations
 
