@@ -1,4 +1,5 @@
-"""Speed and quality of the recommenders over the whole MovieLens 100K stream (docs/quality.md, Protocol).
+"""Speed and quality of the recommenders over the whole MovieLens 100K stream
+(docs/quality.md, Protocol).
 
 Prequential protocol: for each rating in timestamp order, rank the top 10 for the user
 (excluding everything they rated before), count a hit if the rated item is among them,

@@ -6,8 +6,9 @@ publishes what was recorded as one batch per ``PERSONA_MODEL_SYNC_INTERVAL_S`` o
 internal ``<app id>-model-updates`` topic (keyed by this worker's origin id, so its
 batches stay in order), and a broadcast reader applies every other worker's batches
 (``Engine.learn_shared``, ``Segmenter.learn_one``; each batch also carries the sender's
-blend weights, which the receiver averages with its own). So every worker's item models learn
-from every event, whichever worker's partition it came in on (docs/scaling.md). A worker skips its own batches (with one worker that is all of them).
+blend weights, which the receiver averages with its own). So every worker's item models
+learn from every event, whichever worker's partition it came in on (docs/scaling.md). A
+worker skips its own batches (with one worker that is all of them).
 
 At start the reader begins at the topic's end: a restarted worker resumes from its own
 checkpoint and does not replay what it missed while it was down (the gap is bounded by

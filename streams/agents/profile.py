@@ -363,8 +363,9 @@ def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
     idle for longer than ``ttl_ms`` at ``now_ms`` (none when ``ttl_ms`` <= 0).
 
     Read here, deleted by the profile agent that owns the record: tables change only
-    inside their agent (docs/architecture.md, What the code relies on). The table may hold standby copies of other
-    workers' partitions too; their owners re-check, so a repeated expiry is harmless.
+    inside their agent (docs/architecture.md, What the code relies on). The table may
+    hold standby copies of other workers' partitions too; their owners re-check, so a
+    repeated expiry is harmless.
     """
     if ttl_ms <= 0:
         return []

@@ -96,8 +96,8 @@ def test_no_false_alarm_on_stationary_hits(p: float) -> None:
 
 def test_hits_are_batched_because_real_hit_streams_come_in_bursts() -> None:
     """On real data a user's events come in sessions, so hits are not independent: over
-    the MovieLens 100K replay (popularity's prequential hits, docs/quality.md, Protocol), ADWIN fed one
-    hit at a time cuts its window 9 times; fed means of 10, it never does."""
+    the MovieLens 100K replay (popularity's prequential hits, docs/quality.md, Protocol),
+    ADWIN fed one hit at a time cuts its window 9 times; fed means of 10, it never does."""
     from models.recommenders.base import prequential
     from models.recommenders.popularity import Popularity
     from streams.offline.datasets import load_movielens_100k
