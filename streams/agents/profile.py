@@ -27,9 +27,17 @@ from datetime import UTC, datetime
 import orjson
 
 from models.ads.pctr import user_view
-from models.engine import MODELS, reasons
-from models.marketing.audiences import changes, memberships
+from models.engine import MODELS, Result, reasons
+from models.marketing.attribution import Attribution
 from models.marketing.experiments import DEFAULT_VARIANT, Assignment
+from models.marketing.steps import (
+    CreditUpdate,
+    SegmentChange,
+    account_experiment,
+    credit_step,
+    forget_user_step,
+    group_step,
+)
 from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
@@ -68,21 +76,19 @@ def recommendation_record(
     }
 
 
-def _account_experiment(rt: Runtime, profile: dict, arm, credit, amount: float) -> None:  # type: ignore[no-untyped-def]
+def _account_experiment(rt: Runtime, profile: dict, arm: Assignment,
+                        credit: Attribution | None, amount: float) -> None:
     """Keep the user's variant in the stored profile (so it never moves) and count the
     user and the revenue credited in the experiment, with its per-user square."""
+    up = account_experiment(profile.get("ex"), arm, credit, amount)
+    profile["ex"] = up.entries
     metrics = rt.metrics
-    entries = profile.setdefault("ex", {})
     labels = {"experiment": arm.experiment, "variant": arm.variant}
-    if arm.new or arm.experiment not in entries:
-        entries[arm.experiment] = [arm.variant, 0.0]
-        metrics.experiment_users.labels(**labels).inc()
-    if amount and credit is not None and credit.variant == arm.variant:
-        before = float(entries[arm.experiment][1])
-        after = before + amount
-        entries[arm.experiment][1] = after
-        metrics.experiment_revenue.labels(**labels).inc(amount)
-        metrics.experiment_revenue_sumsq.labels(**labels).inc(after * after - before * before)
+    if up.users_added:
+        child(metrics.experiment_users, **labels).inc(up.users_added)
+    if up.revenue:
+        child(metrics.experiment_revenue, **labels).inc(up.revenue)
+        child(metrics.experiment_revenue_sumsq, **labels).inc(up.revenue_sumsq)
 
 
 def _now_iso() -> str:
@@ -100,35 +106,26 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     ``profile``; the (topic, record) pairs to emit for what changed. ``prof``: the same
     profile already parsed (``Result.user_profile``), saving a second ``from_dict``."""
     rt = rt or current()
-    engine, metrics, audiences = rt.engine, rt.metrics, rt.audiences
-    segmenter = rt.segments.model
-    if segmenter is None and not audiences:
-        return []
-    if prof is None:
-        prof = UserProfile.from_dict(profile)
+    engine, metrics = rt.engine, rt.metrics
+    up = group_step(profile, prof, ts_ms, segmenter=rt.segments.model,
+                    audiences=rt.audiences, categories_of=engine.catalogue.categories,
+                    half_life_ms=rt.settings.interest_half_life_ms, sync_outbox=engine.sync)
+    if up.segment is not None:
+        profile["sg"] = up.segment
+    if up.audiences is not None:
+        profile["au"] = up.audiences
     out: list[tuple[str, dict]] = []
-    if segmenter is not None:
-        # Learn, then assign, computing the profile's features once.
-        segment = segmenter.learn_assign(prof.segment or None, prof, ts_ms)
-        if engine.sync is not None:  # the other workers' segmenters learn it too
-            engine.sync.note_segment(prof, ts_ms)
-        if segment != prof.segment:
-            prof.segment = profile["sg"] = segment
+    for change in up.changes:
+        if isinstance(change, SegmentChange):
             metrics.segment_changes.inc()
             out.append((settings.topics.segments,
-                        {"user_id": user, "segment": segment, "ts": _now_iso()}))
-    if audiences:
-        member = memberships(list(audiences.values()), prof, prof.segment or None, ts_ms,
-                             engine.catalogue.categories,
-                             half_life_ms=rt.settings.interest_half_life_ms)
-        moved = changes(set(prof.audiences), member)
-        for action, names in (("join", moved.joined), ("leave", moved.left)):
-            for name in names:
-                metrics.audience_changes.labels(audience=name, action=action).inc()
-                out.append((settings.topics.audiences, {"user_id": user, "audience": name,
-                                                        "action": action, "ts": _now_iso()}))
-        if moved.joined or moved.left:
-            profile["au"] = sorted(member)
+                        {"user_id": user, "segment": change.segment, "ts": _now_iso()}))
+        else:
+            child(metrics.audience_changes, audience=change.audience,
+                  action=change.action).inc()
+            out.append((settings.topics.audiences,
+                        {"user_id": user, "audience": change.audience,
+                         "action": change.action, "ts": _now_iso()}))
     return out
 
 
@@ -146,7 +143,7 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | No
     Runs inside the agent's stream loop (Faust's rule for table writes).
     """
     rt = rt or current()
-    engine, metrics, running, drift = rt.engine, rt.metrics, rt.running, rt.drift
+    engine, metrics, running = rt.engine, rt.metrics, rt.running
     user = wire["user_id"]
     kind = wire["kind"]
     learn = not wire.get("rl")
@@ -188,52 +185,72 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | No
         return res.outcome, None, []
     assert res.profile is not None and res.dedupe is not None
     if res.outcome == "suppressed":
-        tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
-        child(metrics.events, topic=src, outcome="suppressed").inc()
-        if not learn:
-            return res.outcome, None, []
-        labels = {"strategy": res.strategy, "variant": DEFAULT_VARIANT}
-        child(metrics.recommendations, **labels).inc()
-        child(metrics.recommended_items, **labels).inc(len(res.items))
-        return res.outcome, recommendation_record(user, wire["event_id"], res.strategy,
-                                                  res.items, rec_id=rec_id,
-                                                  model_version=rt.model_version), []
+        return res.outcome, _suppressed(rt, user, wire, res, at, rec_id, learn), []
     child(metrics.events, topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
     if not learn:
         tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
         return res.outcome, None, []
-    credit = res.attributed
     if arm.experiment is not None:
-        _account_experiment(rt, res.profile, arm, credit,
+        _account_experiment(rt, res.profile, arm, res.attributed,
                             amount if kind == "purchase" else 0.0)
     changed = update_groups(user, res.profile, int(wire["ts"]), res.user_profile, rt)
     tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     for model in MODELS:
         child(metrics.model_updates, model=model).inc()
-    if credit is not None:
-        labels = {"strategy": credit.strategy, "variant": credit.variant}
-        if credit.first_click:
-            child(metrics.recommendation_clicks, **labels).inc()
-            running.observe(credit.variant, 1, 0)
-        if kind == "purchase":
-            child(metrics.conversions, **labels).inc()
-            child(metrics.attributed_revenue, **labels).inc(amount)
-    if res.hit is not None:
-        drift.observe("recommender", res.hit)
-        labels = {"strategy": res.hit_strategy or res.strategy, "variant": arm.variant}
-        child(metrics.recommendation_hit_checks, **labels).inc()
-        if res.hit:
-            child(metrics.recommendation_hits, **labels).inc()
+    _count_served(rt, credit_step(res, arm, kind, amount))
     record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
                                    res.propensity, arm.variant, rec_id=rec_id,
                                    model_version=rt.model_version)
-    child(metrics.recommendations, strategy=res.strategy, variant=arm.variant).inc()
-    child(metrics.recommended_items, strategy=res.strategy, variant=arm.variant).inc(
-        len(res.items))
-    running.observe(arm.variant, 0, 1)
     return "accepted", record, changed
+
+
+def _suppressed(rt: Runtime, user: str, wire: dict, res: Result, at: tuple[int, int] | None,
+                rec_id: str, learn: bool) -> dict | None:
+    """An opted-out user's event: keep its id (dedupe) and count it; the non-personal
+    recommendation to send, unless the event was rate-limited."""
+    assert res.profile is not None and res.dedupe is not None
+    tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+    metrics = rt.metrics
+    child(metrics.events, topic=wire.get("src", "clicks"), outcome="suppressed").inc()
+    if not learn:
+        return None
+    labels = {"strategy": res.strategy, "variant": DEFAULT_VARIANT}
+    child(metrics.recommendations, **labels).inc()
+    child(metrics.recommended_items, **labels).inc(len(res.items))
+    return recommendation_record(user, wire["event_id"], res.strategy, res.items,
+                                 rec_id=rec_id, model_version=rt.model_version)
+
+
+def _count_served(rt: Runtime, counts: CreditUpdate) -> None:
+    """Count what ``credit_step`` found: credited clicks and conversions, the hit check
+    of the previous list, the list served now (and the running experiment's trials)."""
+    metrics, running = rt.metrics, rt.running
+    if counts.clicked is not None:
+        clicked = counts.clicked
+        child(metrics.recommendation_clicks, strategy=clicked.strategy,
+              variant=clicked.variant).inc()
+        running.observe(clicked.variant, 1, 0)
+    if counts.converted is not None:
+        converted = counts.converted
+        child(metrics.conversions, strategy=converted.strategy,
+              variant=converted.variant).inc()
+        child(metrics.attributed_revenue, strategy=converted.strategy,
+              variant=converted.variant).inc(counts.revenue)
+    if counts.checked is not None:
+        checked = counts.checked
+        rt.drift.observe("recommender", counts.hit)
+        child(metrics.recommendation_hit_checks, strategy=checked.strategy,
+              variant=checked.variant).inc()
+        if counts.hit:
+            child(metrics.recommendation_hits, strategy=checked.strategy,
+                  variant=checked.variant).inc()
+    served = counts.served
+    child(metrics.recommendations, strategy=served.strategy, variant=served.variant).inc()
+    child(metrics.recommended_items, strategy=served.strategy,
+          variant=served.variant).inc(counts.items)
+    running.observe(served.variant, 0, 1)
 
 
 def _reserve(rt: Runtime, user: str, wire: dict, stored: dict) -> dict:
@@ -274,18 +291,16 @@ def _forget_in_memory(rt: Runtime, user: str,
     """Drop what this worker keeps about ``user`` outside their record: their place in
     a segment's size, the hybrid's last list served to them. Returns the audience
     "leave" events of the audiences the record had them in (to emit)."""
-    rt.engine.hybrid.forget_user(user)
-    if stored_profile is None:
+    left = forget_user_step(user, stored_profile, hybrid=rt.engine.hybrid,
+                            segmenter=rt.segments.model, audiences=rt.audiences)
+    if not left:
         return []
-    if rt.segments.model is not None:
-        rt.segments.model.forget(stored_profile.get("sg"))
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    now = _now_iso()
     out = []
-    for name in stored_profile.get("au") or ():
-        if name in rt.audiences:
-            rt.metrics.audience_changes.labels(audience=name, action="leave").inc()
-            out.append((settings.topics.audiences,
-                        {"user_id": user, "audience": name, "action": "leave", "ts": now}))
+    for name in left:
+        child(rt.metrics.audience_changes, audience=name, action="leave").inc()
+        out.append((settings.topics.audiences,
+                    {"user_id": user, "audience": name, "action": "leave", "ts": now}))
     return out
 
 
