@@ -14,6 +14,8 @@ from typing import Literal
 
 from river import drift as river_drift
 
+from models.checks import check_int, check_probability, is_real
+
 # Log loss of a prediction clipped to [1e-12, 1 - 1e-12] (what the ads agent scores) is at
 # most -ln(1e-12) ~ 27.6: anything above this is not a log loss.
 MAX_LOG_LOSS = 30.0
@@ -102,11 +104,9 @@ class DriftMonitor:
         higher_is_better: bool = True,
         recent: int = RECENT,
     ) -> None:
-        if not (_real(delta) and 0.0 < float(delta) < 1.0):
-            raise ValueError(f"delta must be a number in (0, 1), got {delta!r}")
+        check_probability("delta", delta, exclusive=True)
         for name, value in (("clock", clock), ("batch", batch), ("recent", recent)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, value, low=1)
         if not (_real(low) and _real(high) and float(low) < float(high)):
             raise ValueError(f"low and high must be numbers with low < high, got {low!r}, "
                              f"{high!r}")
@@ -215,5 +215,4 @@ def monitor_for(stream: str, delta: float = 0.002) -> DriftMonitor:
 
 
 def _real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(
-        float(value))
+    return is_real(value) and not math.isnan(float(value))

@@ -14,6 +14,7 @@ from itertools import chain
 from typing import Literal
 
 from models import pickles
+from models.checks import is_number
 from models.marketing.attribution import Attribution, attribute, remember
 from models.recommenders.bandit import EpsilonGreedy, uniform_from_key
 from models.recommenders.base import Context, Recommender, ScoredItem, check_k
@@ -64,8 +65,7 @@ def check_overrides(overrides: Mapping[str, object]) -> None:
         if name not in OVERRIDABLE:
             raise ValueError(f"a variant may set {', '.join(OVERRIDABLE)}; not {name!r}")
         lo, hi = OVERRIDABLE[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not lo <= value <= hi:
+        if not is_number(value) or not lo <= value <= hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
         if name == "max_per_category" and not float(value).is_integer():
             raise ValueError(f"max_per_category must be an integer, got {value!r}")

@@ -16,14 +16,14 @@ the segmenter reads (counts, spend, first/last seen, category interests).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from models.recommenders.base import MAX_WEIGHT, is_unicode
+from models.checks import is_id, is_in_range
+from models.recommenders.base import MAX_WEIGHT
 from models.users.profile import UserProfile
 
 # Version of the batch layout; a batch of another version is refused, not guessed at.
@@ -166,7 +166,7 @@ def encode_batch(
 
 
 def _id(value: object) -> str:
-    if type(value) is not str or not value or len(value) > MAX_ID_CHARS or not is_unicode(value):
+    if not is_id(value, MAX_ID_CHARS):
         raise ValueError("bad id in a sync batch")
     return value
 
@@ -178,7 +178,7 @@ def _list(value: object, limit: int) -> list[Any]:
 
 
 def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_in_range(value, plain=True):
         raise ValueError("bad number in a sync batch")
     return float(value)
 

@@ -55,6 +55,7 @@ import orjson
 from models import pickles
 from models.ads.bidding import Bidder
 from models.ads.pctr import PctrModel
+from models.checks import is_int
 from models.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -348,7 +349,7 @@ class Checkpointer:
             version = orjson.loads(raw)["version"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             version = None
-        if not isinstance(version, int) or isinstance(version, bool):
+        if not is_int(version):
             log.error("dropping unreadable rollback request %s", self.rollback_request)
             self.rollback_request.unlink(missing_ok=True)
             return None

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.stores.memory import Store as MemoryStore
 
+from models.checks import is_int
 from models.users.compact import CompactValues, decode, encode, raw_touched_ms
 from models.users.compact import make_record as make_record  # the record layout, declared there
 from streams.app import app, settings
@@ -140,7 +141,7 @@ def already_applied(record: dict | None, partition: int, offset: int) -> bool:
 def touched_ms(record: dict | None) -> int | None:
     """When a record was last written (None: unknown, e.g. written before "t" existed)."""
     t = None if record is None else record.get("t")
-    return t if isinstance(t, int) and not isinstance(t, bool) else None
+    return t if is_int(t) else None
 
 
 def maybe_idle(cutoff_ms: int) -> Iterator[tuple[str, dict]]:

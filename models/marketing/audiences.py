@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from models.checks import check_int, check_positive, describe_range, is_in_range
 from models.users.profile import PURCHASE_INTEREST, UserProfile
 
 DAY_MS = 86_400_000
@@ -325,15 +326,11 @@ def _facts(
     categories_of: Callable[[str], Sequence[str]],
     half_life_ms: float,
 ) -> _Facts:
-    if isinstance(now_ms, bool) or not isinstance(now_ms, int) or now_ms < 0:
-        raise ValueError(f"now_ms must be an int >= 0 (epoch ms), got {now_ms!r}")
-    if isinstance(half_life_ms, bool) or not isinstance(half_life_ms, (int, float)) or not (
-        0.0 < half_life_ms < math.inf
-    ):
-        raise ValueError(f"half_life_ms must be a finite number > 0, got {half_life_ms!r}")
+    check_int("now_ms", now_ms, low=0)
+    hl = check_positive("half_life_ms", half_life_ms, plain=True)
     if not callable(categories_of):
         raise ValueError("categories_of must be callable (item id -> categories)")
-    return _Facts(profile, segment, now_ms, categories_of, float(half_life_ms))
+    return _Facts(profile, segment, now_ms, categories_of, hl)
 
 
 # Each kind's optional and required parameters besides the kind key itself.
@@ -413,12 +410,7 @@ def _category(value: object, path: str) -> str:
 def _number(
     value: object, path: str, low: float, high: float, *, low_open: bool = False
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        raise AudienceError(path, f"must be a finite number {bound}, got {value!r}")
-    v = float(value)
-    if v < low or (low_open and v == low) or v > high:
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        upper = f" and <= {high:g}" if high < math.inf else ""
-        raise AudienceError(path, f"must be a finite number {bound}{upper}, got {value!r}")
-    return v
+    if not is_in_range(value, low, high, low_open=low_open, plain=True):
+        what = describe_range(low, high, low_open=low_open)
+        raise AudienceError(path, f"must be {what}, got {value!r}")
+    return float(value)

@@ -8,11 +8,11 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any, Literal
 
 import numpy as np
 
+from models.checks import check_int, check_non_negative, check_positive, is_in_range
 from models.engine import check_overrides
 from models.recommenders.bandit import uniform_from_key
 
@@ -114,7 +114,7 @@ class Variant:
     def __post_init__(self) -> None:
         _check_id("name", self.name)
         w = self.weight
-        if isinstance(w, bool) or not isinstance(w, Real) or not 0 < float(w) < math.inf:
+        if not is_in_range(w, 0.0, low_open=True):
             raise ExperimentError("weight", f"must be a finite number > 0, got {w!r}")
         object.__setattr__(self, "weight", float(w))
         if self.strategy is not None:
@@ -326,10 +326,7 @@ def assign_with_weights(experiment: Experiment, user_id: str,
                          f"got {sorted(weights)!r}")
     ws: list[float] = []
     for name in names:
-        w = weights[name]
-        if isinstance(w, bool) or not isinstance(w, Real) or not 0 <= float(w) < math.inf:
-            raise ValueError(f"weight of {name!r} must be a finite number >= 0, got {w!r}")
-        ws.append(float(w))
+        ws.append(check_non_negative(f"weight of {name!r}", weights[name]))
     if not math.fsum(ws) > 0:
         raise ValueError("at least one weight must be > 0")
     if not experiment.active:
@@ -379,24 +376,14 @@ class BanditAllocator:
         for name in names:
             _check_id("variant", name)
         k = len(names)
-        if isinstance(floor, bool) or not isinstance(floor, Real) or not (
-                0.0 <= float(floor) <= 1.0 / k):
+        if not is_in_range(floor, 0.0, 1.0 / k):
             raise ValueError(f"floor must be in [0, 1/{k}] for {k} variants, got {floor!r}")
-        for label, prior in (("prior_successes", prior_successes),
-                             ("prior_failures", prior_failures)):
-            if isinstance(prior, bool) or not isinstance(prior, Real) or not (
-                    0 < float(prior) < math.inf):
-                raise ValueError(f"{label} must be a finite number > 0, got {prior!r}")
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 100:
-            raise ValueError(f"draws must be an int >= 100, got {draws!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.variants: tuple[str, ...] = tuple(names)
         self.floor: float = float(floor)
-        self.prior_successes: float = float(prior_successes)
-        self.prior_failures: float = float(prior_failures)
-        self.draws: int = draws
-        self.seed: int = seed
+        self.prior_successes: float = check_positive("prior_successes", prior_successes)
+        self.prior_failures: float = check_positive("prior_failures", prior_failures)
+        self.draws: int = check_int("draws", draws, low=100)
+        self.seed: int = check_int("seed", seed, low=0)
         self._successes: dict[str, float] = dict.fromkeys(names, 0.0)
         self._trials: dict[str, float] = dict.fromkeys(names, 0.0)
 
@@ -409,10 +396,8 @@ class BanditAllocator:
         """Add ``successes`` out of ``trials`` (a delta, e.g. since the last update)."""
         if variant not in self._trials:
             raise ValueError(f"unknown variant {variant!r}")
-        for label, value in (("successes", successes), ("trials", trials)):
-            if isinstance(value, bool) or not isinstance(value, Real) or not (
-                    0 <= float(value) < math.inf):
-                raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
+        check_non_negative("successes", successes)
+        check_non_negative("trials", trials)
         if successes > trials:
             raise ValueError(f"successes ({successes}) cannot exceed trials ({trials})")
         self._successes[variant] += float(successes)

@@ -16,6 +16,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.checks import (
+    MAX_TS_MS,
+    check_int,
+    check_number,
+    check_positive,
+    check_ts,
+    is_int,
+    is_integral,
+)
 from models.users.profile import UserProfile
 
 DAY_MS = 86_400_000
@@ -43,8 +52,6 @@ SPEND_BINS = 64
 # After warm-up, a point this many times farther (squared) from every centroid than points
 # usually are from theirs takes over a centroid that has no points, if there is one.
 SPAWN_FACTOR = 4.0
-# Stored timestamps are clipped to this (about 285,000 years): differences stay exact floats.
-MAX_TS_MS = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +68,7 @@ class FeatureScales:
 
     def __post_init__(self) -> None:
         for name in ("recency_cap_days", "frequency_cap", "spend_cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0.0 < float(value) < math.inf
-            ):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            check_positive(name, getattr(self, name), plain=True)
 
 
 DEFAULT_SCALES = FeatureScales()
@@ -110,7 +113,7 @@ def profile_features(
     >>> [round(float(v), 2) for v in x]
     [0.0, 0.0, 0.17, 0.4, 0.25, 0.75, 0.0, 0.25]
     """
-    now = _check_now(now_ms)
+    now = check_ts("now_ms", now_ms)
     cats = _check_vocabulary(categories)
     return _features(profile, now, cats, scales)
 
@@ -195,12 +198,10 @@ class OnlineKMeans:
         self, k: int = 6, seed: int = 0, memory: int = 1_000, warmup: int = 100, n_iter: int = 10
     ) -> None:
         for name, value, low in (("k", k, 1), ("memory", memory, 1), ("n_iter", n_iter, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < k:
+            check_int(name, value, low)
+        if not is_int(warmup) or warmup < k:
             raise ValueError(f"warmup must be an int >= k ({k}), got {warmup!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        check_int("seed", seed, low=0)
         self.k = k
         self.seed = seed
         self.memory = memory
@@ -418,15 +419,9 @@ class Segmenter:
         stats_half_life: float = 20_000.0,
         scales: FeatureScales = DEFAULT_SCALES,
     ) -> None:
-        _check_positive("stats_half_life", stats_half_life)
-        if isinstance(max_categories, bool) or not isinstance(max_categories, int) or not (
-            1 <= max_categories <= 256
-        ):
-            raise ValueError(f"max_categories must be an int in [1, 256], got {max_categories!r}")
-        if isinstance(switch_margin, bool) or not isinstance(switch_margin, (int, float)) or not (
-            0.0 <= float(switch_margin) < 1.0
-        ):
-            raise ValueError(f"switch_margin must be a number in [0, 1), got {switch_margin!r}")
+        check_positive("stats_half_life", stats_half_life, plain=True)
+        check_int("max_categories", max_categories, 1, 256)
+        check_number("switch_margin", switch_margin, 0.0, 1.0, high_open=True, plain=True)
         if not isinstance(scales, FeatureScales):
             raise ValueError(f"scales must be a FeatureScales, got {scales!r}")
         self.k = k
@@ -472,11 +467,11 @@ class Segmenter:
 
     def features(self, profile: UserProfile, now_ms: int) -> npt.NDArray[np.float64]:
         """``profile_features`` over this segmenter's vocabulary slots (fixed length)."""
-        return _features(profile, _check_now(now_ms), self._slots, self.scales)
+        return _features(profile, check_ts("now_ms", now_ms), self._slots, self.scales)
 
     def learn_one(self, profile: UserProfile, now_ms: int) -> None:
         """Learn from one profile as of ``now_ms``: vocabulary, spend levels, centroids."""
-        self._learn(profile, _check_now(now_ms))
+        self._learn(profile, check_ts("now_ms", now_ms))
 
     def learn_assign(self, previous: str | None, profile: UserProfile, now_ms: int) -> str:
         """``learn_one`` then ``assign`` (the same result), computing the features once:
@@ -486,7 +481,7 @@ class Segmenter:
         >>> seg.learn_assign(None, UserProfile(clicks=1), now_ms=0) in seg.names
         True
         """
-        return self._assign(previous, self._learn(profile, _check_now(now_ms)))
+        return self._assign(previous, self._learn(profile, check_ts("now_ms", now_ms)))
 
     def _learn(self, profile: UserProfile, now: int) -> npt.NDArray[np.float64]:
         """Learn ``profile``; its feature vector (after the vocabulary learned from it)."""
@@ -511,7 +506,7 @@ class Segmenter:
         another centroid is closer by the factor ``1 - switch_margin``. Sizes follow:
         a new user (``previous`` None or not a current name) adds one, a move shifts one."""
         return self._assign(previous, self._kmeans._trusted(
-            _feature_list(profile, _check_now(now_ms), self._slots, self.scales)))
+            _feature_list(profile, check_ts("now_ms", now_ms), self._slots, self.scales)))
 
     def _assign(self, previous: str | None, x: npt.NDArray[np.float64]) -> str:
         d = self._kmeans._distances(x)
@@ -646,29 +641,12 @@ def _clean(value: object, cap: float) -> float:
 
 
 def _timestamp(value: object) -> int | None:
+    # Stored timestamps are clipped to MAX_TS_MS: differences of them stay exact floats.
     if type(value) is int:
         return min(max(0, value), MAX_TS_MS)
-    if value is None or isinstance(value, bool) or not isinstance(value, Integral):
+    if not is_integral(value):
         return None
     return min(max(0, int(value)), MAX_TS_MS)
-
-
-def _check_now(now_ms: int) -> int:
-    if type(now_ms) is int and 0 <= now_ms <= MAX_TS_MS:  # the common case, without ABCs
-        return now_ms
-    if isinstance(now_ms, bool) or not isinstance(now_ms, Integral) or not (
-        0 <= now_ms <= MAX_TS_MS
-    ):
-        raise ValueError(f"now_ms must be an int in [0, 2**53] (epoch ms), got {now_ms!r}")
-    return int(now_ms)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        0.0 < float(value) < math.inf
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_vocabulary(categories: Sequence[str]) -> Sequence[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from numbers import Real
 from statistics import NormalDist
+
+from models.checks import check_non_negative, check_number, check_probability
 
 _STANDARD_NORMAL = NormalDist()
 _MAX_ITERATIONS = 10_000
@@ -199,22 +200,6 @@ class Comparison:
     method: str
 
 
-def _check_count(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _check_alpha(alpha: object, power: object) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < float(alpha) < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if isinstance(power, bool) or not isinstance(power, Real) or not 0 < float(power) < 1:
-        raise ValueError(f"power must be in (0, 1), got {power!r}")
-
-
 def _round_up_2(n: int) -> str:
     # "about 12,000" reads better than "about 11,873": two significant figures, rounded up
     if n < 100:
@@ -336,14 +321,15 @@ def compare_rates(
 (50); fewer than 10 successes in a (3); fewer than 10 successes in b (5); need about 730 \
 per variant to detect this lift with 80% power'
     """
-    s_a = _check_count("successes_a", successes_a)
-    n_a = _check_count("trials_a", trials_a)
-    s_b = _check_count("successes_b", successes_b)
-    n_b = _check_count("trials_b", trials_b)
+    s_a = check_non_negative("successes_a", successes_a)
+    n_a = check_non_negative("trials_a", trials_a)
+    s_b = check_non_negative("successes_b", successes_b)
+    n_b = check_non_negative("trials_b", trials_b)
     for s, n, arm in ((s_a, n_a, "a"), (s_b, n_b, "b")):
         if s > n:
             raise ValueError(f"successes_{arm} ({s:g}) cannot exceed trials_{arm} ({n:g})")
-    _check_alpha(alpha, power)
+    check_probability("alpha", alpha, exclusive=True)
+    check_probability("power", power, exclusive=True)
     method = ("pooled two-proportion z-test; Newcombe hybrid score interval for the "
               "difference; delta method on the log rate ratio for the lift")
     if n_a == 0 or n_b == 0:
@@ -453,13 +439,13 @@ power (p = 0.43)'
     total_a = float(sum_a)
     total_b = float(sum_b)
     for name, value in (("sum_a", sum_a), ("sum_b", sum_b)):
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    q_a = _check_count("sumsq_a", sumsq_a)
-    q_b = _check_count("sumsq_b", sumsq_b)
-    count_a = _check_count("n_a", n_a)
-    count_b = _check_count("n_b", n_b)
-    _check_alpha(alpha, power)
+        check_number(name, value)
+    q_a = check_non_negative("sumsq_a", sumsq_a)
+    q_b = check_non_negative("sumsq_b", sumsq_b)
+    count_a = check_non_negative("n_a", n_a)
+    count_b = check_non_negative("n_b", n_b)
+    check_probability("alpha", alpha, exclusive=True)
+    check_probability("power", power, exclusive=True)
     method = ("Welch t-test (Welch-Satterthwaite df) for the difference; delta method on "
               "the log ratio of means for the lift")
     empty = []

@@ -7,12 +7,11 @@ profile, so ``table[k] = apply_click(table[k], ...)`` is safe and replays are de
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from typing import Any
 
+from models.checks import check_int, check_number, check_positive, check_ts, is_number
 from models.recommenders.base import check_item_id
 from models.recommenders.catalogue import check_categories
 
@@ -29,9 +28,6 @@ FORMAT_VERSION = 1
 # quantity at 1e11), far below where a sum of them could overflow a float (spend then
 # turns inf, which the table's JSON writes as null and no later read accepts).
 MAX_AMOUNT = 1e12
-# Latest timestamp accepted (about 285,000 years): beyond it an int leaves the 64-bit range
-# the table's JSON writes, and time differences stop being exact floats.
-MAX_TS_MS = 2**53
 
 
 @dataclass(slots=True)
@@ -230,11 +226,8 @@ def apply_counted(
     """
     if kind not in ("click", "purchase"):
         raise ValueError(f"kind must be click or purchase, got {kind!r}")
-    if isinstance(amount, bool) or not isinstance(amount, Real) or not (
-        0.0 <= float(amount) <= MAX_AMOUNT
-    ):
-        raise ValueError(f"amount must be a number in [0, {MAX_AMOUNT:g}], got {amount!r}")
-    ts = _check_ts(ts_ms)
+    check_number("amount", amount, 0.0, MAX_AMOUNT)
+    ts = check_ts("ts_ms", ts_ms)
     q = p.copy()
     q.first_seen_ms = ts if q.first_seen_ms is None else min(q.first_seen_ms, ts)
     q.last_seen_ms = ts if q.last_seen_ms is None else max(q.last_seen_ms, ts)
@@ -264,7 +257,7 @@ def is_expired(profile: Mapping[str, Any] | None, touched_ms: int | None,
     if profile is None or profile.get("oo"):
         return False
     last = touched_ms if touched_ms is not None else profile.get("l")
-    if isinstance(last, bool) or not isinstance(last, (int, float)):
+    if not is_number(last):
         return False
     return last < cutoff_ms
 
@@ -310,10 +303,7 @@ def apply_purchase(
     ``PURCHASE_INTEREST``. ``amount`` must be in [0, ``MAX_AMOUNT``]. ``in_place``: as
     for ``apply_click``.
     """
-    if isinstance(amount, bool) or not isinstance(amount, Real) or not (
-        0.0 <= float(amount) <= MAX_AMOUNT
-    ):
-        raise ValueError(f"amount must be a number in [0, {MAX_AMOUNT:g}], got {amount!r}")
+    check_number("amount", amount, 0.0, MAX_AMOUNT)
     q = _interacted(p, item_id, ts_ms, categories, PURCHASE_INTEREST, half_life_ms,
                     recent_max, seen_max, in_place)
     q.purchases += 1
@@ -345,8 +335,8 @@ def note_served(p: UserProfile, items: Sequence[str], strategy: str, keep: int =
 def interests_at(p: UserProfile, now_ms: int, half_life_ms: float) -> dict[str, float]:
     """The interest scores decayed to ``now_ms`` (a time before ``interest_ts_ms`` counts
     as ``interest_ts_ms``: scores are never inflated)."""
-    hl = _check_half_life(half_life_ms)
-    factor = 2.0 ** (-max(0, _check_ts(now_ms) - p.interest_ts_ms) / hl)
+    hl = check_positive("half_life_ms", half_life_ms)
+    factor = 2.0 ** (-max(0, check_ts("now_ms", now_ms) - p.interest_ts_ms) / hl)
     return {c: s * factor for c, s in p.interests.items()}
 
 
@@ -354,8 +344,7 @@ def top_interests(
     p: UserProfile, now_ms: int, half_life_ms: float, n: int = 3
 ) -> list[tuple[str, float]]:
     """The ``n`` strongest categories as of ``now_ms``, best first (ties by name)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    check_int("n", n, low=0)
     scores = interests_at(p, now_ms, half_life_ms)
     return sorted(scores.items(), key=lambda cs: (-cs[1], cs[0]))[:n]
 
@@ -372,11 +361,10 @@ def _interacted(
     in_place: bool = False,
 ) -> UserProfile:
     check_item_id(item_id)  # a profile stores it: a non-empty string of valid Unicode
-    ts = _check_ts(ts_ms)
-    hl = _check_half_life(half_life_ms)
-    for name, cap in (("recent_max", recent_max), ("seen_max", seen_max)):
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {cap!r}")
+    ts = check_ts("ts_ms", ts_ms)
+    hl = check_positive("half_life_ms", half_life_ms)
+    check_int("recent_max", recent_max, low=1)
+    check_int("seen_max", seen_max, low=1)
     cats = check_categories(categories)
     q = p if in_place else p.copy()
     _push(q.recent_items, item_id, recent_max)
@@ -421,23 +409,3 @@ def _push(items: list[str], item_id: str, cap: int) -> None:
     items.append(item_id)
     if len(items) > cap:
         del items[: len(items) - cap]
-
-
-def _check_ts(ts_ms: int) -> int:
-    if type(ts_ms) is int and 0 <= ts_ms <= MAX_TS_MS:  # the common case, without ABCs
-        return ts_ms
-    if isinstance(ts_ms, bool) or not isinstance(ts_ms, Integral) or not (
-        0 <= ts_ms <= MAX_TS_MS
-    ):
-        raise ValueError(f"timestamps must be ints in [0, 2**53] (epoch ms), got {ts_ms!r}")
-    return int(ts_ms)
-
-
-def _check_half_life(half_life_ms: float) -> float:
-    if type(half_life_ms) is float and 0.0 < half_life_ms < math.inf:
-        return half_life_ms
-    if isinstance(half_life_ms, bool) or not isinstance(half_life_ms, Real) or not (
-        0.0 < float(half_life_ms) < math.inf
-    ):
-        raise ValueError(f"half_life_ms must be a finite number > 0, got {half_life_ms!r}")
-    return float(half_life_ms)
