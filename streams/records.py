@@ -1,39 +1,81 @@
-"""Wire schemas for the input topics (clicks, purchases, items, ad-requests, ad-events,
-privacy, control), validated at the boundary, and the wire forms of the internal topics.
-
-Pure Python and orjson (no Faust), so it is fast to import and to test. DESIGN §2 is the contract.
-"""
+"""Boundary validation of the input topics (docs/contract.md): untrusted bytes in, the
+records of streams/messages.py out, or a ValidationError naming the rule broken."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import fields, replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import orjson
+
+from models.checks import is_int, is_number
+from streams.messages import (
+    AD_EVENT_TYPES,
+    CONTROL_ACTIONS,
+    CURRENCIES,
+    MAX_AD_CANDIDATES,
+    MAX_AD_COST,
+    MAX_AD_REVENUE,
+    MAX_CATEGORIES,
+    MAX_CONTEXT_KEY_LENGTH,
+    MAX_CONTEXT_KEYS,
+    MAX_CONTEXT_VALUE_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_FLOOR_PRICE,
+    MAX_ID_LENGTH,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MAX_REASON_LENGTH,
+    MAX_TITLE_LENGTH,
+    MAX_TS_MS,
+    MAX_VALUE_PER_CLICK,
+    MAX_VALUE_PER_CONVERSION,
+    MIN_TS_MS,
+    NO_ORIGIN,
+    PRIVACY_ACTIONS,
+    SCHEMA_VERSION,
+    AdCandidateMsg,
+    AdEventMsg,
+    AdRequestMsg,
+    Click,
+    ContextValue,
+    ControlMsg,
+    Event,
+    Item,
+    MessageError,
+    PrivacyMsg,
+    Purchase,
+    fingerprint,
+    privacy_event_id,
+    wire_fingerprint,
+)
+
+__all__ = [
+    "AD_EVENT_TYPES", "CONTROL_ACTIONS", "CURRENCIES", "ERROR_CODES", "INGEST_CODES",
+    "INPUT_FIELDS", "MAX_AD_CANDIDATES", "MAX_AD_COST", "MAX_AD_REVENUE", "MAX_CATEGORIES",
+    "MAX_CONTEXT_KEY_LENGTH", "MAX_CONTEXT_KEYS", "MAX_CONTEXT_VALUE_LENGTH",
+    "MAX_DESCRIPTION_LENGTH", "MAX_FLOOR_PRICE", "MAX_ID_LENGTH", "MAX_JSON_DEPTH",
+    "MAX_MESSAGE_BYTES", "MAX_PRICE", "MAX_QUANTITY", "MAX_REASON_LENGTH",
+    "MAX_TIMESTAMP_LENGTH", "MAX_TITLE_LENGTH", "MAX_TS_MS", "MAX_VALUE_PER_CLICK",
+    "MAX_VALUE_PER_CONVERSION", "MIN_TS_MS", "PII_WORDS", "PRIVACY_ACTIONS", "SCHEMA_VERSION",
+    "AdCandidateMsg", "AdEventMsg", "AdRequestMsg", "Click", "ContextValue", "ControlMsg",
+    "Event", "Item", "PrivacyMsg", "Purchase", "ValidationError", "ad_event_from_wire",
+    "ad_event_to_wire", "ad_request_from_wire", "ad_request_to_wire", "check_event_time",
+    "check_key", "control_from_wire", "control_to_wire", "decode_ad_event",
+    "decode_ad_request", "decode_click", "decode_control", "decode_item", "decode_privacy",
+    "decode_purchase", "fingerprint", "from_wire", "is_pii_key", "normalize_id", "pii_fields",
+    "privacy_from_wire", "privacy_to_wire", "to_wire", "wire_fingerprint",
+]  # fmt: skip
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 # Top-level object = 1, ``context`` = 2; the rest is slack for unknown fields we drop anyway.
 MAX_JSON_DEPTH: Final = 8
-MAX_ID_LENGTH: Final = 256
 MAX_TIMESTAMP_LENGTH: Final = 64
-# Epoch milliseconds, [1970-01-01, 2100-01-01). A producer sending epoch *seconds* lands
-# in January 1970 and passes here; ingest then calls it ``ts_in_seconds`` when the message
-# has a Kafka timestamp and ``PERSONA_MAX_EVENT_AGE_S`` is on (``check_event_time``).
-MIN_TS_MS: Final = 0
-MAX_TS_MS: Final = 4_102_444_800_000
-MAX_PRICE: Final = 1e7
-MAX_QUANTITY: Final = 10_000
-MAX_CONTEXT_KEYS: Final = 16
-MAX_CONTEXT_KEY_LENGTH: Final = 64
-MAX_CONTEXT_VALUE_LENGTH: Final = 256
-# The wire schema this code reads. A message may say ``"schema_version": 1``; absent means 1.
-SCHEMA_VERSION: Final = 1
 
 ERROR_CODES: Final[dict[str, str]] = {
     "tombstone": "the message value is null (a Kafka tombstone)",
@@ -72,23 +114,6 @@ ERROR_CODES: Final[dict[str, str]] = {
 # timestamp and settings are known; the decoders raise the rest (key_mismatch: items too).
 INGEST_CODES: Final = frozenset({"key_mismatch", "ts_in_seconds", "stale_event", "future_event"})
 
-# ISO 4217 list one (current currencies and funds), 2025 edition including XCG (from
-# 2025-03-31) and ZWG (2024), and still ANG and SLL during their changeovers; without XTS
-# (reserved for testing) and XXX (no currency). Update it with ISO 4217 amendments.
-CURRENCIES: Final = frozenset(
-    """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
-    BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD
-    EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD
-    IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL
-    MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
-    PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP
-    STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED
-    VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR
-    ZMW ZWG
-    """.split()
-)
-
 # Context keys made of these words (split on _ - . space and camelCase) are dropped: they
 # name personal data that has no business in a behaviour event. Unknown top-level fields
 # are dropped anyway, so this only matters inside ``context``.
@@ -106,8 +131,6 @@ PII_WORDS: Final = frozenset(
 _BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _SEPARATORS: Final = str.maketrans("-. ", "___")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-ContextValue = str | int | float | bool
 
 
 class ValidationError(Exception):
@@ -127,51 +150,6 @@ class ValidationError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.detail}"
-
-
-@dataclass(frozen=True, slots=True)
-class Click:
-    """A validated, normalized click.
-
-    >>> decode_click(b'{"event_id": "e1", "user_id": 42, "item_id": " i9 ", "ts": 1}')
-    Click(event_id='e1', user_id='42', item_id='i9', ts_ms=1, recommendation_id=None, context=None)
-    """
-
-    event_id: str
-    user_id: str
-    item_id: str
-    ts_ms: int
-    recommendation_id: str | None = None
-    context: dict[str, ContextValue] | None = None
-    kind: ClassVar[str] = "click"
-
-
-@dataclass(frozen=True, slots=True)
-class Purchase:
-    """A validated, normalized purchase.
-
-    >>> p = decode_purchase(b'{"event_id": "e2", "user_id": "u", "item_id": "i", '
-    ...                     b'"ts": "2024-05-01T12:00:00Z", "price": 2.5, "quantity": 2}')
-    >>> p.ts_ms, p.amount
-    (1714564800000, 5.0)
-    """
-
-    event_id: str
-    user_id: str
-    item_id: str
-    ts_ms: int
-    price: float
-    quantity: int
-    currency: str | None = None
-    recommendation_id: str | None = None
-    kind: ClassVar[str] = "purchase"
-
-    @property
-    def amount(self) -> float:
-        return self.price * self.quantity
-
-
-Event = Click | Purchase
 
 
 # -- message level ---------------------------------------------------------------------
@@ -197,9 +175,10 @@ def _load_object(raw: bytes | bytearray | None) -> dict[str, Any]:
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(obj) > MAX_JSON_DEPTH:
         raise ValidationError("too_deep", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels")
     version = obj.get("schema_version")
-    if version is not None and version != SCHEMA_VERSION:
+    # ``true == 1`` in Python: a boolean must not pass for version 1.
+    if version is not None and (version != SCHEMA_VERSION or isinstance(version, bool)):
         # Checked before any field: a newer schema's fields would fail with misleading codes.
-        if isinstance(version, bool) or not isinstance(version, int):
+        if not is_int(version):
             raise _wrong_type("schema_version", "an integer", version)
         raise ValidationError(
             "unsupported_version", f"field 'schema_version' is not {SCHEMA_VERSION}"
@@ -276,7 +255,7 @@ def _required(obj: dict[str, Any], field: str) -> Any:
 def _id(value: Any, field: str) -> str:
     if isinstance(value, str):
         s = value.strip()
-    elif isinstance(value, int) and not isinstance(value, bool):
+    elif is_int(value):
         # Producers in typed languages send numeric ids; 123 and "123" must be one user.
         return str(value)
     else:
@@ -313,7 +292,7 @@ def _optional_id(obj: dict[str, Any], field: str) -> str | None:
 def _ts_ms(value: Any) -> int:
     if isinstance(value, str):
         return _iso_ts_ms(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise _wrong_type("ts", "a string or a number", value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -349,7 +328,7 @@ def _number(
 ) -> float:
     """A finite float in ``(0, cap]``, or ``[0, cap]`` if ``zero_ok``; ``low_code`` is the
     error below that."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise _wrong_type(field, "a number", value)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError("non_finite", f"field {field!r} must be finite")
@@ -372,7 +351,7 @@ def _quantity(value: Any) -> int:
             raise ValidationError("non_finite", "field 'quantity' must be finite")
         if not value.is_integer():
             raise ValidationError("wrong_type", "field 'quantity' must be an integer")
-    elif isinstance(value, bool) or not isinstance(value, int):
+    elif not is_int(value):
         raise _wrong_type("quantity", "an integer", value)
     n = int(value)
     if n < 1:
@@ -457,12 +436,15 @@ def _context(value: Any) -> dict[str, ContextValue] | None:
     return out or None
 
 
-# -- public API ------------------------------------------------------------------------
+# -- clicks and purchases ---------------------------------------------------------------
 
 
 def decode_click(raw: bytes | bytearray | None) -> Click:
     """Validate and normalize one ``clicks`` message value; raise ``ValidationError``.
 
+    >>> c = decode_click(b'{"event_id": "e1", "user_id": 42, "item_id": " i9 ", "ts": 1}')
+    >>> c.user_id, c.item_id, c.ts_ms, c.context
+    ('42', 'i9', 1, None)
     >>> decode_click(b'{"event_id": "e1", "user_id": "u", "item_id": "i", "ts": "yesterday"}')
     Traceback (most recent call last):
     ...
@@ -480,7 +462,13 @@ def decode_click(raw: bytes | bytearray | None) -> Click:
 
 
 def decode_purchase(raw: bytes | bytearray | None) -> Purchase:
-    """Validate and normalize one ``purchases`` message value; raise ``ValidationError``."""
+    """Validate and normalize one ``purchases`` message value; raise ``ValidationError``.
+
+    >>> p = decode_purchase(b'{"event_id": "e2", "user_id": "u", "item_id": "i", '
+    ...                     b'"ts": "2024-05-01T12:00:00Z", "price": 2.5, "quantity": 2}')
+    >>> p.ts_ms, p.amount
+    (1714564800000, 5.0)
+    """
     obj = _load_object(raw)
     return Purchase(
         _id(_required(obj, "event_id"), "event_id"),
@@ -579,16 +567,18 @@ def check_event_time(ts_ms: int, kafka_ts_ms: int | None, max_age_ms: int,
         )
 
 
-# Every field an input schema reads (items included). A message whose top-level keys are
-# all among these has no PII-named field there: one frozenset check for most messages.
+# Every top-level field an input schema reads (items included), from the records' public
+# fields. A message whose top-level keys are all among these has no PII-named field there:
+# one frozenset check for most messages.
 INPUT_FIELDS: Final = frozenset(
-    {
-        "schema_version", "event_id", "user_id", "item_id", "ts", "recommendation_id",
-        "context", "price", "quantity", "currency", "request_id", "slot", "floor_price",
-        "candidates", "ad_id", "type", "cost", "revenue", "action", "reason", "title",
-        "categories", "description", "available",
+    {"schema_version"}
+    | {
+        f.metadata["wire"] or f.name
+        for record in (Click, Purchase, Item, AdRequestMsg, AdEventMsg, PrivacyMsg, ControlMsg)
+        for f in fields(record)
+        if f.metadata["json"] is not None
     }
-)  # fmt: skip
+)
 
 
 def pii_fields(raw: bytes | bytearray) -> int:
@@ -620,21 +610,7 @@ def pii_fields(raw: bytes | bytearray) -> int:
     return n
 
 
-MAX_CATEGORIES: Final = 32
-MAX_TITLE_LENGTH: Final = 512
-MAX_DESCRIPTION_LENGTH: Final = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One catalogue entry from the ``items`` topic (DESIGN §2)."""
-
-    item_id: str
-    title: str
-    categories: tuple[str, ...] = ()
-    description: str | None = None
-    price: float | None = None
-    available: bool = True
+# -- items -------------------------------------------------------------------------------
 
 
 def _text(obj: dict[str, Any], field: str, max_length: int, required: bool) -> str | None:
@@ -715,200 +691,7 @@ def decode_item(key: bytes | None, raw: bytes | bytearray | None) -> tuple[str, 
     )
 
 
-def to_wire(event: Event) -> dict[str, Any]:
-    """The normalized event as a JSON-able dict, for internal topics.
-
-    ``kind`` says which record it is; ``ts`` is epoch ms, so the dict is also a valid input
-    message for ``decode_click``/``decode_purchase``. None-valued optionals are left out.
-
-    >>> wire = to_wire(Purchase("e", "u", "i", 5, 2.0, 1, currency="EUR"))
-    >>> wire  # doctest: +NORMALIZE_WHITESPACE
-    {'kind': 'purchase', 'event_id': 'e', 'user_id': 'u', 'item_id': 'i', 'ts': 5,
-     'price': 2.0, 'quantity': 1, 'currency': 'EUR'}
-    """
-    d: dict[str, Any] = {
-        "kind": event.kind,
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "item_id": event.item_id,
-        "ts": event.ts_ms,
-    }
-    if isinstance(event, Purchase):
-        d["price"] = event.price
-        d["quantity"] = event.quantity
-        if event.currency is not None:
-            d["currency"] = event.currency
-    elif event.context is not None:
-        d["context"] = dict(event.context)  # a copy: the event is frozen, the dict is not
-    if event.recommendation_id is not None:
-        d["recommendation_id"] = event.recommendation_id
-    return d
-
-
-def from_wire(d: dict[str, Any]) -> Event:
-    """Rebuild an event from ``to_wire`` output. Trusted input: no re-validation.
-
-    >>> e = Click("e", "u", "i", 5, context={"page": "home"})
-    >>> from_wire(to_wire(e)) == e
-    True
-    """
-    kind = d["kind"]
-    if kind == "click":
-        context = d.get("context")
-        return Click(
-            d["event_id"],
-            d["user_id"],
-            d["item_id"],
-            d["ts"],
-            d.get("recommendation_id"),
-            None if context is None else dict(context),
-        )
-    if kind == "purchase":
-        return Purchase(
-            d["event_id"],
-            d["user_id"],
-            d["item_id"],
-            d["ts"],
-            d["price"],
-            d["quantity"],
-            d.get("currency"),
-            d.get("recommendation_id"),
-        )
-    raise ValueError(f"unknown event kind {kind!r}")
-
-
-def fingerprint(event: Event) -> str:
-    """A short stable hash of the normalized payload, to tell a redelivery (same event id,
-    same payload) from a conflict (same event id, different payload).
-
-    The user id is left out: deduplication state is already per user, and an unkeyed hash
-    over a low-entropy raw id stored in a changelog would let anyone test guesses of it.
-
-    >>> a = Click("e", "u", "i", 5)
-    >>> fingerprint(a) == fingerprint(Click("e", "u", "i", 5))
-    True
-    >>> fingerprint(a) == fingerprint(Click("e", "u", "i", 6))
-    False
-    >>> len(fingerprint(a))
-    16
-    """
-    return wire_fingerprint(to_wire(event))
-
-
-def wire_fingerprint(wire: dict[str, Any]) -> str:
-    """``fingerprint`` of an event already in ``to_wire`` form (its ``user_id`` ignored).
-
-    >>> e = Click("e", "u", "i", 5)
-    >>> wire_fingerprint({**to_wire(e), "user_id": "other"}) == fingerprint(e)
-    True
-    """
-    payload = orjson.dumps(
-        {k: v for k, v in wire.items() if k != "user_id"}, option=orjson.OPT_SORT_KEYS
-    )
-    return hashlib.blake2b(payload, digest_size=8).hexdigest()
-
-
 # -- ads, privacy and control ----------------------------------------------------------
-
-MAX_AD_CANDIDATES: Final = 100
-MAX_FLOOR_PRICE: Final = 1e6
-MAX_VALUE_PER_CLICK: Final = 1e4
-MAX_VALUE_PER_CONVERSION: Final = 1e6
-MAX_AD_COST: Final = 1e6
-MAX_AD_REVENUE: Final = 1e9
-MAX_REASON_LENGTH: Final = 256
-
-AD_EVENT_TYPES: Final = ("impression", "click", "conversion")
-PRIVACY_ACTIONS: Final = ("erase", "opt_out", "opt_in")
-CONTROL_ACTIONS: Final = ("ads_kill", "ads_resume")
-
-
-@dataclass(frozen=True, slots=True)
-class AdCandidateMsg:
-    """One ad an ``ad-requests`` message offers; values are per click / per conversion."""
-
-    ad_id: str
-    campaign_id: str
-    value_per_click: float
-    categories: tuple[str, ...] = ()
-    value_per_conversion: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AdRequestMsg:
-    """A validated, normalized ad request: 1 to ``MAX_AD_CANDIDATES`` distinct ads.
-
-    ``floor_price`` is optional on the wire: absent or null means no floor (0.0).
-
-    >>> r = decode_ad_request(b'{"request_id": "r1", "user_id": 7, "ts": 5, "slot": "top", '
-    ...     b'"candidates": [{"ad_id": "a", "campaign_id": "c", "value_per_click": 0.5}]}')
-    >>> r.user_id, r.floor_price, r.candidates  # doctest: +NORMALIZE_WHITESPACE
-    ('7', 0.0, (AdCandidateMsg(ad_id='a', campaign_id='c', value_per_click=0.5,
-                               categories=(), value_per_conversion=None),))
-    """
-
-    request_id: str
-    user_id: str
-    ts_ms: int
-    slot: str
-    floor_price: float
-    candidates: tuple[AdCandidateMsg, ...]
-    context: dict[str, ContextValue] | None = None
-    kind: ClassVar[str] = "ad_request"
-
-
-@dataclass(frozen=True, slots=True)
-class AdEventMsg:
-    """A validated ad impression, click or conversion; ``cost``/``revenue`` default to 0.0.
-
-    >>> e = decode_ad_event(b'{"event_id": "e", "request_id": "r", "ad_id": "a", '
-    ...                     b'"type": "click", "ts": "2024-05-01T12:00:00Z", "cost": 0.2}')
-    >>> e  # doctest: +NORMALIZE_WHITESPACE
-    AdEventMsg(event_id='e', request_id='r', ad_id='a', type='click', ts_ms=1714564800000,
-               cost=0.2, revenue=0.0)
-    """
-
-    event_id: str
-    request_id: str
-    ad_id: str
-    type: str
-    ts_ms: int
-    cost: float = 0.0
-    revenue: float = 0.0
-    kind: ClassVar[str] = "ad_event"
-
-
-@dataclass(frozen=True, slots=True)
-class PrivacyMsg:
-    """A validated privacy request (erase, opt_out, opt_in).
-
-    Without an ``event_id`` on the wire one is derived from the action and ts, so a
-    redelivered message dedupes like any event. The user id is left out of it, as in
-    ``fingerprint``: the derived id is unique only per user, which is where dedupe state lives.
-
-    >>> decode_privacy(b'{"user_id": "u", "action": "opt_out", "ts": 5}')
-    PrivacyMsg(user_id='u', action='opt_out', ts_ms=5, event_id='privacy:opt_out:5')
-    """
-
-    user_id: str
-    action: str
-    ts_ms: int
-    event_id: str
-    kind: ClassVar[str] = "privacy"
-
-
-@dataclass(frozen=True, slots=True)
-class ControlMsg:
-    """An operator command on the ``control`` topic: the ads kill switch.
-
-    >>> decode_control(b'{"action": "ads_kill", "ts": 5, "reason": " runaway  spend "}')
-    ControlMsg(action='ads_kill', ts_ms=5, reason='runaway spend')
-    """
-
-    action: str
-    ts_ms: int
-    reason: str | None = None
-    kind: ClassVar[str] = "control"
 
 
 def _choice(obj: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
@@ -992,6 +775,13 @@ def _candidates(value: Any) -> tuple[AdCandidateMsg, ...]:
 def decode_ad_request(raw: bytes | bytearray | None) -> AdRequestMsg:
     """Validate and normalize one ``ad-requests`` message value; raise ``ValidationError``.
 
+    ``floor_price`` is optional on the wire: absent or null means no floor (0.0).
+
+    >>> r = decode_ad_request(b'{"request_id": "r1", "user_id": 7, "ts": 5, "slot": "top", '
+    ...     b'"candidates": [{"ad_id": "a", "campaign_id": "c", "value_per_click": 0.5}]}')
+    >>> r.user_id, r.floor_price, r.candidates  # doctest: +NORMALIZE_WHITESPACE
+    ('7', 0.0, (AdCandidateMsg(ad_id='a', campaign_id='c', value_per_click=0.5,
+                               categories=(), value_per_conversion=None),))
     >>> decode_ad_request(b'{"request_id": "r", "user_id": "u", "ts": 5, "slot": "s", '
     ...                   b'"candidates": []}')
     Traceback (most recent call last):
@@ -1011,7 +801,13 @@ def decode_ad_request(raw: bytes | bytearray | None) -> AdRequestMsg:
 
 
 def decode_ad_event(raw: bytes | bytearray | None) -> AdEventMsg:
-    """Validate and normalize one ``ad-events`` message value; raise ``ValidationError``."""
+    """Validate and normalize one ``ad-events`` message value; raise ``ValidationError``.
+
+    >>> e = decode_ad_event(b'{"event_id": "e", "request_id": "r", "ad_id": "a", '
+    ...                     b'"type": "click", "ts": "2024-05-01T12:00:00Z", "cost": 0.2}')
+    >>> e.type, e.ts_ms, e.cost, e.revenue
+    ('click', 1714564800000, 0.2, 0.0)
+    """
     obj = _load_object(raw)
     return AdEventMsg(
         _id(_required(obj, "event_id"), "event_id"),
@@ -1025,17 +821,28 @@ def decode_ad_event(raw: bytes | bytearray | None) -> AdEventMsg:
 
 
 def decode_privacy(raw: bytes | bytearray | None) -> PrivacyMsg:
-    """Validate and normalize one ``privacy`` message value; raise ``ValidationError``."""
+    """Validate and normalize one ``privacy`` message value; raise ``ValidationError``.
+
+    Without an ``event_id`` one is derived (``privacy_event_id``).
+
+    >>> p = decode_privacy(b'{"user_id": "u", "action": "opt_out", "ts": 5}')
+    >>> p.user_id, p.action, p.event_id
+    ('u', 'opt_out', 'privacy:opt_out:5')
+    """
     obj = _load_object(raw)
     user_id = _id(_required(obj, "user_id"), "user_id")
     action = _choice(obj, "action", PRIVACY_ACTIONS)
     ts_ms = _ts_ms(_required(obj, "ts"))
-    event_id = _optional_id(obj, "event_id") or f"privacy:{action}:{ts_ms}"
+    event_id = _optional_id(obj, "event_id") or privacy_event_id(action, ts_ms)
     return PrivacyMsg(user_id, action, ts_ms, event_id)
 
 
 def decode_control(raw: bytes | bytearray | None) -> ControlMsg:
-    """Validate and normalize one ``control`` message value; raise ``ValidationError``."""
+    """Validate and normalize one ``control`` message value; raise ``ValidationError``.
+
+    >>> decode_control(b'{"action": "ads_kill", "ts": 5, "reason": " runaway  spend "}').reason
+    'runaway spend'
+    """
     obj = _load_object(raw)
     return ControlMsg(
         _choice(obj, "action", CONTROL_ACTIONS),
@@ -1044,138 +851,40 @@ def decode_control(raw: bytes | bytearray | None) -> ControlMsg:
     )
 
 
-def ad_request_to_wire(msg: AdRequestMsg) -> dict[str, Any]:
-    """The request as a JSON-able dict for internal topics; a valid ``ad-requests`` message too.
+# -- dict forms, for the tests and benchmarks that build and read wire dicts ------------
+# The agents use ``encode()`` and streams.messages.decode_event_message/decode_ads_message.
 
-    >>> r = AdRequestMsg("r", "u", 5, "s", 0.1, (AdCandidateMsg("a", "c", 0.5, ("x",)),))
-    >>> ad_request_to_wire(r)  # doctest: +NORMALIZE_WHITESPACE
-    {'kind': 'ad_request', 'request_id': 'r', 'user_id': 'u', 'ts': 5, 'slot': 's',
-     'floor_price': 0.1, 'candidates': [{'ad_id': 'a', 'campaign_id': 'c',
-     'value_per_click': 0.5, 'categories': ['x']}]}
-    >>> ad_request_from_wire(ad_request_to_wire(r)) == r
-    True
-    >>> decode_ad_request(orjson.dumps(ad_request_to_wire(r))) == r
-    True
+
+def to_wire(event: Event) -> dict[str, Any]:
+    """``event.to_dict()``: the event as a JSON-able dict, a valid input message too.
+
+    >>> to_wire(Purchase("e", "u", "i", 5, 2.0, 1, "EUR"))  # doctest: +NORMALIZE_WHITESPACE
+    {'kind': 'purchase', 'event_id': 'e', 'user_id': 'u', 'item_id': 'i', 'ts': 5,
+     'price': 2.0, 'quantity': 1, 'currency': 'EUR'}
     """
-    candidates = []
-    for c in msg.candidates:
-        cd: dict[str, Any] = {
-            "ad_id": c.ad_id,
-            "campaign_id": c.campaign_id,
-            "value_per_click": c.value_per_click,
-        }
-        if c.categories:
-            cd["categories"] = list(c.categories)
-        if c.value_per_conversion is not None:
-            cd["value_per_conversion"] = c.value_per_conversion
-        candidates.append(cd)
-    d: dict[str, Any] = {
-        "kind": msg.kind,
-        "request_id": msg.request_id,
-        "user_id": msg.user_id,
-        "ts": msg.ts_ms,
-        "slot": msg.slot,
-        "floor_price": msg.floor_price,
-        "candidates": candidates,
-    }
-    if msg.context is not None:
-        d["context"] = dict(msg.context)  # a copy: the message is frozen, the dict is not
-    return d
+    return event.to_dict()
+
+
+def from_wire(d: dict[str, Any]) -> Event:
+    """The click or purchase of a ``to_wire`` dict; ``MessageError`` for another kind."""
+    kind = d.get("kind")
+    if kind == "click":
+        return Click.from_dict(d)
+    if kind == "purchase":
+        return Purchase.from_dict(d)
+    raise MessageError(f"unknown event kind {kind!r}")
 
 
 def ad_request_from_wire(d: dict[str, Any]) -> AdRequestMsg:
-    """Rebuild a request from ``ad_request_to_wire`` output. Trusted input: no re-validation.
-
-    Keys it does not know (say, a user view added downstream) are ignored.
-    """
-    context = d.get("context")
-    return AdRequestMsg(
-        d["request_id"],
-        d["user_id"],
-        d["ts"],
-        d["slot"],
-        d["floor_price"],
-        tuple(
-            AdCandidateMsg(
-                c["ad_id"],
-                c["campaign_id"],
-                c["value_per_click"],
-                tuple(c.get("categories", ())),
-                c.get("value_per_conversion"),
-            )
-            for c in d["candidates"]
-        ),
-        None if context is None else dict(context),
-    )
+    """The request as its producer sent it: what ingest and the profile agent added to
+    the dict (origin, ``view``) is left out."""
+    return replace(AdRequestMsg.from_dict(d), view=None, origin=NO_ORIGIN)
 
 
-def ad_event_to_wire(msg: AdEventMsg) -> dict[str, Any]:
-    """The ad event as a JSON-able dict for internal topics; a valid ``ad-events`` message too.
-
-    >>> e = AdEventMsg("e", "r", "a", "conversion", 5, revenue=12.5)
-    >>> ad_event_to_wire(e)  # doctest: +NORMALIZE_WHITESPACE
-    {'kind': 'ad_event', 'event_id': 'e', 'request_id': 'r', 'ad_id': 'a',
-     'type': 'conversion', 'ts': 5, 'cost': 0.0, 'revenue': 12.5}
-    >>> ad_event_from_wire(ad_event_to_wire(e)) == e
-    True
-    """
-    return {
-        "kind": msg.kind,
-        "event_id": msg.event_id,
-        "request_id": msg.request_id,
-        "ad_id": msg.ad_id,
-        "type": msg.type,
-        "ts": msg.ts_ms,
-        "cost": msg.cost,
-        "revenue": msg.revenue,
-    }
-
-
-def ad_event_from_wire(d: dict[str, Any]) -> AdEventMsg:
-    """Rebuild an ad event from ``ad_event_to_wire`` output. Trusted input: no re-validation."""
-    return AdEventMsg(
-        d["event_id"], d["request_id"], d["ad_id"], d["type"], d["ts"], d["cost"], d["revenue"]
-    )
-
-
-def privacy_to_wire(msg: PrivacyMsg) -> dict[str, Any]:
-    """The privacy request as a JSON-able dict; a valid ``privacy`` message too.
-
-    >>> p = decode_privacy(b'{"user_id": "u", "action": "erase", "ts": 5}')
-    >>> privacy_to_wire(p)
-    {'kind': 'privacy', 'event_id': 'privacy:erase:5', 'user_id': 'u', 'action': 'erase', 'ts': 5}
-    >>> privacy_from_wire(privacy_to_wire(p)) == p
-    True
-    """
-    return {
-        "kind": msg.kind,
-        "event_id": msg.event_id,
-        "user_id": msg.user_id,
-        "action": msg.action,
-        "ts": msg.ts_ms,
-    }
-
-
-def privacy_from_wire(d: dict[str, Any]) -> PrivacyMsg:
-    """Rebuild a privacy request from ``privacy_to_wire`` output. Trusted input."""
-    return PrivacyMsg(d["user_id"], d["action"], d["ts"], d["event_id"])
-
-
-def control_to_wire(msg: ControlMsg) -> dict[str, Any]:
-    """The control command as a JSON-able dict; a valid ``control`` message too.
-
-    >>> c = ControlMsg("ads_resume", 5)
-    >>> control_to_wire(c)
-    {'kind': 'control', 'action': 'ads_resume', 'ts': 5}
-    >>> control_from_wire(control_to_wire(c)) == c
-    True
-    """
-    d: dict[str, Any] = {"kind": msg.kind, "action": msg.action, "ts": msg.ts_ms}
-    if msg.reason is not None:
-        d["reason"] = msg.reason
-    return d
-
-
-def control_from_wire(d: dict[str, Any]) -> ControlMsg:
-    """Rebuild a control command from ``control_to_wire`` output. Trusted input."""
-    return ControlMsg(d["action"], d["ts"], d.get("reason"))
+ad_request_to_wire = AdRequestMsg.to_dict
+ad_event_to_wire = AdEventMsg.to_dict
+ad_event_from_wire = AdEventMsg.from_dict
+privacy_to_wire = PrivacyMsg.to_dict
+privacy_from_wire = PrivacyMsg.from_dict
+control_to_wire = ControlMsg.to_dict
+control_from_wire = ControlMsg.from_dict
