@@ -9,18 +9,27 @@ the table, sends ``ad-bids`` and counts.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import time
 from datetime import UTC, datetime
 
-import orjson
-
-from models.ads.bidding import AdCandidate, AdRequest, Decision
+from models.ads.bidding import Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app
+from streams.messages import (
+    AdBid,
+    AdEventMsg,
+    AdRequestMsg,
+    AdsMessage,
+    ControlMsg,
+    Forget,
+    Origin,
+    Tick,
+    decode_ads_message,
+    to_bid_request,
+)
 from streams.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
@@ -65,42 +74,13 @@ def _apply(writes: list) -> None:
             tables.ads[key] = value
 
 
-def request_from_wire(w: dict) -> AdRequest:
-    """The model's request from the wire form the profile agent forwarded."""
-    return AdRequest(
-        request_id=w["request_id"],
-        user=w["user_id"],
-        ts_ms=int(w["ts"]),
-        slot=w["slot"],
-        floor_price=float(w.get("floor_price", 0.0)),
-        candidates=tuple(
-            AdCandidate(
-                ad_id=c["ad_id"],
-                campaign_id=c["campaign_id"],
-                value_per_click=float(c["value_per_click"]),
-                categories=tuple(c.get("categories", ())),
-                value_per_conversion=c.get("value_per_conversion"),
-            )
-            for c in w["candidates"]
-        ),
-        context=w.get("context"),
-        view=w.get("view") or {},
-    )
-
-
-def bid_record(d: Decision) -> dict:
+def bid_record(d: Decision) -> AdBid:
     """The ``ad-bids`` record (docs/contract.md, Output): a bid, or the reason for none."""
-    rec: dict = {
-        "request_id": d.request_id,
-        "user_id": d.user,
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    if d.no_bid_reason is None:
-        rec.update(ad_id=d.ad_id, campaign_id=d.campaign_id, bid=round(float(d.bid or 0.0), 6),
-                   pctr=round(float(d.pctr or 0.0), 8))
-    else:
-        rec["no_bid_reason"] = d.no_bid_reason
-    return rec
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+    if d.no_bid_reason is not None:
+        return AdBid(d.request_id, d.user, ts, no_bid_reason=d.no_bid_reason)
+    return AdBid(d.request_id, d.user, ts, ad_id=d.ad_id, campaign_id=d.campaign_id,
+                 bid=round(float(d.bid or 0.0), 6), pctr=round(float(d.pctr or 0.0), 8))
 
 
 def _count_labels(rt: Runtime, labels) -> None:  # type: ignore[no-untyped-def]
@@ -122,75 +102,83 @@ def _count_labels(rt: Runtime, labels) -> None:  # type: ignore[no-untyped-def]
         metrics.ad_log_loss.labels(campaign=campaign).inc(-math.log(p if y else 1 - p))
 
 
-async def handle(wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+async def handle(m: AdsMessage, msg) -> None:  # type: ignore[no-untyped-def]
+    """Apply one ads-topic message (``msg``: the Kafka message it came in), then close
+    the attribution windows that are due."""
     rt = current()
-    bidder, metrics, clock = rt.bidder, rt.metrics, rt.ad_clock
-    kind = wire.get("kind")
-    if kind == "ad_request":
-        started = time.perf_counter()
-        try:
-            req = request_from_wire(wire)
-            decision, writes = bidder.decide(req, killed=rt.settings.ads_kill_switch)
-        except ValueError:  # beyond the bidder's own limits (ingest checks most of them)
-            await _refuse_invalid(rt, "ad-requests", wire, msg)
-            return
-        metrics.ad_bid_seconds.observe(time.perf_counter() - started)
-        _apply(writes)
-        clock.saw(req.ts_ms)
-        metrics.events.labels(topic="ad-requests",
-                              outcome="duplicate" if decision.replay else "accepted").inc()
-        if not decision.replay:  # a replayed request re-sends its stored answer, once counted
-            metrics.ad_bids.labels(outcome=decision.no_bid_reason or "bid").inc()
-            if decision.no_bid_reason is None and decision.campaign_id in bidder.campaigns:
-                rt.ad_tallies(decision.campaign_id)["bids"] += 1
-                metrics.ad_bid_amount.labels(campaign=decision.campaign_id).inc(decision.bid or 0)
-        await topics.ad_bids.send(key=req.user.encode("utf-8"),
-                                  value=orjson.dumps(bid_record(decision)))
-    elif kind == "ad_event":
-        try:
-            outcome, writes = bidder.on_event(
-                wire["event_id"], wire["request_id"], wire["ad_id"], wire["type"],
-                int(wire["ts"]), cost=float(wire.get("cost", 0.0)),
-                revenue=float(wire.get("revenue", 0.0)),
-            )
-        except ValueError:
-            await _refuse_invalid(rt, "ad-events", wire, msg)
-            return
-        _apply(writes)
-        clock.saw(int(wire["ts"]))
-        _count_event(rt, wire["type"], outcome)
-        code = REFUSED.get(outcome.outcome)
-        if code is not None:
-            topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
-            raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
-            await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], raw)
-    elif kind == "forget":
+    if isinstance(m, AdRequestMsg):
+        await _on_request(rt, m, msg)
+    elif isinstance(m, AdEventMsg):
+        await _on_event(rt, m, msg)
+    elif isinstance(m, Forget):
         # Erase / opt_out: the user's stored served features and their id go from every
         # request record; the money fields stay, so spend and reservations are exact.
-        writes = bidder.forget_user(wire["user_id"])
+        writes = rt.bidder.forget_user(m.user_id)
         _apply(writes)
         if writes:
             log.info("ads: dropped the stored features of %d request records", len(writes))
-    elif kind == "control":
-        writes = bidder.set_kill(wire["action"] == "ads_kill", int(wire["ts"]))
-        _apply(writes)
-        metrics.events.labels(topic="control", outcome="accepted").inc()
-        log.warning("ads kill switch %s", "ON" if bidder.killed else "off")
-    elif kind != "tick":
-        raise ValueError(f"unknown ads message kind {kind!r}")
-    labels, writes = bidder.advance(clock.now_ms())
+    elif isinstance(m, ControlMsg):
+        _apply(rt.bidder.set_kill(m.action == "ads_kill", int(m.ts_ms)))
+        rt.metrics.events.labels(topic="control", outcome="accepted").inc()
+        log.warning("ads kill switch %s", "ON" if rt.bidder.killed else "off")
+    labels, writes = rt.bidder.advance(rt.ad_clock.now_ms())  # a Tick does only this
     _apply(writes)
     _count_labels(rt, labels)
     _set_kill_gauge(rt)
 
 
-async def _refuse_invalid(rt: Runtime, label: str, wire: dict, msg) -> None:  # type: ignore[no-untyped-def]
+async def _on_request(rt: Runtime, m: AdRequestMsg, msg) -> None:  # type: ignore[no-untyped-def]
+    bidder, metrics = rt.bidder, rt.metrics
+    started = time.perf_counter()
+    try:
+        req = to_bid_request(m)
+        decision, writes = bidder.decide(req, killed=rt.settings.ads_kill_switch)
+    except ValueError:  # beyond the bidder's own limits (ingest checks most of them)
+        await _refuse_invalid(rt, "ad-requests", m.origin, msg)
+        return
+    metrics.ad_bid_seconds.observe(time.perf_counter() - started)
+    _apply(writes)
+    rt.ad_clock.saw(req.ts_ms)
+    metrics.events.labels(topic="ad-requests",
+                          outcome="duplicate" if decision.replay else "accepted").inc()
+    if not decision.replay:  # a replayed request re-sends its stored answer, once counted
+        metrics.ad_bids.labels(outcome=decision.no_bid_reason or "bid").inc()
+        if decision.no_bid_reason is None and decision.campaign_id in bidder.campaigns:
+            rt.ad_tallies(decision.campaign_id)["bids"] += 1
+            metrics.ad_bid_amount.labels(campaign=decision.campaign_id).inc(decision.bid or 0)
+    await topics.ad_bids.send(key=req.user.encode("utf-8"), value=bid_record(decision).encode())
+
+
+async def _on_event(rt: Runtime, m: AdEventMsg, msg) -> None:  # type: ignore[no-untyped-def]
+    try:
+        outcome, writes = rt.bidder.on_event(
+            m.event_id, m.request_id, m.ad_id, m.type, int(m.ts_ms), cost=float(m.cost),
+            revenue=float(m.revenue))
+    except ValueError:
+        await _refuse_invalid(rt, "ad-events", m.origin, msg)
+        return
+    _apply(writes)
+    rt.ad_clock.saw(int(m.ts_ms))
+    _count_event(rt, m.type, outcome)
+    code = REFUSED.get(outcome.outcome)
+    if code is not None:
+        topic, partition, offset, raw = _source(m.origin, msg)
+        await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], raw)
+
+
+def _source(origin: Origin, msg) -> tuple[str, int, int, bytes | None]:  # type: ignore[no-untyped-def]
+    """Where a refused message came from (the input topic, when ingest said so) and its
+    original bytes (ingest kept them; else the ads-topic message itself)."""
+    topic, partition, offset = origin.at or (msg.topic, msg.partition, msg.offset)
+    return topic, partition, offset, origin.raw if origin.raw is not None else msg.value
+
+
+async def _refuse_invalid(rt: Runtime, label: str, origin: Origin, msg) -> None:  # type: ignore[no-untyped-def]
     """Dead-letter a message the bidder refused as beyond its limits (e.g. a ts more than
     a day ahead of the newest event). Its original bytes, when ingest kept them; else the
     normalized form (pseudonymous ids only). The detail names no value."""
     rt.metrics.events.labels(topic=label, outcome="invalid").inc()
-    topic, partition, offset = wire.get("at") or [msg.topic, msg.partition, msg.offset]
-    raw = base64.b64decode(wire["raw"]) if "raw" in wire else msg.value
+    topic, partition, offset, raw = _source(origin, msg)
     await send_dead_letter(topic, partition, offset, "out_of_range",
                            "refused by the bidder: a value beyond its limits (ids, amounts, "
                            "or ts more than a day ahead of the newest event)", raw)
@@ -253,7 +241,7 @@ def refresh_gauges() -> None:
 
 async def _ads(msg) -> None:  # type: ignore[no-untyped-def]
     _ensure_loaded(current())
-    await handle(orjson.loads(msg.value), msg)
+    await handle(decode_ads_message(msg.value), msg)
 
 
 @app.agent(topics.ads, name="persona.ads", concurrency=1)
@@ -265,4 +253,4 @@ async def ads(stream):  # type: ignore[no-untyped-def]
 async def _tick() -> None:
     """Close attribution windows in quiet periods too: a tick through the ads topic,
     so the table changes inside the agent's stream loop as Faust requires."""
-    await topics.ads.send(key=None, value=orjson.dumps({"kind": "tick"}))
+    await topics.ads.send(key=None, value=Tick().encode())

@@ -6,15 +6,13 @@ agent's own failure on a message is contained there too, so Faust never acks and
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import orjson
-
 from streams import topics
+from streams.messages import DeadLetter
 from streams.runtime import current
 
 log = logging.getLogger(__name__)
@@ -22,18 +20,11 @@ log = logging.getLogger(__name__)
 
 def dead_letter_record(
     source_topic: str, partition: int, offset: int, error: str, detail: str, raw: bytes | None
-) -> dict:
+) -> DeadLetter:
     """The dead-letter record (docs/contract.md, Output). ``detail`` must never carry
     payload values."""
-    return {
-        "source_topic": source_topic,
-        "partition": partition,
-        "offset": offset,
-        "error": error,
-        "detail": detail,
-        "raw": None if raw is None else base64.b64encode(raw).decode("ascii"),
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
+    return DeadLetter(source_topic, partition, offset, error, detail, raw,
+                      datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 
 async def send_dead_letter(
@@ -50,7 +41,7 @@ async def send_dead_letter(
     current().metrics.dead_letters.labels(error=error).inc()
     # Offsets, codes and detail only: the payload could hold personal data.
     log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)
-    await topics.dead_letters.send(key=None, value=orjson.dumps(record))
+    await topics.dead_letters.send(key=None, value=record.encode())
 
 
 async def contain_failure(agent: str, msg, exc: BaseException) -> None:  # type: ignore[no-untyped-def]

@@ -14,23 +14,26 @@ user's rate in event time (over it: forwarded with ``"rl": true``, counted, not 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
+from dataclasses import dataclass, replace
 
 from streams import topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
+from streams.messages import (
+    AdEventMsg,
+    AdRequestMsg,
+    Click,
+    ControlMsg,
+    Origin,
+    PrivacyMsg,
+    Purchase,
+    fingerprint,
+)
 from streams.records import (
     ValidationError,
-    ad_event_to_wire,
-    ad_request_to_wire,
     check_event_time,
     check_key,
-    control_to_wire,
     decode_ad_event,
     decode_ad_request,
     decode_click,
@@ -38,22 +41,13 @@ from streams.records import (
     decode_privacy,
     decode_purchase,
     pii_fields,
-    privacy_to_wire,
-    to_wire,
-    wire_fingerprint,
 )
 from streams.runtime import Runtime, current
 
 _T = settings.topics
 
-
-def _behaviour(decode: Callable[[bytes | None], Any]) -> Callable[[bytes | None], dict]:
-    def wire(value: bytes | None) -> dict:
-        d = to_wire(decode(value))
-        d["fp"] = wire_fingerprint(d)  # ignores user_id, so before or after the swap
-        return d
-
-    return wire
+# What ingest reads off an input topic and forwards (streams/messages.py).
+Inbound = Click | Purchase | AdRequestMsg | PrivacyMsg | AdEventMsg | ControlMsg
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,27 +55,23 @@ class Route:
     """What ingest does with one input topic."""
 
     label: str  # metric label
-    to_wire: Callable[[bytes | None], dict]  # value -> wire dict, or ValidationError
+    decode: Callable[[bytes | None], Inbound]  # value -> record, or ValidationError
     destination: str  # "events" (keyed by the pseudonymous user) or "ads" (one partition)
     keyed: bool = False  # names a user: the Kafka key should be that user
     timed: bool = False  # event time checked against the Kafka timestamp
-    limited: bool = False  # counts against the user's rate limit
+    limited: bool = False  # counts against the user's rate limit (clicks, purchases)
 
 
 # Privacy and control are never refused for their age: an erase asked two days ago is
 # still an erase, and an operator's command is not an event.
 ROUTES: dict[str, Route] = {
-    _T.clicks: Route("clicks", _behaviour(decode_click), "events",
-                     keyed=True, timed=True, limited=True),
-    _T.purchases: Route("purchases", _behaviour(decode_purchase), "events",
+    _T.clicks: Route("clicks", decode_click, "events", keyed=True, timed=True, limited=True),
+    _T.purchases: Route("purchases", decode_purchase, "events",
                         keyed=True, timed=True, limited=True),
-    _T.ad_requests: Route("ad-requests", lambda v: ad_request_to_wire(decode_ad_request(v)),
-                          "events", keyed=True, timed=True),
-    _T.privacy: Route("privacy", lambda v: privacy_to_wire(decode_privacy(v)), "events",
-                      keyed=True),
-    _T.ad_events: Route("ad-events", lambda v: ad_event_to_wire(decode_ad_event(v)), "ads",
-                        timed=True),
-    _T.control: Route("control", lambda v: control_to_wire(decode_control(v)), "ads"),
+    _T.ad_requests: Route("ad-requests", decode_ad_request, "events", keyed=True, timed=True),
+    _T.privacy: Route("privacy", decode_privacy, "events", keyed=True),
+    _T.ad_events: Route("ad-events", decode_ad_event, "ads", timed=True),
+    _T.control: Route("control", decode_control, "ads"),
 }
 
 
@@ -103,12 +93,13 @@ def ingest_one(
     runtime (the installed one if None).
     """
     rt = rt or current()
-    metrics, time_limits, limiter = rt.metrics, rt.time_limits, rt.limiter
+    metrics, time_limits = rt.metrics, rt.time_limits
     route = ROUTES[topic]
-    wire = route.to_wire(value)
-    has_key = check_key(key, wire["user_id"]) if route.keyed else True
+    msg = route.decode(value)
+    user = getattr(msg, "user_id", None)
+    has_key = check_key(key, user) if route.keyed and user is not None else True
     if route.timed:
-        check_event_time(wire["ts"], kafka_ts_ms, time_limits.max_age_ms,
+        check_event_time(msg.ts_ms, kafka_ts_ms, time_limits.max_age_ms,
                          time_limits.max_future_ms)
     # Accepted from here on: count what was odd about it.
     label = route.label
@@ -118,29 +109,33 @@ def ingest_one(
         dropped = pii_fields(value)
         if dropped:
             metrics.pii_fields_dropped.labels(topic=label).inc(dropped)
-    wire["src"] = label
-    wire["at"] = [topic, partition, offset]
-    if kafka_ts_ms is not None:
-        wire["kts"] = kafka_ts_ms
-    if route.destination == "ads" and value is not None:
-        # The ads agent may refuse it later (unknown request, late): the dead letter then
-        # carries the original bytes, as every dead letter does. Ad events are small.
-        wire["raw"] = base64.b64encode(value).decode("ascii")
-    out_key = None
-    if "user_id" in wire:
-        user = rt.pseudonymize(wire["user_id"])
-        wire["user_id"] = user
-        out_key = user.encode("utf-8")
-        if route.limited and not limiter.allow(user, wire["ts"]):
-            # Forwarded, not dropped: the profile counts it but nothing learns from it.
-            wire["rl"] = True
-            metrics.events.labels(topic=label, outcome="rate_limited").inc()
-        elif wire.get("action") == "erase":
-            # The raw id must not linger in this process either: the cache maps raw ids
-            # to pseudonyms (an erase is rare, so dropping the whole cache costs little).
-            limiter.forget(user)
-            rt.pseudonymize.clear()
-    return route.destination, out_key, orjson.dumps(wire)
+    # The ads agent may refuse an ads-topic message later (unknown request, late): the
+    # dead letter then carries the original bytes, as every dead letter does.
+    raw = value if route.destination == "ads" else None
+    origin = Origin(label, (topic, partition, offset), kafka_ts_ms, raw)
+    if user is None:
+        return route.destination, None, replace(msg, origin=origin).encode()
+    pseudonym = rt.pseudonymize(user)
+    out = _forward(rt, route, msg, pseudonym, origin)
+    return route.destination, pseudonym.encode("utf-8"), out.encode()
+
+
+def _forward(rt: Runtime, route: Route, msg: Inbound, user: str, origin: Origin) -> Inbound:
+    """``msg`` as it goes on: under the pseudonym ``user``, with its origin; a click or a
+    purchase also with its fingerprint and, over the user's rate, flagged ``rl``."""
+    if isinstance(msg, (Click, Purchase)):
+        # Forwarded, not dropped, when over the rate: the profile counts it, nothing learns.
+        limited = route.limited and not rt.limiter.allow(user, msg.ts_ms)
+        if limited:
+            rt.metrics.events.labels(topic=route.label, outcome="rate_limited").inc()
+        # The fingerprint ignores the user id: the same before or after the swap.
+        return replace(msg, user_id=user, fp=fingerprint(msg), rl=limited, origin=origin)
+    if isinstance(msg, PrivacyMsg) and msg.action == "erase":
+        # The raw id must not linger in this process either: the cache maps raw ids to
+        # pseudonyms (an erase is rare, so dropping the whole cache costs little).
+        rt.limiter.forget(user)
+        rt.pseudonymize.clear()
+    return replace(msg, user_id=user, origin=origin)
 
 
 def _ts_ms(kafka_ts_s: float | None) -> int | None:

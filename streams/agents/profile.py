@@ -22,12 +22,12 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
-import orjson
-
 from models.ads.pctr import user_view
-from models.engine import MODELS, Result, reasons
+from models.engine import MODELS, Result
 from models.marketing.attribution import Attribution
 from models.marketing.experiments import DEFAULT_VARIANT, Assignment
 from models.marketing.steps import (
@@ -38,12 +38,29 @@ from models.marketing.steps import (
     forget_user_step,
     group_step,
 )
+from models.recommenders.base import ScoredItem
 from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app, settings
+from streams.messages import (
+    AdRequestMsg,
+    Click,
+    Expire,
+    Forget,
+    PrivacyMsg,
+    Purchase,
+    Recommendation,
+    RecommendedItem,
+    decode_event_message,
+)
+from streams.messages import AudienceChange as AudienceRecord
+from streams.messages import SegmentChange as SegmentRecord
 from streams.metrics import child
 from streams.runtime import Runtime, current
+
+# What the profile agent publishes besides recommendations: segment and audience changes.
+Output = SegmentRecord | AudienceRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +75,24 @@ def recommendation_id(event_id: str, user: str) -> str:
 
 
 def recommendation_record(
-    user: str, event_id: str, strategy: str, items: list, propensity: float = 1.0,
-    variant: str = "default", rec_id: str | None = None, model_version: str | None = None,
-) -> dict:
+    user: str, event_id: str, strategy: str, items: Sequence[ScoredItem],
+    propensity: float = 1.0, variant: str = "default", rec_id: str | None = None,
+    model_version: str | None = None,
+) -> Recommendation:
     """The record for the ``recommendations`` topic; ``rec_id`` is
     ``recommendation_id(event_id, user)`` when the caller has it already."""
-    return {
-        "recommendation_id": rec_id or recommendation_id(event_id, user),
-        "user_id": user,
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "strategy": strategy,
-        "propensity": round(float(propensity), 6),
-        "variant": variant,
-        "model_version": model_version or current().model_version,
-        "items": reasons(items),
-        "trigger_event_id": event_id,
-    }
+    return Recommendation(
+        recommendation_id=rec_id or recommendation_id(event_id, user),
+        user_id=user,
+        ts=_now_iso(),
+        strategy=strategy,
+        propensity=round(float(propensity), 6),
+        variant=variant,
+        model_version=model_version or current().model_version,
+        items=tuple(RecommendedItem(s.item_id, round(float(s.score), 6), s.reason)
+                    for s in items),
+        trigger_event_id=event_id,
+    )
 
 
 def _account_experiment(rt: Runtime, profile: dict, arm: Assignment,
@@ -95,13 +114,9 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-_GROUP_TOPICS = {settings.topics.segments: topics.segments,
-                 settings.topics.audiences: topics.audiences}
-
-
 def update_groups(user: str, profile: dict, ts_ms: int,
                   prof: UserProfile | None = None,
-                  rt: Runtime | None = None) -> list[tuple[str, dict]]:
+                  rt: Runtime | None = None) -> list[Output]:
     """Learn from the user's new profile and (re)assign their segment and audiences, in
     ``profile``; the (topic, record) pairs to emit for what changed. ``prof``: the same
     profile already parsed (``Result.user_profile``), saving a second ``from_dict``."""
@@ -114,29 +129,26 @@ def update_groups(user: str, profile: dict, ts_ms: int,
         profile["sg"] = up.segment
     if up.audiences is not None:
         profile["au"] = up.audiences
-    out: list[tuple[str, dict]] = []
+    out: list[Output] = []
     for change in up.changes:
         if isinstance(change, SegmentChange):
             metrics.segment_changes.inc()
-            out.append((settings.topics.segments,
-                        {"user_id": user, "segment": change.segment, "ts": _now_iso()}))
+            out.append(SegmentRecord(user, change.segment, _now_iso()))
         else:
             child(metrics.audience_changes, audience=change.audience,
                   action=change.action).inc()
-            out.append((settings.topics.audiences,
-                        {"user_id": user, "audience": change.audience,
-                         "action": change.action, "ts": _now_iso()}))
+            out.append(AudienceRecord(user, change.audience, change.action, _now_iso()))
     return out
 
 
-def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | None = None
-                 ) -> tuple[str, dict | None, list[tuple[str, dict]]]:
+def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
+                 rt: Runtime | None = None) -> tuple[str, Recommendation | None, list[Output]]:
     """Apply one validated event to the tables and models; return (outcome, the
     recommendation record or None, other (topic, record) pairs to emit: segment and
     audience changes). ``at`` is the message's (partition, offset) on the events topic:
     a message the user's record already holds is a redelivery, counted as a duplicate.
 
-    A rate-limited event (``rl``; ingest counts it ``rate_limited`` too) updates the
+    A rate-limited event (``ev.rl``; ingest counts it ``rate_limited`` too) updates the
     profile's counts only: no learning, no recommendation. An opted-out user's event is
     "suppressed": only its id is kept (dedupe), and the recommendation is non-personal.
 
@@ -144,34 +156,33 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | No
     """
     rt = rt or current()
     engine, metrics, running = rt.engine, rt.metrics, rt.running
-    user = wire["user_id"]
-    kind = wire["kind"]
-    learn = not wire.get("rl")
+    user, kind = ev.user_id, ev.kind
+    learn = not ev.rl
     stored = tables.profiles.get(user) or {}
-    src = wire.get("src", "clicks")
+    src = ev.origin.src or "clicks"
     if at is not None and tables.already_applied(stored, *at):
         # Our own redelivery (crash or rebalance before the offset commit): applied once.
         child(metrics.events, topic=src, outcome="duplicate").inc()
         metrics.redeliveries.inc()
-        return "duplicate", (None if not learn else _reserve(rt, user, wire, stored)), []
+        return "duplicate", (None if not learn else _reserve(rt, ev, stored)), []
     stored_p = stored.get("p") or {}
-    amount = float(wire["price"]) * int(wire["quantity"]) if kind == "purchase" else 0.0
-    rec_id = recommendation_id(wire["event_id"], user)
+    amount = float(ev.price) * int(ev.quantity) if isinstance(ev, Purchase) else 0.0
+    rec_id = recommendation_id(ev.event_id, user)
     arm = (running.assign(user, stored_p.get("ex")) if learn and not stored_p.get("oo")
            else NO_EXPERIMENT)
     res = engine.process(
         kind,
         user,
-        wire["item_id"],
-        wire["ts"],
-        event_id=wire["event_id"],
-        fingerprint=wire.get("fp", ""),
+        ev.item_id,
+        ev.ts_ms,
+        event_id=ev.event_id,
+        fingerprint=ev.fp,
         profile=stored.get("p"),
         dedupe=stored.get("d"),
         amount=amount,
         learn=learn,
         serve=learn,
-        recommendation_id=wire.get("recommendation_id"),
+        recommendation_id=ev.recommendation_id,
         serve_id=rec_id,
         variant=arm.variant,
         strategy=arm.strategy,
@@ -185,7 +196,7 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | No
         return res.outcome, None, []
     assert res.profile is not None and res.dedupe is not None
     if res.outcome == "suppressed":
-        return res.outcome, _suppressed(rt, user, wire, res, at, rec_id, learn), []
+        return res.outcome, _suppressed(rt, ev, res, at, rec_id), []
     child(metrics.events, topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
@@ -195,31 +206,32 @@ def handle_event(wire: dict, at: tuple[int, int] | None = None, rt: Runtime | No
     if arm.experiment is not None:
         _account_experiment(rt, res.profile, arm, res.attributed,
                             amount if kind == "purchase" else 0.0)
-    changed = update_groups(user, res.profile, int(wire["ts"]), res.user_profile, rt)
+    changed = update_groups(user, res.profile, int(ev.ts_ms), res.user_profile, rt)
     tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     for model in MODELS:
         child(metrics.model_updates, model=model).inc()
     _count_served(rt, credit_step(res, arm, kind, amount))
-    record = recommendation_record(user, wire["event_id"], res.strategy, res.items,
+    record = recommendation_record(user, ev.event_id, res.strategy, res.items,
                                    res.propensity, arm.variant, rec_id=rec_id,
                                    model_version=rt.model_version)
     return "accepted", record, changed
 
 
-def _suppressed(rt: Runtime, user: str, wire: dict, res: Result, at: tuple[int, int] | None,
-                rec_id: str, learn: bool) -> dict | None:
+def _suppressed(rt: Runtime, ev: Click | Purchase, res: Result,
+                at: tuple[int, int] | None, rec_id: str) -> Recommendation | None:
     """An opted-out user's event: keep its id (dedupe) and count it; the non-personal
     recommendation to send, unless the event was rate-limited."""
     assert res.profile is not None and res.dedupe is not None
+    user = ev.user_id
     tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
     metrics = rt.metrics
-    child(metrics.events, topic=wire.get("src", "clicks"), outcome="suppressed").inc()
-    if not learn:
+    child(metrics.events, topic=ev.origin.src or "clicks", outcome="suppressed").inc()
+    if ev.rl:
         return None
     labels = {"strategy": res.strategy, "variant": DEFAULT_VARIANT}
     child(metrics.recommendations, **labels).inc()
     child(metrics.recommended_items, **labels).inc(len(res.items))
-    return recommendation_record(user, wire["event_id"], res.strategy, res.items,
+    return recommendation_record(user, ev.event_id, res.strategy, res.items,
                                  rec_id=rec_id, model_version=rt.model_version)
 
 
@@ -253,7 +265,7 @@ def _count_served(rt: Runtime, counts: CreditUpdate) -> None:
     running.observe(served.variant, 0, 1)
 
 
-def _reserve(rt: Runtime, user: str, wire: dict, stored: dict) -> dict:
+def _reserve(rt: Runtime, ev: Click | Purchase, stored: dict) -> Recommendation:
     """The recommendation of a redelivered event, served again under its id.
 
     The changelog write and the recommendation leave in separate producer batches: a
@@ -262,32 +274,32 @@ def _reserve(rt: Runtime, user: str, wire: dict, stored: dict) -> dict:
     recommendation id, the same policy draw and the stored variant: at-least-once, and
     consumers keep the first copy of an id. Serving learns nothing and counts nothing.
     """
-    stored_p = stored.get("p") or {}
+    user, stored_p = ev.user_id, stored.get("p") or {}
     arm = (NO_EXPERIMENT if stored_p.get("oo")
            else rt.running.assign(user, stored_p.get("ex")))
     engine = rt.engine
-    served = engine.recommend(stored_p or None, engine.config.top_k, key=wire["event_id"],
+    served = engine.recommend(stored_p or None, engine.config.top_k, key=ev.event_id,
                               user=user, strategy=arm.strategy, overrides=arm.overrides)
-    return recommendation_record(user, wire["event_id"], served.strategy, served.items,
+    return recommendation_record(user, ev.event_id, served.strategy, served.items,
                                  served.propensity, arm.variant,
                                  model_version=rt.model_version)
 
 
-def with_ad_view(wire: dict) -> dict:
+def with_ad_view(req: AdRequestMsg) -> AdRequestMsg:
     """The ad request with the user's ad view (``view``) from their stored profile.
 
     Opted-out users get an empty, non-personal view (``np``): a contextual bid.
     """
-    stored = tables.stored_profile(tables.profiles.get(wire["user_id"]))
+    stored = tables.stored_profile(tables.profiles.get(req.user_id))
     profile = None if stored is None else UserProfile.from_dict(stored)
     opted_out = profile is not None and profile.opted_out
-    wire["view"] = user_view(profile, int(wire["ts"]), current().settings.interest_half_life_ms,
-                             opted_out=opted_out)
-    return wire
+    view = user_view(profile, int(req.ts_ms), current().settings.interest_half_life_ms,
+                     opted_out=opted_out)
+    return replace(req, view=view)
 
 
 def _forget_in_memory(rt: Runtime, user: str,
-                      stored_profile: dict | None) -> list[tuple[str, dict]]:
+                      stored_profile: dict | None) -> list[Output]:
     """Drop what this worker keeps about ``user`` outside their record: their place in
     a segment's size, the hybrid's last list served to them. Returns the audience
     "leave" events of the audiences the record had them in (to emit)."""
@@ -296,15 +308,14 @@ def _forget_in_memory(rt: Runtime, user: str,
     if not left:
         return []
     now = _now_iso()
-    out = []
+    out: list[Output] = []
     for name in left:
         child(rt.metrics.audience_changes, audience=name, action="leave").inc()
-        out.append((settings.topics.audiences,
-                    {"user_id": user, "audience": name, "action": "leave", "ts": now}))
+        out.append(AudienceRecord(user, name, "leave", now))
     return out
 
 
-def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
+def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     """Apply an opt_out, opt_in or erase to the user's stored state; return the action
     and the audience "leave" events to emit.
 
@@ -323,7 +334,7 @@ def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
     drops the user's stored ad features.
     """
     rt = current()
-    user, action = wire["user_id"], wire["action"]
+    user, action = req.user_id, req.action
     record = tables.profiles.get(user)
     stored_profile = tables.stored_profile(record)
     if action == "erase":
@@ -349,22 +360,22 @@ def handle_privacy(wire: dict) -> tuple[str, list[tuple[str, dict]]]:
     return action, []
 
 
-def forward_to_ads(wire: dict) -> dict | None:
+def forward_to_ads(req: PrivacyMsg) -> Forget | None:
     """The message telling the ads agent to forget the user's stored ad features (after
     an erase or opt_out), or None."""
-    if wire["action"] not in ("erase", "opt_out"):
+    if req.action not in ("erase", "opt_out"):
         return None
-    return {"kind": "forget", "user_id": wire["user_id"], "ts": wire["ts"]}
+    return Forget(req.user_id, req.ts_ms)
 
 
-def handle_expire(wire: dict) -> tuple[bool, list[tuple[str, dict]]]:
-    """Delete the user's record if it is still idle since before ``wire["before"]`` (the
+def handle_expire(order: Expire) -> tuple[bool, list[Output]]:
+    """Delete the user's record if it is still idle since before ``order.before_ms`` (the
     sweep's cutoff; the check is repeated here, where the table is owned, so activity
     since the sweep keeps the profile). Returns (deleted, audience "leave" events)."""
-    user = wire["user_id"]
+    user = order.user_id
     record = tables.profiles.get(user)
     if record is None or not is_expired(record.get("p"), tables.touched_ms(record),
-                                        int(wire["before"])):
+                                        int(order.before_ms)):
         return False, []
     rt = current()
     left = _forget_in_memory(rt, user, record.get("p"))
@@ -391,8 +402,7 @@ def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
     # maybe_idle skips records written since the cutoff without decoding them.
     for user, record in tables.maybe_idle(cutoff):
         if is_expired(record.get("p"), tables.touched_ms(record), cutoff):
-            out.append((user.encode("utf-8"),
-                        orjson.dumps({"kind": "expire", "user_id": user, "before": cutoff})))
+            out.append((user.encode("utf-8"), Expire(user, cutoff).encode()))
     return out
 
 
@@ -411,43 +421,41 @@ async def sweep_expired(now_ms: int | None = None) -> int:
 
 async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
     rt = current()
-    wire = orjson.loads(msg.value)
-    kind = wire.get("kind")
-    if kind == "ad_request":
-        await topics.ads.send(key=None, value=orjson.dumps(with_ad_view(wire)))
+    m = decode_event_message(msg.value)
+    if isinstance(m, AdRequestMsg):
+        await topics.ads.send(key=None, value=with_ad_view(m).encode())
         return
-    if kind == "privacy":
-        _, changed = handle_privacy(wire)
-        forward = forward_to_ads(wire)
+    if isinstance(m, PrivacyMsg):
+        _, changed = handle_privacy(m)
+        forward = forward_to_ads(m)
         if forward is not None:
-            await topics.ads.send(key=None, value=orjson.dumps(forward))
+            await topics.ads.send(key=None, value=forward.encode())
         await _emit(changed)
         rt.metrics.events.labels(topic="privacy", outcome="accepted").inc()
         return
-    if kind == "expire":
-        _, changed = handle_expire(wire)
+    if isinstance(m, Expire):
+        _, changed = handle_expire(m)
         await _emit(changed)
         return
-    outcome, record, changed = handle_event(wire, (msg.partition, msg.offset), rt)
+    outcome, record, changed = handle_event(m, (msg.partition, msg.offset), rt)
     if outcome == "conflict":
         await send_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
             "event_id already seen with a different payload", msg.value,
         )
     if record is not None:
-        await topics.recommendations.send(
-            key=record["user_id"].encode("utf-8"), value=orjson.dumps(record)
-        )
+        await topics.recommendations.send(key=record.user_id.encode("utf-8"),
+                                          value=record.encode())
     await _emit(changed)
-    kts = wire.get("kts")
+    kts = m.origin.kts
     if kts:
         rt.metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
 
 
-async def _emit(changed: list[tuple[str, dict]]) -> None:
-    for topic, change in changed:
-        await _GROUP_TOPICS[topic].send(key=change["user_id"].encode("utf-8"),
-                                        value=orjson.dumps(change))
+async def _emit(changed: list[Output]) -> None:
+    for change in changed:
+        topic = topics.segments if isinstance(change, SegmentRecord) else topics.audiences
+        await topic.send(key=change.user_id.encode("utf-8"), value=change.encode())
 
 
 @app.agent(topics.events, name="persona.profile", concurrency=1)
