@@ -1,14 +1,15 @@
 """Every Prometheus metric persona exposes, declared once against an injectable registry.
 
-Naming follows DESIGN §5: ``persona_`` prefix, base units, ``_total`` counters, bounded
+Naming follows docs/metrics.md: ``persona_`` prefix, base units, ``_total`` counters, bounded
 labels only (never a user, item, event or request id), labels pre-initialized so a
 dashboard sees zeros instead of gaps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,6 +40,8 @@ AGENT_ERROR_CODES = ("internal_error", "event_conflict", "unknown_request", "lat
 
 @dataclass
 class Metrics:
+    """Every metric, by the name the agents use (``build_metrics`` makes one)."""
+
     registry: CollectorRegistry
     events: Counter
     redeliveries: Counter
@@ -116,8 +119,36 @@ def build_metrics(
     configured experiment to its variant names: the only other variant labels.
     """
     reg = registry if registry is not None else CollectorRegistry()
-    m = Metrics(
+    experiments = experiments or {}
+    variants = sorted({*VARIANTS, *(v for vs in experiments.values() for v in vs)})
+    return Metrics(
         registry=reg,
+        **_ingest_metrics(reg),
+        **_process_metrics(reg),
+        **_recommendation_metrics(reg, variants),
+        **_strategy_metrics(reg),
+        **_drift_metrics(reg),
+        **_checkpoint_metrics(reg),
+        **_segment_metrics(reg, segments, audiences),
+        **_experiment_metrics(reg, experiments),
+        **_ad_auction_metrics(reg, campaigns),
+        **_ad_budget_metrics(reg, campaigns),
+        **_ad_pctr_metrics(reg, campaigns),
+    )
+
+
+def _preset(metric: Any, **values: Iterable[str]) -> None:
+    """Create ``metric``'s child for every combination of label ``values`` (label name ->
+    its values), the first label varying slowest, so a dashboard sees zeros, not gaps."""
+    names = list(values)
+    for combo in product(*values.values()):
+        metric.labels(**dict(zip(names, combo, strict=True)))
+
+
+def _ingest_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """Input events by topic and fate, redeliveries, and what ingest flags, drops or
+    dead-letters."""
+    found: dict[str, Any] = dict(
         events=Counter(
             "persona_events",
             "Input events by topic and outcome (accepted, invalid, duplicate, suppressed).",
@@ -130,6 +161,37 @@ def build_metrics(
             "their offset and not applied twice (also counted as duplicate events).",
             registry=reg,
         ),
+        ingest_anomalies=Counter(
+            "persona_ingest_anomalies",
+            "Accepted input messages that bent the contract in a harmless way, by kind "
+            "(missing_key: no Kafka key; ingest re-keys by pseudonym anyway).",
+            ["topic", "kind"],
+            registry=reg,
+        ),
+        pii_fields_dropped=Counter(
+            "persona_pii_fields_dropped",
+            "Fields named like personal data (email, phone, ip, ...) dropped at ingest from "
+            "accepted messages, top level or context. Never their values.",
+            ["topic"],
+            registry=reg,
+        ),
+        dead_letters=Counter(
+            "persona_dead_letters",
+            "Messages sent to the dead-letter topic, by machine-readable error code.",
+            ["error"],
+            registry=reg,
+        ),
+    )
+    _preset(found["events"], topic=INPUT_TOPICS, outcome=OUTCOMES)
+    _preset(found["ingest_anomalies"], topic=USER_TOPICS, kind=ANOMALY_KINDS)
+    _preset(found["pii_fields_dropped"], topic=INGEST_TOPICS)
+    _preset(found["dead_letters"], error=(*ERROR_CODES, *AGENT_ERROR_CODES))
+    return found
+
+
+def _process_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """The worker itself: time per event, lag, and the profiles and items it holds."""
+    found: dict[str, Any] = dict(
         processing_seconds=Histogram(
             "persona_event_processing_seconds",
             "Time an agent spends on one event, excluding waiting for Kafka.",
@@ -143,6 +205,30 @@ def build_metrics(
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=reg,
         ),
+        profiles=Gauge(
+            "persona_profiles",
+            "User profiles held by this worker's active table partitions.",
+            registry=reg,
+        ),
+        profiles_expired=Counter(
+            "persona_profiles_expired",
+            "Profiles deleted by the retention sweep after PERSONA_PROFILE_TTL_DAYS idle.",
+            registry=reg,
+        ),
+        catalogue_items=Gauge(
+            "persona_catalogue_items",
+            "Items in the in-process catalogue.",
+            registry=reg,
+        ),
+    )
+    _preset(found["processing_seconds"], agent=AGENTS)
+    return found
+
+
+def _recommendation_metrics(reg: CollectorRegistry, variants: Sequence[str]) -> dict[str, Any]:
+    """Recommendations served per strategy and variant, what users did with them, and the
+    revenue of all accepted purchases."""
+    found: dict[str, Any] = dict(
         recommendations=Counter(
             "persona_recommendations",
             "Recommendation events emitted.",
@@ -186,26 +272,22 @@ def build_metrics(
             ["strategy", "variant"],
             registry=reg,
         ),
-        ingest_anomalies=Counter(
-            "persona_ingest_anomalies",
-            "Accepted input messages that bent the contract in a harmless way, by kind "
-            "(missing_key: no Kafka key; ingest re-keys by pseudonym anyway).",
-            ["topic", "kind"],
+        revenue=Counter(
+            "persona_purchase_revenue",
+            "Revenue of accepted purchases (price x quantity, in the events' currency units).",
             registry=reg,
         ),
-        pii_fields_dropped=Counter(
-            "persona_pii_fields_dropped",
-            "Fields named like personal data (email, phone, ip, ...) dropped at ingest from "
-            "accepted messages, top level or context. Never their values.",
-            ["topic"],
-            registry=reg,
-        ),
-        dead_letters=Counter(
-            "persona_dead_letters",
-            "Messages sent to the dead-letter topic, by machine-readable error code.",
-            ["error"],
-            registry=reg,
-        ),
+    )
+    for name, metric in found.items():
+        if name != "revenue":  # the only one without strategy and variant labels
+            _preset(metric, strategy=STRATEGIES, variant=variants)
+    return found
+
+
+def _strategy_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """The online models and how requests are shared among strategies: learn steps, items
+    tracked, the bandit's estimates and the hybrid's blend weights."""
+    found: dict[str, Any] = dict(
         model_updates=Counter(
             "persona_model_updates",
             "learn_one calls per online model.",
@@ -237,26 +319,57 @@ def build_metrics(
             ["context", "component"],
             registry=reg,
         ),
-        profiles=Gauge(
-            "persona_profiles",
-            "User profiles held by this worker's active table partitions.",
+    )
+    _preset(found["model_updates"], model=MODELS)
+    _preset(found["model_items"], model=MODELS)
+    _preset(found["strategy_estimate"], strategy=STRATEGIES)
+    _preset(found["strategy_propensity"], strategy=STRATEGIES)
+    _preset(found["blend_weight"], context=CONTEXTS, component=STRATEGIES[1:])
+    return found
+
+
+def _drift_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """Online model quality as the drift monitor (models/drift.py) sees it."""
+    found: dict[str, Any] = dict(
+        model_drift=Counter(
+            "persona_model_drift",
+            "Changes in an online model's quality detected by ADWIN (models.drift), by "
+            "model and direction (better, worse).",
+            ["model", "direction"],
             registry=reg,
         ),
-        profiles_expired=Counter(
-            "persona_profiles_expired",
-            "Profiles deleted by the retention sweep after PERSONA_PROFILE_TTL_DAYS idle.",
+        model_quality=Gauge(
+            "persona_model_quality",
+            "An online model's quality since its last detected change (ADWIN's window "
+            "mean): recommender hit_rate, pctr and pcvr log_loss; NaN before any value.",
+            ["model", "metric"],
             registry=reg,
         ),
-        catalogue_items=Gauge(
-            "persona_catalogue_items",
-            "Items in the in-process catalogue.",
+        model_quality_window=Gauge(
+            "persona_model_quality_window",
+            "Quality values in the window of persona_model_quality (since the last "
+            "detected change or the worker's start).",
+            ["model"],
             registry=reg,
         ),
-        revenue=Counter(
-            "persona_purchase_revenue",
-            "Revenue of accepted purchases (price x quantity, in the events' currency units).",
+        model_quality_ignored=Counter(
+            "persona_model_quality_ignored",
+            "Quality values refused by the drift monitor (NaN, infinite, out of range).",
+            ["model"],
             registry=reg,
         ),
+    )
+    for model, stream in STREAMS.items():
+        _preset(found["model_drift"], model=(model,), direction=DIRECTIONS)
+        found["model_quality"].labels(model=model, metric=stream.metric)
+        found["model_quality_window"].labels(model=model)
+        found["model_quality_ignored"].labels(model=model)
+    return found
+
+
+def _checkpoint_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """Model checkpoints saved and loaded, and the learn steps workers share (docs/scaling.md)."""
+    found: dict[str, Any] = dict(
         checkpoints=Counter(
             "persona_model_checkpoints",
             "Model checkpoint operations by outcome (saved, failed, restored, rolled_back).",
@@ -299,6 +412,76 @@ def build_metrics(
             ["outcome"],
             registry=reg,
         ),
+    )
+    _preset(found["checkpoints"], outcome=("saved", "failed", "restored", "rolled_back"))
+    _preset(found["checkpoint_load_failures"], reason=CHECKPOINT_FAILURE_REASONS)
+    _preset(found["model_sync_batches"], outcome=("sent", "applied", "own", "invalid"))
+    _preset(found["model_sync_steps"], outcome=("sent", "applied", "skipped", "dropped"))
+    return found
+
+
+def _segment_metrics(
+    reg: CollectorRegistry, segments: Sequence[str], audiences: Sequence[str]
+) -> dict[str, Any]:
+    """Segment sizes and changes, and audience joins and leaves."""
+    found: dict[str, Any] = dict(
+        segment_users=Gauge(
+            "persona_segment_users",
+            "Users currently assigned to each segment (this worker's segmenter).",
+            ["segment"],
+            registry=reg,
+        ),
+        segment_changes=Counter(
+            "persona_segment_changes",
+            "Users given a segment or moved to another one (segments topic events).",
+            registry=reg,
+        ),
+        audience_changes=Counter(
+            "persona_audience_changes",
+            "Users joining or leaving each configured audience (audiences topic events).",
+            ["audience", "action"],
+            registry=reg,
+        ),
+    )
+    _preset(found["segment_users"], segment=segments)
+    _preset(found["audience_changes"], audience=audiences, action=("join", "leave"))
+    return found
+
+
+def _experiment_metrics(
+    reg: CollectorRegistry, experiments: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """Users and credited revenue per experiment variant."""
+    found: dict[str, Any] = dict(
+        experiment_users=Counter(
+            "persona_experiment_users",
+            "Users assigned to each experiment variant (counted at their first event).",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
+        experiment_revenue=Counter(
+            "persona_experiment_revenue",
+            "Revenue credited to recommendations, by experiment and variant.",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
+        experiment_revenue_sumsq=Counter(
+            "persona_experiment_revenue_sumsq",
+            "Sum over users of the square of each user's credited revenue (with the user "
+            "count and the revenue, the variance of revenue per user).",
+            ["experiment", "variant"],
+            registry=reg,
+        ),
+    )
+    for name, variants in experiments.items():
+        for metric in found.values():
+            _preset(metric, experiment=(name,), variant=variants)
+    return found
+
+
+def _ad_auction_metrics(reg: CollectorRegistry, campaigns: tuple[str, ...]) -> dict[str, Any]:
+    """Bid decisions and the ad events that follow them, per campaign."""
+    found: dict[str, Any] = dict(
         ad_bids=Counter(
             "persona_ad_bids",
             "Ad-bid decisions: outcome is bid, or the no_bid_reason.",
@@ -337,6 +520,19 @@ def build_metrics(
             "persona_ad_conversions", "Ad conversions counted, per campaign.", ["campaign"],
             registry=reg,
         ),
+    )
+    _preset(found["ad_bids"], outcome=BID_OUTCOMES)
+    # "counted" is the bidder's "applied": the one event counted per (request, type)
+    _preset(found["ad_events"], type=EVENT_TYPES, outcome=("counted", *EVENT_OUTCOMES[1:]))
+    for name in ("ad_bid_amount", "ad_impressions", "ad_clicks", "ad_conversions"):
+        _preset(found[name], campaign=campaigns)
+    return found
+
+
+def _ad_budget_metrics(reg: CollectorRegistry, campaigns: tuple[str, ...]) -> dict[str, Any]:
+    """The money side of ads per campaign: spend, revenue, budgets, pacing, and the kill
+    switch."""
+    found: dict[str, Any] = dict(
         ad_spend=Counter(
             "persona_ad_spend",
             "Money charged by ad events (capped at each bid), per campaign.",
@@ -346,26 +542,6 @@ def build_metrics(
         ad_revenue=Counter(
             "persona_ad_revenue",
             "Revenue reported by ad events, per campaign.",
-            ["campaign"],
-            registry=reg,
-        ),
-        ad_labels=Counter(
-            "persona_ad_pctr_labels",
-            "Resolved pCTR labels (clicked, or not within the window), per campaign.",
-            ["campaign", "label"],
-            registry=reg,
-        ),
-        ad_predicted_clicks=Counter(
-            "persona_ad_pctr_predicted_clicks",
-            "Sum of the pCTR served for the resolved labels: against "
-            "persona_ad_pctr_labels_total{label=\"click\"} it gives the calibration.",
-            ["campaign"],
-            registry=reg,
-        ),
-        ad_log_loss=Counter(
-            "persona_ad_pctr_log_loss",
-            "Sum of the log loss of the pCTR served, over resolved labels (divide by the "
-            "label count for the mean).",
             ["campaign"],
             registry=reg,
         ),
@@ -400,154 +576,52 @@ def build_metrics(
             ["campaign"],
             registry=reg,
         ),
+        ad_kill_switch=Gauge(
+            "persona_ad_kill_switch",
+            "1 while the ads kill switch is on (no bids), else 0.",
+            registry=reg,
+        ),
+    )
+    for name in ("ad_spend", "ad_revenue", "ad_reserved", "ad_pacing", "ad_win_rate", "ad_roi"):
+        _preset(found[name], campaign=campaigns)
+    _preset(found["ad_budget_remaining"], campaign=campaigns, period=("daily", "total"))
+    return found
+
+
+def _ad_pctr_metrics(reg: CollectorRegistry, campaigns: tuple[str, ...]) -> dict[str, Any]:
+    """How well the served pCTR predicted the clicks, per campaign."""
+    found: dict[str, Any] = dict(
+        ad_labels=Counter(
+            "persona_ad_pctr_labels",
+            "Resolved pCTR labels (clicked, or not within the window), per campaign.",
+            ["campaign", "label"],
+            registry=reg,
+        ),
+        ad_predicted_clicks=Counter(
+            "persona_ad_pctr_predicted_clicks",
+            "Sum of the pCTR served for the resolved labels: against "
+            "persona_ad_pctr_labels_total{label=\"click\"} it gives the calibration.",
+            ["campaign"],
+            registry=reg,
+        ),
+        ad_log_loss=Counter(
+            "persona_ad_pctr_log_loss",
+            "Sum of the log loss of the pCTR served, over resolved labels (divide by the "
+            "label count for the mean).",
+            ["campaign"],
+            registry=reg,
+        ),
         ad_pctr_calibration=Gauge(
             "persona_ad_pctr_calibration",
             "Predicted / observed clicks over resolved labels since start (1 is calibrated; "
             "0 before the first click).",
             registry=reg,
         ),
-        ad_kill_switch=Gauge(
-            "persona_ad_kill_switch",
-            "1 while the ads kill switch is on (no bids), else 0.",
-            registry=reg,
-        ),
-        segment_users=Gauge(
-            "persona_segment_users",
-            "Users currently assigned to each segment (this worker's segmenter).",
-            ["segment"],
-            registry=reg,
-        ),
-        segment_changes=Counter(
-            "persona_segment_changes",
-            "Users given a segment or moved to another one (segments topic events).",
-            registry=reg,
-        ),
-        audience_changes=Counter(
-            "persona_audience_changes",
-            "Users joining or leaving each configured audience (audiences topic events).",
-            ["audience", "action"],
-            registry=reg,
-        ),
-        experiment_users=Counter(
-            "persona_experiment_users",
-            "Users assigned to each experiment variant (counted at their first event).",
-            ["experiment", "variant"],
-            registry=reg,
-        ),
-        experiment_revenue=Counter(
-            "persona_experiment_revenue",
-            "Revenue credited to recommendations, by experiment and variant.",
-            ["experiment", "variant"],
-            registry=reg,
-        ),
-        experiment_revenue_sumsq=Counter(
-            "persona_experiment_revenue_sumsq",
-            "Sum over users of the square of each user's credited revenue (with the user "
-            "count and the revenue, the variance of revenue per user).",
-            ["experiment", "variant"],
-            registry=reg,
-        ),
-        model_drift=Counter(
-            "persona_model_drift",
-            "Changes in an online model's quality detected by ADWIN (models.drift), by "
-            "model and direction (better, worse).",
-            ["model", "direction"],
-            registry=reg,
-        ),
-        model_quality=Gauge(
-            "persona_model_quality",
-            "An online model's quality since its last detected change (ADWIN's window "
-            "mean): recommender hit_rate, pctr and pcvr log_loss; NaN before any value.",
-            ["model", "metric"],
-            registry=reg,
-        ),
-        model_quality_window=Gauge(
-            "persona_model_quality_window",
-            "Quality values in the window of persona_model_quality (since the last "
-            "detected change or the worker's start).",
-            ["model"],
-            registry=reg,
-        ),
-        model_quality_ignored=Counter(
-            "persona_model_quality_ignored",
-            "Quality values refused by the drift monitor (NaN, infinite, out of range).",
-            ["model"],
-            registry=reg,
-        ),
     )
-    for topic in INPUT_TOPICS:
-        for outcome in OUTCOMES:
-            m.events.labels(topic=topic, outcome=outcome)
-    for agent in AGENTS:
-        m.processing_seconds.labels(agent=agent)
-    for segment in segments:
-        m.segment_users.labels(segment=segment)
-    for audience in audiences:
-        for action in ("join", "leave"):
-            m.audience_changes.labels(audience=audience, action=action)
-    variants = sorted({*VARIANTS, *(v for vs in (experiments or {}).values() for v in vs)})
-    for name, names in (experiments or {}).items():
-        for variant in names:
-            for c in (m.experiment_users, m.experiment_revenue, m.experiment_revenue_sumsq):
-                c.labels(experiment=name, variant=variant)
-    for strategy in STRATEGIES:
-        for variant in variants:
-            for c in (
-                m.recommendations,
-                m.recommended_items,
-                m.recommendation_hits,
-                m.recommendation_hit_checks,
-                m.recommendation_clicks,
-                m.conversions,
-                m.attributed_revenue,
-            ):
-                c.labels(strategy=strategy, variant=variant)
-    for topic in USER_TOPICS:
-        for kind in ANOMALY_KINDS:
-            m.ingest_anomalies.labels(topic=topic, kind=kind)
-    for topic in INGEST_TOPICS:
-        m.pii_fields_dropped.labels(topic=topic)
-    for code in (*ERROR_CODES, *AGENT_ERROR_CODES):
-        m.dead_letters.labels(error=code)
-    for outcome in ("saved", "failed", "restored", "rolled_back"):
-        m.checkpoints.labels(outcome=outcome)
-    for reason in CHECKPOINT_FAILURE_REASONS:
-        m.checkpoint_load_failures.labels(reason=reason)
-    for outcome in ("sent", "applied", "own", "invalid"):
-        m.model_sync_batches.labels(outcome=outcome)
-    for outcome in ("sent", "applied", "skipped", "dropped"):
-        m.model_sync_steps.labels(outcome=outcome)
-    for model, stream in STREAMS.items():
-        for direction in DIRECTIONS:
-            m.model_drift.labels(model=model, direction=direction)
-        m.model_quality.labels(model=model, metric=stream.metric)
-        m.model_quality_window.labels(model=model)
-        m.model_quality_ignored.labels(model=model)
-    for model in MODELS:
-        m.model_updates.labels(model=model)
-        m.model_items.labels(model=model)
-    for strategy in STRATEGIES:
-        m.strategy_estimate.labels(strategy=strategy)
-        m.strategy_propensity.labels(strategy=strategy)
-    for outcome in BID_OUTCOMES:
-        m.ad_bids.labels(outcome=outcome)
-    for kind in EVENT_TYPES:
-        # "counted" is the bidder's "applied": the one event counted per (request, type)
-        for outcome in ("counted", *EVENT_OUTCOMES[1:]):
-            m.ad_events.labels(type=kind, outcome=outcome)
-    for c in campaigns:
-        for counter in (m.ad_bid_amount, m.ad_impressions, m.ad_clicks, m.ad_conversions,
-                        m.ad_spend, m.ad_revenue, m.ad_predicted_clicks, m.ad_log_loss,
-                        m.ad_reserved, m.ad_pacing, m.ad_win_rate, m.ad_roi):
-            counter.labels(campaign=c)
-        for label in ("click", "no_click"):
-            m.ad_labels.labels(campaign=c, label=label)
-        for period in ("daily", "total"):
-            m.ad_budget_remaining.labels(campaign=c, period=period)
-    for context in CONTEXTS:
-        for component in STRATEGIES[1:]:
-            m.blend_weight.labels(context=context, component=component)
-    return m
+    _preset(found["ad_labels"], campaign=campaigns, label=("click", "no_click"))
+    for name in ("ad_predicted_clicks", "ad_log_loss"):
+        _preset(found[name], campaign=campaigns)
+    return found
 
 
 # Labelled children already looked up, by (metric, label items): see ``child``.
@@ -558,9 +632,9 @@ def child(metric: Any, **labels: str) -> Any:
     """``metric.labels(**labels)``, looked up once per label set.
 
     ``labels()`` validates the names and takes a lock on every call (3-6 us), and the
-    agents touch about ten labelled series per event. Label values are bounded (DESIGN
-    §5), so is this cache; the key holds the metric itself, so a fresh registry (tests)
-    gets fresh children.
+    agents touch about ten labelled series per event. Label values are bounded
+    (docs/metrics.md), so is this cache; the key holds the metric itself, so a fresh
+    registry (tests) gets fresh children.
     """
     key = (metric, *labels.items())
     found = _CHILDREN.get(key)

@@ -7,10 +7,10 @@ Every choice is recorded with the probability it had, so later off-policy evalua
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 
-from models.recommenders.base import check_item_id
+from models.checks import check_number
+from models.recommenders.base import check_half_life, check_item_id
 
 
 def uniform_from_key(key: str, salt: str = "") -> float:
@@ -57,21 +57,12 @@ class EpsilonGreedy:
             raise ValueError(f"arms must be distinct and non-empty, got {arms!r}")
         for arm in arms:
             check_item_id(arm)
-        if not (isinstance(epsilon, (int, float)) and 0.0 <= epsilon <= 1.0):
-            raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
-        if half_life is not None and not (
-            isinstance(half_life, (int, float)) and 0 < half_life < math.inf
-        ):
-            raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
-        if not (isinstance(prior, (int, float)) and 0 <= prior < math.inf):
-            raise ValueError(f"prior must be a finite number >= 0, got {prior!r}")
-        if not (isinstance(prior_mean, (int, float)) and math.isfinite(prior_mean)):
-            raise ValueError(f"prior_mean must be finite, got {prior_mean!r}")
         self.arms = tuple(arms)
-        self.epsilon = float(epsilon)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, 1.0, plain=True)
+        check_half_life(half_life)
         self.half_life = half_life
-        self.prior = float(prior)
-        self.prior_mean = float(prior_mean)
+        self.prior = check_number("prior", prior, 0.0, plain=True)
+        self.prior_mean = check_number("prior_mean", prior_mean, plain=True)
         self.salt = salt
         self._keep = 1.0 if half_life is None else 0.5 ** (1.0 / half_life)
         self._sum = {arm: 0.0 for arm in arms}
@@ -107,16 +98,15 @@ class EpsilonGreedy:
         """Record ``reward`` (finite, typically 1 for a hit and 0 for a miss) for ``arm``."""
         if arm not in self._sum:
             raise ValueError(f"unknown arm {arm!r}")
-        if isinstance(reward, bool):
-            reward = float(reward)
-        if not (isinstance(reward, (int, float)) and math.isfinite(reward)):
-            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        # A bool reward is a hit or a miss: 1.0 or 0.0.
+        r = float(reward) if isinstance(reward, bool) else check_number("reward", reward,
+                                                                         plain=True)
         keep = self._keep
         if keep != 1.0:
             for a in self.arms:  # a handful of arms: decaying all of them is cheap
                 self._sum[a] *= keep
                 self._count[a] *= keep
-        self._sum[arm] += float(reward)
+        self._sum[arm] += r
         self._count[arm] += 1.0
 
     def stats(self) -> dict[str, dict[str, float]]:

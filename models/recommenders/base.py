@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from models.checks import check_int, is_id, is_in_range, is_real
 
 
 class ScoredItem(NamedTuple):
@@ -123,24 +124,8 @@ class Recommender(Protocol):
         ...
 
 
-def is_unicode(text: str) -> bool:
-    """Whether ``text`` encodes to UTF-8: no lone surrogate, which the JSON of tables and
-    topics cannot carry (a model holding one would fail every write that names it).
-
-    >>> is_unicode("caf\u00e9"), is_unicode("a" + chr(0xD800))
-    (True, False)
-    """
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def check_item_id(item_id: object) -> str:
-    """Return ``item_id`` if it is a non-empty string of valid Unicode (``is_unicode``),
+    """Return ``item_id`` if it is a non-empty string of valid Unicode (``models.checks.is_id``),
     else raise ValueError. (Ingest also caps ids at 256 characters.)
 
     >>> check_item_id("i1")
@@ -150,10 +135,10 @@ def check_item_id(item_id: object) -> str:
     ...
     ValueError: item ids must be non-empty strings of valid Unicode, got 'i\ud800'
     """
-    if not isinstance(item_id, str) or not item_id or not is_unicode(item_id):
+    if not is_id(item_id):
         raise ValueError(f"item ids must be non-empty strings of valid Unicode, got "
                          f"{repr(item_id)[:80]}")
-    return item_id
+    return item_id  # type: ignore[return-value]
 
 
 # Largest weight one event may carry: far above any real event's (1 for a click, 3 for a
@@ -167,9 +152,9 @@ def check_weight(weight: object) -> float:
     >>> check_weight(3)
     3.0
     """
-    if isinstance(weight, bool) or not isinstance(weight, Real):
+    if not is_real(weight):
         raise ValueError(f"weight must be a number, got {weight!r}")
-    w = float(weight)
+    w = float(weight)  # type: ignore[arg-type]
     # NaN fails both comparisons; one NaN would poison every score it touches.
     if not 0.0 < w <= MAX_WEIGHT:
         raise ValueError(f"weight must be finite, > 0 and <= {MAX_WEIGHT:g}, got {weight!r}")
@@ -198,15 +183,26 @@ def check_k(k: object) -> int:
     >>> check_k(10)
     10
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be an int >= 0, got {k!r}")
-    return k
+    return check_int("k", k, low=0)
+
+
+def check_half_life(half_life: object) -> None:
+    """Raise ValueError unless ``half_life`` (in events) is None or a finite number > 0.
+
+    >>> check_half_life(None); check_half_life(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: half_life must be None or a finite number > 0, got 0
+    """
+    if half_life is not None and not is_in_range(half_life, 0.0, low_open=True, plain=True):
+        raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
 
 
 def prequential(
     model: Recommender, events: Iterable[tuple[str, str]], k: int = 10, history_max: int = 50
 ) -> Iterator[bool]:
-    """Replay ``(user, item)`` events test-then-train (DESIGN §7), yielding hit or miss.
+    """Replay ``(user, item)`` events test-then-train (docs/quality.md, Protocol),
+    yielding hit or miss.
 
     For each event: rank ``k`` items for the user's last ``history_max`` items, excluding
     everything the user interacted with before; a hit if the event's item is among them;

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from models.recommenders.base import check_item_id, is_unicode
+from models.checks import check_int, is_unicode
+from models.recommenders.base import check_item_id
 
 
 def check_categories(categories: Iterable[str]) -> tuple[str, ...]:
@@ -57,9 +58,7 @@ class Catalogue:
     """
 
     def __init__(self, max_items: int = 100_000) -> None:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"max_items must be an int >= 1, got {max_items!r}")
-        self.max_items = max_items
+        self.max_items = check_int("max_items", max_items, low=1)
         # None marks a tombstone; insertion order is write order, so eviction is FIFO.
         self._items: dict[str, Item | None] = {}
         self._unavailable: set[str] = set()

@@ -8,10 +8,12 @@ from itertools import islice
 
 import numpy as np
 
+from models.checks import check_int, check_number
 from models.recommenders.base import (
     Context,
     Ranked,
     ScoredItem,
+    check_half_life,
     check_item_id,
     check_k,
     check_weight,
@@ -87,14 +89,9 @@ class ItemCooccurrence:
         for name, value in (
             ("window", window), ("max_items", max_items), ("max_neighbours", max_neighbours)
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (isinstance(recency_decay, (int, float)) and 0 < recency_decay <= 1):
-            raise ValueError(f"recency_decay must be in (0, 1], got {recency_decay!r}")
-        if half_life is not None and not (
-            isinstance(half_life, (int, float)) and 0 < half_life < math.inf
-        ):
-            raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
+            check_int(name, value, low=1)
+        check_number("recency_decay", recency_decay, 0.0, 1.0, low_open=True, plain=True)
+        check_half_life(half_life)
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         self.half_life = half_life

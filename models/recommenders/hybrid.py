@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence, Sized
 
 import numpy as np
 
+from models.checks import check_int, check_number
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -74,13 +75,10 @@ class Hybrid:
         for name in components:
             check_item_id(name)
         for label, value in (("candidates", candidates), ("max_pending", max_pending)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be an int >= 1, got {value!r}")
-        if not (isinstance(learning_rate, (int, float)) and 0 <= learning_rate < math.inf):
-            raise ValueError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
+            check_int(label, value, low=1)
         self.components = dict(components)
         self.candidates = candidates
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = check_number("learning_rate", learning_rate, 0.0, plain=True)
         self.max_pending = max_pending
         self._names = list(self.components)
         n = len(self._names)

@@ -7,13 +7,12 @@ model as ``Context.user_state[state_key]``, so the model never holds a user id.
 from __future__ import annotations
 
 import binascii
-import math
 from collections.abc import Collection, Sequence
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
+from models.checks import check_int, check_non_negative, check_number, is_real
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -44,21 +43,10 @@ _UNIFORM_BATCH = 4096
 # -- shared parts ---------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def _check_rate(name: str, value: object, *, zero_ok: bool) -> float:
     """A learning rate, L2 strength or init scale: a number in (0, 1], or [0, 1]."""
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    x = float(value) if ok else math.nan  # type: ignore[arg-type]
     # Bounded so that no step can overflow float32 (values are at most _LIMIT).
-    if not ((0.0 <= x if zero_ok else 0.0 < x) and x <= 1.0):
-        low = "[0" if zero_ok else "(0"
-        raise ValueError(f"{name} must be a number in {low}, 1], got {value!r}")
-    return x
+    return check_number(name, value, 0.0, 1.0, low_open=not zero_ok)
 
 
 def check_rating(rating: object) -> float:
@@ -68,20 +56,12 @@ def check_rating(rating: object) -> float:
     >>> check_rating(4)
     4.0
     """
-    if isinstance(rating, bool) or not isinstance(rating, Real):
+    if not is_real(rating):
         raise ValueError(f"a rating must be a number, got {rating!r}")
-    r = float(rating)
+    r = float(rating)  # type: ignore[arg-type]
     if not abs(r) <= _MAX_RATING:  # also refuses NaN
         raise ValueError(f"a rating must be finite and within +-{_MAX_RATING:g}, got {rating!r}")
     return r
-
-
-def _check_prior(value: object) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    x = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if not 0.0 <= x < math.inf:
-        raise ValueError(f"bias_prior must be a finite number >= 0, got {value!r}")
-    return x
 
 
 def _check_key(state_key: object) -> str:
@@ -214,12 +194,12 @@ class _FactorModel:
         self, n_factors: int, learning_rate: float, l2: float, init_std: float,
         max_items: int, seed: int, state_key: str, extra_columns: int,
     ) -> None:
-        self.n_factors = _check_int("n_factors", n_factors, 1)
+        self.n_factors = check_int("n_factors", n_factors, low=1)
         self.learning_rate = _check_rate("learning_rate", learning_rate, zero_ok=False)
         self.l2 = _check_rate("l2", l2, zero_ok=True)
         self.init_std = _check_rate("init_std", init_std, zero_ok=True)
-        self.max_items = _check_int("max_items", max_items, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.max_items = check_int("max_items", max_items, low=1)
+        self.seed = check_int("seed", seed, low=0)
         self.state_key = _check_key(state_key)
         self._rng = np.random.default_rng(seed)
         # Item rows: factors, bias, then the subclass's ``extra_columns``.
@@ -309,7 +289,7 @@ class ImplicitMF(_FactorModel):
         super().__init__(
             n_factors, learning_rate, l2, init_std, max_items, seed, state_key, extra_columns=0
         )
-        self.n_negatives = _check_int("n_negatives", n_negatives, 1)
+        self.n_negatives = check_int("n_negatives", n_negatives, low=1)
         self.catalogue = catalogue
         self._uniform: list[float] = []  # pre-drawn uniforms in [0, 1), consumed from the end
 
@@ -551,7 +531,7 @@ class BiasedMF(_FactorModel):
         self.bias_learning_rate = _check_rate(
             "bias_learning_rate", bias_learning_rate, zero_ok=False
         )
-        self.bias_prior = _check_prior(bias_prior)
+        self.bias_prior = check_non_negative("bias_prior", bias_prior)
         self.min_rating = None if min_rating is None else check_rating(min_rating)
         self.max_rating = None if max_rating is None else check_rating(max_rating)
         if (

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from itertools import islice
 
+from models.checks import check_int
 from models.recommenders.base import (
     Context,
     Ranked,
     ScoredItem,
+    check_half_life,
     check_history,
     check_item_id,
     check_k,
@@ -63,13 +64,9 @@ class Popularity:
         catalogue: Catalogue | None = None,
         reason: str | None = None,
     ) -> None:
-        if half_life is not None and not (
-            isinstance(half_life, (int, float)) and 0 < half_life < math.inf
-        ):
-            raise ValueError(f"half_life must be None or a finite number > 0, got {half_life!r}")
+        check_half_life(half_life)
         for name, value in (("max_items", max_items), ("top_size", top_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, value, low=1)
         self.half_life = half_life
         self.max_items = max_items
         self.top_size = top_size
@@ -253,10 +250,8 @@ class SegmentPopularity:
         max_items_per_segment: int = 10_000,
         catalogue: Catalogue | None = None,
     ) -> None:
-        if isinstance(max_segments, bool) or not isinstance(max_segments, int) or max_segments < 1:
-            raise ValueError(f"max_segments must be an int >= 1, got {max_segments!r}")
         self.half_life = half_life
-        self.max_segments = max_segments
+        self.max_segments = check_int("max_segments", max_segments, low=1)
         self.max_items_per_segment = max_items_per_segment
         self.catalogue = catalogue
         self.overall = Popularity(half_life=half_life, max_items=max_items, catalogue=catalogue)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from models.checks import check_int
 from models.recommenders.base import ScoredItem
 from models.recommenders.catalogue import Catalogue
 
@@ -25,9 +26,7 @@ class Rules:
 
     def __post_init__(self) -> None:
         for name in ("max_repeats", "max_per_category"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            check_int(name, getattr(self, name), low=0)
 
 
 def apply_rules(

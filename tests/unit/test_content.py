@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.recommenders import content
+from models.recommenders import tfidf as content  # the scoring thresholds
 from models.recommenders.base import Context, Recommender, ScoredItem
 from models.recommenders.catalogue import Catalogue
 from models.recommenders.content import ContentTfidf, category_term, tokenize
