@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.ads import bidding
+from models.ads import auction
 from models.ads.bidding import DAY_MS, AdCandidate, AdRequest, Bidder, Campaign
 from models.ads.pctr import PctrModel, ad_features
 from models.recommenders.bandit import uniform_from_key
@@ -57,7 +57,7 @@ def breakdown(bidder: Bidder, model: PctrModel, sample: list[AdRequest]) -> tupl
     """Mean us per decision in features, in pCTR and in total, by wrapping both."""
     clock = time.perf_counter
     spent = {"features": 0.0, "pctr": 0.0}
-    real_features, real_predict = bidding.ad_features, model.predict_many
+    real_features, real_predict = auction.ad_features, model.predict_many
 
     def features(*args: object, **kw: object) -> list[int]:
         start = clock()
@@ -71,7 +71,7 @@ def breakdown(bidder: Bidder, model: PctrModel, sample: list[AdRequest]) -> tupl
         spent["pctr"] += clock() - start
         return out
 
-    bidding.ad_features = features  # type: ignore[assignment]
+    auction.ad_features = features  # type: ignore[assignment]
     model.predict_many = predict  # type: ignore[method-assign]
     fresh = [replace(r, request_id="again-" + r.request_id) for r in sample]
     try:
@@ -80,7 +80,7 @@ def breakdown(bidder: Bidder, model: PctrModel, sample: list[AdRequest]) -> tupl
             bidder.decide(r)
         total = clock() - start
     finally:
-        bidding.ad_features = real_features
+        auction.ad_features = real_features
         del model.predict_many
     n = len(sample) / 1e6
     return spent["features"] / n, spent["pctr"] / n, total / n

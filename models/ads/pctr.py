@@ -13,11 +13,18 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
-from numbers import Integral, Real
 from typing import Any, Final
 
 import numpy as np
 
+from models.checks import (
+    check_int,
+    check_number,
+    check_positive,
+    check_probability,
+    is_integral,
+    is_real,
+)
 from models.users.profile import UserProfile, top_interests
 
 HASH_BITS: Final = 20
@@ -114,9 +121,10 @@ def _valid_name(v: object) -> bool:
     return isinstance(v, str) and 0 < len(v) <= _MAX_NAME
 
 
-def _number(v: object) -> float | None:
+def _feature_number(v: object) -> float | None:
     """``v`` as a finite float, None if it is not a number. Values that compare equal
-    (1, 1.0, True, Decimal(1)) give the same float, so they give the same features."""
+    (1, 1.0, True, Decimal(1)) give the same float, so they give the same features: here,
+    unlike ``models.checks``, a bool is a number (a context flag reads as 1 or 0)."""
     if type(v) is float:  # the common cases first: the ABC checks below are slow
         return v if math.isfinite(v) and abs(v) <= _MAX_ABS_NUMBER else None
     if type(v) is int:
@@ -125,10 +133,10 @@ def _number(v: object) -> float | None:
         return None
     if isinstance(v, (bool, np.bool_)):
         return 1.0 if v else 0.0
-    if isinstance(v, Integral):
+    if is_integral(v):
         i = int(v)
         return float(i) if abs(i) <= _MAX_ABS_NUMBER else None
-    if isinstance(v, (Real, Decimal)):
+    if is_real(v) or isinstance(v, Decimal):
         try:
             f = float(v)
         except (ValueError, OverflowError):  # Decimal("sNaN"), Fraction(10**400)
@@ -139,7 +147,7 @@ def _number(v: object) -> float | None:
 
 def _small_int(v: object, lo: int, hi: int) -> int | None:
     """``v`` as an int in [lo, hi] if it is a whole number there (2.0 counts), else None."""
-    f = _number(v)
+    f = _feature_number(v)
     if f is None or not f.is_integer() or not lo <= f <= hi:
         return None
     return int(f)
@@ -151,7 +159,7 @@ def _context_value(v: object) -> str | None:
     number is a category here, and their count must stay small."""
     if isinstance(v, str):
         return v if len(v) <= _MAX_VALUE_LEN else None
-    f = _number(v)
+    f = _feature_number(v)
     if f is None:
         return None
     return str(int(f)) if f.is_integer() else f"{f:.3g}"
@@ -283,7 +291,7 @@ def _request_part(
                 if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                     continue
                 cat, share = pair
-                f = _number(share)
+                f = _feature_number(share)
                 if _valid_name(cat) and cat not in interests and f is not None and 0.0 < f <= 1.0:
                     interests[cat] = f
         for key, lo, cap in (("r", -1, RECENCY_CAP), ("f", 0, FREQUENCY_CAP)):
@@ -306,7 +314,7 @@ def _request_part(
 
 
 # The last request's part: (slot, hour, copies of view and context, part). A hit needs
-# equal values only: equal values always give equal features (see _number), and the
+# equal values only: equal values always give equal features (see _feature_number), and the
 # copies make a view mutated since the last call a miss.
 _last: tuple[Any, Any, Any, Any, _RequestPart] | None = None
 
@@ -438,22 +446,12 @@ class PctrModel:
         seed: int = 0,
     ) -> None:
         # Upper bounds far beyond any useful value keep every step's arithmetic finite.
-        for name, v, hi in (("alpha", alpha, 1e3), ("beta", beta, 1e6)):
-            if not _finite_real(v) or not 0.0 < float(v) <= hi:
-                raise ValueError(f"{name} must be a number in (0, {hi:g}], got {v!r}")
-        for name, v in (("l1", l1), ("l2", l2)):
-            if not _finite_real(v) or not 0.0 <= float(v) <= 1e6:
-                raise ValueError(f"{name} must be a number in [0, 1e6], got {v!r}")
-        if not _finite_real(prior_ctr) or not P_MIN <= float(prior_ctr) <= 1.0 - P_MIN:
-            raise ValueError(f"prior_ctr must be in [{P_MIN}, {1 - P_MIN}], got {prior_ctr!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.l1 = float(l1)
-        self.l2 = float(l2)
-        self.prior_ctr = float(prior_ctr)
-        self.seed = seed
+        self.alpha = check_number("alpha", alpha, 0.0, 1e3, low_open=True)
+        self.beta = check_number("beta", beta, 0.0, 1e6, low_open=True)
+        self.l1 = check_number("l1", l1, 0.0, 1e6)
+        self.l2 = check_number("l2", l2, 0.0, 1e6)
+        self.prior_ctr = check_number("prior_ctr", prior_ctr, P_MIN, 1.0 - P_MIN)
+        self.seed = check_int("seed", seed)
         self._offset = math.log(self.prior_ctr / (1.0 - self.prior_ctr))
         self._z: dict[int, float] = {}
         self._n: dict[int, float] = {}
@@ -504,10 +502,9 @@ class PctrModel:
         number in (0, MAX_WEIGHT].
         """
         label = float(_check_label(y))
-        if not _finite_real(weight) or not 0.0 < float(weight) <= MAX_WEIGHT:
-            raise ValueError(f"weight must be a number in (0, {MAX_WEIGHT:g}], got {weight!r}")
+        weight_f = check_number("weight", weight, 0.0, MAX_WEIGHT, low_open=True)
         idx = _check_indices(x)
-        g = (1.0 / (1.0 + math.exp(-self._logit(idx))) - label) * float(weight)
+        g = (1.0 / (1.0 + math.exp(-self._logit(idx))) - label) * weight_f
         g2 = g * g
         alpha, beta, l1, l2 = self.alpha, self.beta, self.l1, self.l2
         z, n, w = self._z, self._n, self._w
@@ -565,10 +562,6 @@ class PctrModel:
                 self._w[i] = wi
 
 
-def _finite_real(v: object) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
 def _check_indices(x: Sequence[int]) -> list[int]:
     if isinstance(x, (str, bytes)):
         raise ValueError("x must be a sequence of feature indices, not a string")
@@ -576,7 +569,7 @@ def _check_indices(x: Sequence[int]) -> list[int]:
     # The common case (plain ints in range) is checked in bulk; the slow path says why.
     if not (all(type(i) is int for i in out) and out and 0 <= min(out) and max(out) < _DIM):
         for k, i in enumerate(out):
-            if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= int(i) < _DIM:
+            if not is_integral(i) or not 0 <= int(i) < _DIM:
                 raise ValueError(f"feature indices must be ints in [0, {_DIM}), got {i!r}")
             out[k] = int(i)
     if len(set(out)) != len(out):
@@ -587,15 +580,9 @@ def _check_indices(x: Sequence[int]) -> list[int]:
 def _check_label(y: object) -> int:
     if isinstance(y, bool):
         return int(y)
-    if isinstance(y, Integral) and int(y) in (0, 1):
+    if is_integral(y) and int(y) in (0, 1):
         return int(y)
     raise ValueError(f"y must be 0, 1 or a bool, got {y!r}")
-
-
-def _check_probability(p: object) -> float:
-    if not _finite_real(p) or not 0.0 <= float(p) <= 1.0:  # type: ignore[arg-type]
-        raise ValueError(f"p must be a finite number in [0, 1], got {p!r}")
-    return float(p)  # type: ignore[arg-type]
 
 
 class PctrQuality:
@@ -613,9 +600,7 @@ class PctrQuality:
     """
 
     def __init__(self, max_samples: int = 200_000) -> None:
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be an int >= 1, got {max_samples!r}")
-        self.max_samples = max_samples
+        self.max_samples = check_int("max_samples", max_samples, low=1)
         self._n = 0
         self._clicks = 0
         self._sum_p = 0.0
@@ -624,7 +609,7 @@ class PctrQuality:
 
     def update(self, p: float, y: int) -> None:
         """Account one prediction ``p`` made before its label ``y`` (0/1) was known."""
-        pf = _check_probability(p)
+        pf = check_probability("p", p)
         label = _check_label(y)
         q = min(max(pf, P_MIN), 1.0 - P_MIN)
         self._sum_loss -= math.log(q) if label else math.log1p(-q)
@@ -696,12 +681,8 @@ class RunningMeanBaseline:
     """
 
     def __init__(self, prior_ctr: float = 0.005, prior_weight: float = 100.0) -> None:
-        if not _finite_real(prior_ctr) or not P_MIN <= float(prior_ctr) <= 1.0 - P_MIN:
-            raise ValueError(f"prior_ctr must be in [{P_MIN}, {1 - P_MIN}], got {prior_ctr!r}")
-        if not _finite_real(prior_weight) or not float(prior_weight) > 0.0:
-            raise ValueError(f"prior_weight must be a finite number > 0, got {prior_weight!r}")
-        self.prior_ctr = float(prior_ctr)
-        self.prior_weight = float(prior_weight)
+        self.prior_ctr = check_number("prior_ctr", prior_ctr, P_MIN, 1.0 - P_MIN)
+        self.prior_weight = check_positive("prior_weight", prior_weight)
         self._n = 0.0
         self._clicks = 0.0
 
@@ -711,7 +692,6 @@ class RunningMeanBaseline:
 
     def learn_one(self, y: bool | int, weight: float = 1.0) -> None:
         label = _check_label(y)
-        if not _finite_real(weight) or not float(weight) > 0.0:
-            raise ValueError(f"weight must be a finite number > 0, got {weight!r}")
-        self._n += float(weight)
-        self._clicks += label * float(weight)
+        weight_f = check_positive("weight", weight)
+        self._n += weight_f
+        self._clicks += label * weight_f
