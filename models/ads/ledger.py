@@ -120,14 +120,21 @@ class RequestRecord:
 
 
 class SpendRecord:
-    """One campaign's spend record: total, per UTC day, and its latest charge."""
+    """One campaign's spend record: total, per UTC day, and its latest charge.
 
-    __slots__ = ("total", "days", "last")
+    ``loaded_last`` is ``last`` as read from the table, until the campaign's next charge:
+    only that one can be the replay of a call a crash cut after its spend write. A
+    charge made in this process is never taken for a replay, even when a request id and
+    an event id come back after their record was dropped.
+    """
+
+    __slots__ = ("total", "days", "last", "loaded_last")
 
     def __init__(self) -> None:
         self.total = 0
         self.days: dict[int, int] = {}
         self.last: list[str] | None = None
+        self.loaded_last: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "days": {str(d): m for d, m in self.days.items()},
@@ -140,6 +147,7 @@ class SpendRecord:
         s.days = {int(d): int(m) for d, m in v["days"].items()}
         last = v["last"]
         s.last = None if last is None else [str(x) for x in last]
+        s.loaded_last = s.last
         return s
 
 
@@ -287,7 +295,8 @@ class Ledger:
             if s is None:
                 s = self._spend[rec.cid] = SpendRecord()
             mark = [rec.rid, type, event_id]
-            if s.last != mark:  # else: charged before a crash cut this call's writes
+            replayed, s.loaded_last = s.loaded_last == mark, None
+            if not replayed:  # else: charged before a crash cut this call's writes
                 day = rec.ts // DAY_MS
                 s.total += charge
                 s.days[day] = s.days.get(day, 0) + charge

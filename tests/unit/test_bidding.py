@@ -445,6 +445,21 @@ def test_records_expire_after_retention_and_old_days_leave_the_ledger() -> None:
     assert spend_write == {"total": 200_000, "days": {}, "last": ["r1", "impression", "e1"]}
 
 
+def test_a_request_and_event_id_used_again_after_their_record_left_are_charged() -> None:
+    # The spend record remembers its latest charge ([request, type, event]) to spot the
+    # replay of a call a crash cut; the same ids coming back in this process, after
+    # their record left, are a new charge, not that replay.
+    b = bidder(pctr=StubModel(0.25), pacing=False, retention_ms=2 * W)
+    b.decide(request("r1"))
+    b.on_event("e1", "r1", "a1", "impression", T0 + 2_000, cost=0.2)
+    b.advance(T0 + 1_000 + 3 * W)
+    assert b.n_records == 0
+    b.decide(request("r1", ts=T0 + 4 * W))
+    assert b.on_event("e1", "r1", "a1", "impression", T0 + 4 * W + 10,
+                      cost=0.2)[0].outcome == "applied"
+    assert b.spend("c1") == pytest.approx(0.4)
+
+
 def test_max_records_drops_closed_records_first_then_refuses() -> None:
     b = bidder(pctr=StubModel(0.25), pacing=False, max_records=3)
     b.decide(request("a", ts=T0 + 100, floor=9.0))  # closed at once (no bid)
