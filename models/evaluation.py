@@ -1,7 +1,7 @@
 """Prequential (test-then-train) quality metrics, accumulated one event at a time.
 
-Pure accumulators for ``persona evaluate`` (DESIGN §7): the replay driver asks a model,
-hands the outcome here, then lets the model learn. No I/O; the only side input is an
+Pure accumulators for ``persona evaluate`` (docs/quality.md, Protocol): the replay driver
+asks a model, hands the outcome here, then lets the model learn. No I/O; the only side input is an
 injectable clock for events per second.
 """
 

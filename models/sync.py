@@ -1,4 +1,5 @@
-"""What one worker learned, as compact records every other worker can apply (DESIGN §3).
+"""What one worker learned, as compact records every other worker can apply
+(docs/scaling.md).
 
 Each worker learns from the events of its own partitions. The item-level part of each
 learn step (an ``Engine`` learn, the segmenter's learn, a new item's exploration showing)
