@@ -44,7 +44,8 @@ async def _tune_producer_buffer() -> None:
 
 
 def main() -> None:
-    # As ``persona worker`` (streams/cli/main.py): no spinner, so the root logger keeps the level.
+    # As ``persona worker`` (streams/cli/worker.py): no spinner, so the root logger keeps
+    # the level.
     w = Worker(app, loglevel=settings.log_level, quiet=True)
     w.spinner = None
     w.execute_from_commandline()

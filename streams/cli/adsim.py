@@ -154,7 +154,7 @@ class AdExchange:
     def requests(
         self, users: Sequence[str], n: int, start_ms: int, spacing_ms: int
     ) -> list[dict[str, Any]]:
-        """``n`` ad-requests payloads (DESIGN §2) for users drawn from ``users``, the i-th
+        """``n`` ad-requests payloads (docs/contract.md) for users drawn from ``users``, the i-th
         at ``start_ms + i * spacing_ms``. Request ids continue across calls."""
         if n and not users:
             raise ValueError("requests need at least one user")

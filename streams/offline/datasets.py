@@ -1,4 +1,5 @@
-"""Locate and read MovieLens 100K as shipped in the ``recbole==1.2.1`` wheel (DESIGN §7).
+"""Locate and read MovieLens 100K as shipped in the ``recbole==1.2.1`` wheel
+(docs/quality.md).
 
 The data's terms forbid redistribution, so it is installed, never committed; recbole itself
 is never imported (it pulls in torch): only its files are read.

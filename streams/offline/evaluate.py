@@ -1,9 +1,10 @@
 """``persona evaluate``: replay a stream prequentially through the service's own model code.
 
 Loads the stream (MovieLens 100K, the synthetic-drift stream, or a CSV/JSONL file), replays
-it once per strategy through ``models.engine.Engine`` (ask, score, then learn: DESIGN §7)
-in worker processes, and renders the figures ``models.evaluation`` accumulates as a table,
-a JSON file and a PNG of the per-window curves.
+it once per strategy through ``models.engine.Engine`` (ask, score, then learn: the protocol
+of docs/quality.md) in worker processes, and renders the figures ``models.evaluation``
+accumulates as a table, a JSON file and a PNG of the per-window curves. The steps of one
+``persona evaluate`` run are in ``streams/offline/evaluate_run.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from models.checks import is_int, is_number
 from models.engine import Engine, EngineConfig
 from models.evaluation import PrequentialMetrics, RatingMetrics
 
@@ -80,10 +82,8 @@ def parse_ts(value: object) -> int:
     ...
     ValueError: ts '1998-03-20T03:05:10' has no time zone (add Z or +00:00)
     """
-    if isinstance(value, bool):
-        raise ValueError(f"ts must be a number or an ISO-8601 string, got {value!r}")
-    if isinstance(value, (int, float)):
-        number = float(value)
+    if is_number(value):
+        number = float(value)  # type: ignore[arg-type]
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -105,7 +105,7 @@ def parse_ts(value: object) -> int:
 
 
 def _parse_id(value: object, name: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if not (isinstance(value, str) or is_int(value)):
         raise ValueError(f"{name} must be a string or an integer, got {value!r}")
     text = str(value).strip()
     if not text:
@@ -116,10 +116,10 @@ def _parse_id(value: object, name: str) -> str:
 def _parse_rating(value: object) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if not (isinstance(value, str) or is_number(value)):
         raise ValueError(f"rating must be a number, got {value!r}")
     try:
-        rating = float(value)
+        rating = float(value)  # type: ignore[arg-type]
     except ValueError:
         raise ValueError(f"rating must be a number, got {value!r}") from None
     if not math.isfinite(rating):

@@ -120,70 +120,90 @@ def replay_ads(sample: ObdSample, cfg: AdsReplayConfig | None = None,
     once, a negative when its window closes), so both predict from the same information.
     """
     cfg = cfg or AdsReplayConfig()
-    names = [c for c in CAMPAIGNS if c in sample.items]
-    model = PctrModel()
-    baseline = RunningMeanBaseline(prior_ctr=model.prior_ctr)
-    bidder = Bidder(campaigns_for(names), pctr=model, window_ms=cfg.window_ms)
-    overall = _Scores()
-    per_campaign = {name: _Scores() for name in names}
-    no_bids: Counter[str] = Counter()
-    refused: Counter[str] = Counter()  # events the bidder did not apply (none expected)
-    labels_learned = 0
-    events = 0
+    replay = _AdsReplay(sample, cfg)
+    started = time.perf_counter()  # after the set-up: events/s times the replay alone
+    for row in _ticking(sample.impressions, progress):
+        replay.step(row)
+    replay.close()
+    return replay.figures(time.perf_counter() - started)
 
-    def learn(labels: Iterable[Any]) -> None:
-        nonlocal labels_learned
+
+class _AdsReplay:
+    """One replay's bidder, baseline and tallies; ``step`` plays one logged impression."""
+
+    def __init__(self, sample: ObdSample, cfg: AdsReplayConfig) -> None:
+        self.sample, self.cfg = sample, cfg
+        names = [c for c in CAMPAIGNS if c in sample.items]
+        model = PctrModel()
+        self.baseline = RunningMeanBaseline(prior_ctr=model.prior_ctr)
+        self.bidder = Bidder(campaigns_for(names), pctr=model, window_ms=cfg.window_ms)
+        self.overall = _Scores()
+        self.per_campaign = {name: _Scores() for name in names}
+        self.no_bids: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # events the bidder did not apply (none expected)
+        self.labels_learned = 0
+        self.events = 0
+
+    def step(self, row: Impression) -> None:
+        """Bid on the row's request, score the bid's pCTR, then tell the bidder what the
+        log says happened and move its clock to the row's time."""
+        req = request_for(row, self.sample.items[row.campaign][row.item_id])
+        base = self.baseline.predict_one()
+        decision, _ = self.bidder.decide(req)
+        self.events += 1
+        if decision.ad_id is None or decision.pctr is None:
+            self.no_bids[decision.no_bid_reason or "unknown"] += 1
+        else:
+            self.overall.add(decision.pctr, base, row.click)
+            self.per_campaign[row.campaign].add(decision.pctr, base, row.click)
+            self._event(req.request_id, decision.ad_id, "impression", req.ts_ms)
+            self.events += 1
+            if row.click:
+                self._event(req.request_id, decision.ad_id, "click", req.ts_ms)
+                self.events += 1
+        labels, _ = self.bidder.advance(req.ts_ms)
+        self._learn(labels)
+
+    def close(self) -> None:
+        """Close the last windows: every impression's label is then learned."""
+        rows = self.sample.impressions
+        if rows:
+            # the clock moves on a CLOCK_STEP_MS grid: one step more reaches every window end
+            labels, _ = self.bidder.advance(rows[-1].ts_ms + self.cfg.window_ms + CLOCK_STEP_MS)
+            self._learn(labels)
+
+    def _learn(self, labels: Iterable[Any]) -> None:
         for label in labels:
             if label.model == "pctr":
-                baseline.learn_one(int(label.y))
-                labels_learned += 1
+                self.baseline.learn_one(int(label.y))
+                self.labels_learned += 1
 
-    def event(request_id: str, ad_id: str, kind: str, ts_ms: int) -> None:
-        outcome, _ = bidder.on_event(f"{request_id}:{kind}", request_id, ad_id, kind, ts_ms)
+    def _event(self, request_id: str, ad_id: str, kind: str, ts_ms: int) -> None:
+        outcome, _ = self.bidder.on_event(f"{request_id}:{kind}", request_id, ad_id, kind,
+                                          ts_ms)
         if outcome.outcome != "applied":
-            refused[f"{kind}:{outcome.outcome}"] += 1
-        learn(outcome.labels)
+            self.refused[f"{kind}:{outcome.outcome}"] += 1
+        self._learn(outcome.labels)
 
-    started = time.perf_counter()
-    for row in _ticking(sample.impressions, progress):
-        req = request_for(row, sample.items[row.campaign][row.item_id])
-        base = baseline.predict_one()
-        decision, _ = bidder.decide(req)
-        events += 1
-        if decision.ad_id is None or decision.pctr is None:
-            no_bids[decision.no_bid_reason or "unknown"] += 1
-        else:
-            overall.add(decision.pctr, base, row.click)
-            per_campaign[row.campaign].add(decision.pctr, base, row.click)
-            event(req.request_id, decision.ad_id, "impression", req.ts_ms)
-            events += 1
-            if row.click:
-                event(req.request_id, decision.ad_id, "click", req.ts_ms)
-                events += 1
-        labels, _ = bidder.advance(req.ts_ms)
-        learn(labels)
-    rows = sample.impressions
-    if rows:  # close the last windows: every impression's label is then learned
-        # the clock moves on a CLOCK_STEP_MS grid: one step more reaches every window end
-        labels, _ = bidder.advance(rows[-1].ts_ms + cfg.window_ms + CLOCK_STEP_MS)
-        learn(labels)
-    seconds = time.perf_counter() - started
-    return {
-        "policy": sample.policy,
-        "campaign": sample.campaign,
-        "requests": len(rows),
-        "events": events,
-        "no_bids": dict(no_bids),
-        "refused_events": dict(refused),
-        "labels_learned": labels_learned,  # == impressions: each learned once
-        "first_ts": _iso(rows[0].ts_ms) if rows else None,
-        "last_ts": _iso(rows[-1].ts_ms) if rows else None,
-        "window_minutes": cfg.window_ms / 60_000,
-        "seconds": seconds,
-        "events_per_s": events / seconds if seconds > 0 else math.nan,
-        "overall": overall.summary(),
-        "campaigns": {name: s.summary() for name, s in per_campaign.items()},
-    }
+    def figures(self, seconds: float) -> dict[str, Any]:
+        """The replay's figures, as ``replay_ads`` returns them."""
+        sample, rows, events = self.sample, self.sample.impressions, self.events
+        return {
+            "policy": sample.policy,
+            "campaign": sample.campaign,
+            "requests": len(rows),
+            "events": events,
+            "no_bids": dict(self.no_bids),
+            "refused_events": dict(self.refused),
+            "labels_learned": self.labels_learned,  # == impressions: each learned once
+            "first_ts": _iso(rows[0].ts_ms) if rows else None,
+            "last_ts": _iso(rows[-1].ts_ms) if rows else None,
+            "window_minutes": self.cfg.window_ms / 60_000,
+            "seconds": seconds,
+            "events_per_s": events / seconds if seconds > 0 else math.nan,
+            "overall": self.overall.summary(),
+            "campaigns": {name: s.summary() for name, s in self.per_campaign.items()},
+        }
 
 
 def _iso(ts_ms: int) -> str:

@@ -1,4 +1,4 @@
-"""Locate and read the Open Bandit Dataset sample shipped in the ``obp==0.4.1`` wheel (DESIGN §7).
+"""Locate and read the Open Bandit Dataset sample shipped in the ``obp==0.4.1`` wheel (docs/ads.md).
 
 obp itself is never imported (it pulls in torch and scikit-learn): only its CSV files are read.
 """

@@ -39,6 +39,25 @@ def test_help_lists_every_verb() -> None:
     assert "start" in persona("broker", "--help").stdout
 
 
+def test_schema_verb_prints_a_topics_json_schema() -> None:
+    res = persona("schema", "purchases")
+    assert res.returncode == 0, res.stderr
+    schema = json.loads(res.stdout)
+    assert schema["title"] == "purchases" and "price" in schema["required"]
+    assert persona("schema", "nope").returncode == 2
+
+
+def test_worker_refuses_to_start_with_a_bad_campaigns_file(tmp_path: Path) -> None:
+    # The runtime is built before Faust starts: the error names the file, exit code 2.
+    bad = tmp_path / "campaigns.json"
+    bad.write_text('{"campaigns": [{"campaign_id": "c", "max_bid": -1}]}', encoding="utf-8")
+    res = persona("worker", env={"PERSONA_DATA_DIR": str(tmp_path),
+                                 "PERSONA_SECRET_KEY": "cli-test-secret-key-0123456789",
+                                 "PERSONA_CAMPAIGNS_FILE": str(bad)}, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "campaigns.json" in res.stderr
+
+
 def test_worker_refuses_to_start_without_secret_key(tmp_path: Path) -> None:
     res = persona("worker", env={"PERSONA_DATA_DIR": str(tmp_path)}, timeout=60)
     assert res.returncode == 2
