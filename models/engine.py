@@ -245,25 +245,11 @@ class Engine:
     # -- events -------------------------------------------------------------------------------
 
     def process(
-        self,
-        kind: EventKind,
-        user: str,
-        item_id: str,
-        ts_ms: int,
-        *,
-        event_id: str,
-        fingerprint: str,
-        profile: dict | None,
-        dedupe: list | None,
-        amount: float = 0.0,
-        learn: bool = True,
-        serve: bool = True,
-        served_before: Served | None = None,
-        recommendation_id: str | None = None,
-        serve_id: str = "",
-        variant: str = "default",
-        strategy: str | None = None,
-        overrides: Mapping[str, float] | None = None,
+        self, kind: EventKind, user: str, item_id: str, ts_ms: int, *, event_id: str,
+        fingerprint: str, profile: dict | None, dedupe: list | None, amount: float = 0.0,
+        learn: bool = True, serve: bool = True, served_before: Served | None = None,
+        recommendation_id: str | None = None, serve_id: str = "", variant: str = "default",
+        strategy: str | None = None, overrides: Mapping[str, float] | None = None,
     ) -> Result:
         """Apply one event; with ``serve``, also pick the user's next list (keyed by the
         event id, so a redelivered event is served the same way). ``served_before``: the
@@ -281,72 +267,97 @@ class Engine:
         model changes. An opted-out profile (``UserProfile.opted_out``) changes nothing
         but the dedupe window and teaches no model; with ``serve`` the user gets the
         non-personal list (``non_personal``); the outcome is "suppressed"."""
-        cfg = self.config
-        dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, cfg.dedup_window)
+        dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, self.config.dedup_window)
         if seen != "new":
             return Result(outcome=seen)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         if prof.opted_out:
-            # Data minimization: the stored profile stays the flag alone.
-            result = Result(outcome="suppressed", profile=opted_out_profile().to_dict(),
-                            dedupe=dedupe_new)
-            if serve:
-                served = self.non_personal(cfg.top_k)
-                result.items, result.strategy = served.items, served.strategy
-            return result
+            return self._suppressed(dedupe_new, serve)
         if not learn:
             counted = apply_counted(prof, kind, ts_ms, amount if kind == "purchase" else 0.0)
             return Result(outcome="accepted", profile=counted.to_dict(), dedupe=dedupe_new)
         if served_before is not None:
-            note_served(prof, served_before.item_ids, served_before.strategy,
-                        self._served_kept)
-        # Before apply_*: the copy it makes then carries the clicked mark.
-        attributed = attribute(prof.served_recs, kind, recommendation_id, item_id, ts_ms,
-                               window_ms=cfg.attribution_window_ms,
-                               by_item=cfg.attribute_by_item) if prof.served_recs else None
-        # prof is ours (from_dict built every container afresh): apply_* update it in
-        # place, so these keep the state from before this event (last_recommended is
+            note_served(prof, served_before.item_ids, served_before.strategy, self._served_kept)
+        # Before _apply_event: the clicked mark attribution sets must reach the profile.
+        attributed = self._attribute(prof, kind, recommendation_id, item_id, ts_ms)
+        # prof is ours (from_dict built every container afresh): _apply_event updates it
+        # in place, so these keep the state from before this event (last_recommended is
         # replaced, never changed, by note_served; interests may be changed in place).
-        previous = prof.last_recommended
-        previous_strategy = prof.last_strategy
-        history = list(prof.recent_items)
-        interests = dict(prof.interests)
-        categories = self.catalogue.categories(item_id)
-        if kind == "purchase":
-            prof = apply_purchase(
-                prof, item_id, ts_ms, amount, categories,
-                half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
-                in_place=True,
-            )
-            weight = PURCHASE_WEIGHT
-        else:
-            prof = apply_click(
-                prof, item_id, ts_ms, categories,
-                half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
-                in_place=True,
-            )
-            weight = 1.0
+        previous, previous_strategy = prof.last_recommended, prof.last_strategy
+        history, interests = list(prof.recent_items), dict(prof.interests)
+        prof, weight = self._apply_event(prof, kind, item_id, ts_ms, amount)
         # model_state is a copy of the stored one (from_dict): user-level models update it.
         context = Context(user_state=prof.model_state, interests=interests,
                           segment=prof.segment or None, user=user)
         hit = (item_id in previous) if previous else None
         self._learn(item_id, history, weight, context, previous_strategy, hit)
-        result = Result(
-            outcome="accepted", dedupe=dedupe_new, hit=hit,
-            hit_strategy=previous_strategy, attributed=attributed,
-        )
+        result = Result(outcome="accepted", dedupe=dedupe_new, hit=hit,
+                        hit_strategy=previous_strategy, attributed=attributed)
         if serve:
-            served = self._serve(prof, cfg.top_k, key=event_id, user=user, strategy=strategy,
-                                 overrides=overrides)
-            note_served(prof, served.item_ids, served.strategy, self._served_kept)
-            if serve_id:
-                remember(prof.served_recs, serve_id, served.strategy, variant, ts_ms,
-                         served.item_ids, cfg.attribution_keep)
-            result.items, result.strategy = served.items, served.strategy
-            result.propensity = served.propensity
+            self._serve_next(result, prof, ts_ms, key=event_id, user=user, strategy=strategy,
+                             overrides=overrides, serve_id=serve_id, variant=variant)
         result.profile = prof.to_dict()
         result.user_profile = prof
         return result
+
+    def _suppressed(self, dedupe: list[str], serve: bool) -> Result:
+        """An opted-out user's event: only the dedupe window changes; with ``serve`` the
+        user gets the non-personal list."""
+        # Data minimization: the stored profile stays the flag alone.
+        result = Result(outcome="suppressed", profile=opted_out_profile().to_dict(),
+                        dedupe=dedupe)
+        if serve:
+            served = self.non_personal(self.config.top_k)
+            result.items, result.strategy = served.items, served.strategy
+        return result
+
+    def _attribute(
+        self, prof: UserProfile, kind: EventKind, recommendation_id: str | None, item_id: str,
+        ts_ms: int,
+    ) -> Attribution | None:
+        """The recommendation ``prof`` remembers that the event is credited to, if any
+        (marked clicked, in ``prof``, on its first credited click)."""
+        if not prof.served_recs:
+            return None
+        cfg = self.config
+        return attribute(prof.served_recs, kind, recommendation_id, item_id, ts_ms,
+                         window_ms=cfg.attribution_window_ms, by_item=cfg.attribute_by_item)
+
+    def _apply_event(
+        self, prof: UserProfile, kind: EventKind, item_id: str, ts_ms: int, amount: float,
+    ) -> tuple[UserProfile, float]:
+        """``prof`` updated in place with a click or purchase, and the weight the item
+        models learn the event with."""
+        cfg = self.config
+        categories = self.catalogue.categories(item_id)
+        if kind == "purchase":
+            return apply_purchase(
+                prof, item_id, ts_ms, amount, categories,
+                half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+                in_place=True,
+            ), PURCHASE_WEIGHT
+        return apply_click(
+            prof, item_id, ts_ms, categories,
+            half_life_ms=cfg.half_life_ms, recent_max=cfg.recent_max, seen_max=cfg.seen_max,
+            in_place=True,
+        ), 1.0
+
+    def _serve_next(
+        self, result: Result, prof: UserProfile, ts_ms: int, *, key: str, user: str,
+        strategy: str | None, overrides: Mapping[str, float] | None, serve_id: str,
+        variant: str,
+    ) -> None:
+        """Serve the user's next list into ``result``, recorded in ``prof`` for hits and
+        repeats, and under ``serve_id`` (if any) for attribution."""
+        cfg = self.config
+        served = self._serve(prof, cfg.top_k, key=key, user=user, strategy=strategy,
+                             overrides=overrides)
+        note_served(prof, served.item_ids, served.strategy, self._served_kept)
+        if serve_id:
+            remember(prof.served_recs, serve_id, served.strategy, variant, ts_ms,
+                     served.item_ids, cfg.attribution_keep)
+        result.items, result.strategy = served.items, served.strategy
+        result.propensity = served.propensity
 
     # -- serving ------------------------------------------------------------------------------
 

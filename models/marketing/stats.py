@@ -277,6 +277,40 @@ def _finite_or_raise(*values: float | None) -> None:
             raise ValueError("inputs out of range: the comparison overflowed")
 
 
+def _check_levels(alpha: float, power: float) -> None:
+    check_probability("alpha", alpha, exclusive=True)
+    check_probability("power", power, exclusive=True)
+
+
+def _no_data(
+    value_a: float | None, value_b: float | None, n_a: float, n_b: float, reason: str,
+    alpha: float, method: str,
+) -> Comparison:
+    # An arm without data: nothing to estimate or test, only the values that exist.
+    return Comparison(
+        value_a=value_a, value_b=value_b, n_a=n_a, n_b=n_b, diff=None, diff_ci=None,
+        lift=None, lift_ci=None, p_value=None, significant=False, conclusive=False,
+        reason=reason, needed_per_variant=None, alpha=float(alpha), method=method)
+
+
+def _conclude(
+    *, value_a: float, value_b: float, n_a: float, n_b: float, diff: float,
+    diff_ci: tuple[float, float] | None, lift: float | None,
+    lift_ci: tuple[float, float] | None, p_value: float | None, guards: list[str],
+    needed: int | None, alpha: float, power: float, method: str,
+) -> Comparison:
+    # The verdict on the estimates; an estimate that overflowed is refused, not reported.
+    significant, conclusive, reason = _verdict(
+        p_value=p_value, alpha=float(alpha), diff=diff, guards=guards, needed=needed,
+        n_min=min(n_a, n_b), power=float(power))
+    _finite_or_raise(value_a, value_b, diff, lift, *(diff_ci or ()), *(lift_ci or ()))
+    return Comparison(
+        value_a=value_a, value_b=value_b, n_a=n_a, n_b=n_b, diff=diff, diff_ci=diff_ci,
+        lift=lift, lift_ci=lift_ci, p_value=p_value, significant=significant,
+        conclusive=conclusive, reason=reason, needed_per_variant=needed, alpha=float(alpha),
+        method=method)
+
+
 def wilson_interval(successes: float, trials: float, z: float) -> tuple[float, float]:
     """Wilson score interval of a rate (``trials`` > 0) at normal quantile ``z``.
 
@@ -289,6 +323,86 @@ def wilson_interval(successes: float, trials: float, z: float) -> tuple[float, f
     half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / trials + 0.25 * z2n / trials)
     # clamped so that rounding can never put p outside its own interval
     return (min(max(0.0, centre - half), p), max(min(1.0, centre + half), p))
+
+
+_RATES_METHOD = ("pooled two-proportion z-test; Newcombe hybrid score interval for the "
+                 "difference; delta method on the log rate ratio for the lift")
+
+
+def _check_rates(
+    successes_a: float, trials_a: float, successes_b: float, trials_b: float, alpha: float,
+    power: float,
+) -> tuple[float, float, float, float]:
+    # (s_a, n_a, s_b, n_b) as floats, or ValueError naming the first bad argument
+    s_a = check_non_negative("successes_a", successes_a)
+    n_a = check_non_negative("trials_a", trials_a)
+    s_b = check_non_negative("successes_b", successes_b)
+    n_b = check_non_negative("trials_b", trials_b)
+    for s, n, arm in ((s_a, n_a, "a"), (s_b, n_b, "b")):
+        if s > n:
+            raise ValueError(f"successes_{arm} ({s:g}) cannot exceed trials_{arm} ({n:g})")
+    _check_levels(alpha, power)
+    return s_a, n_a, s_b, n_b
+
+
+def _newcombe_interval(
+    s_a: float, n_a: float, s_b: float, n_b: float, z: float,
+) -> tuple[float, float]:
+    # Newcombe's method 10: combine the Wilson intervals of both rates (n_a, n_b > 0).
+    p_a, p_b = s_a / n_a, s_b / n_b
+    diff = p_b - p_a
+    l_a, u_a = wilson_interval(s_a, n_a, z)
+    l_b, u_b = wilson_interval(s_b, n_b, z)
+    return (min(diff - math.hypot(p_b - l_b, u_a - p_a), diff),
+            max(diff + math.hypot(u_b - p_b, p_a - l_a), diff))
+
+
+def _pooled_p_value(s_a: float, n_a: float, s_b: float, n_b: float, diff: float) -> float:
+    # Two-sided p of the pooled two-proportion z-test of ``diff`` (n_a, n_b > 0).
+    pooled = (s_a + s_b) / (n_a + n_b)
+    se0 = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b))
+    if se0 > 0:
+        return min(1.0, math.erfc(abs(diff) / se0 / math.sqrt(2.0)))
+    # every trial in both arms succeeded, or none did: no difference to test
+    return 1.0 if diff == 0 else 0.0
+
+
+def _rate_lift(
+    s_a: float, n_a: float, s_b: float, n_b: float, diff: float, z: float,
+) -> tuple[float | None, tuple[float, float] | None]:
+    # The lift and its interval; a rate ratio with a zero rate has no log interval.
+    if not s_a > 0:
+        return None, None
+    lift = _relative(diff, s_a / n_a)
+    if lift is None or not s_b > 0:
+        return lift, None
+    se_log = math.sqrt(max(0.0, 1.0 / s_a - 1.0 / n_a + 1.0 / s_b - 1.0 / n_b))
+    return lift, _log_ratio_ci(lift, se_log, z)
+
+
+def _rates_needed(p_a: float, p_b: float, z: float, power: float) -> int | None:
+    # The standard sample size for two proportions at the observed rates.
+    z_power = normal_isf(1.0 - power)
+    mean_rate = 0.5 * (p_a + p_b)
+    spread = (z * math.sqrt(2.0 * mean_rate * (1.0 - mean_rate))
+              + z_power * math.sqrt(p_a * (1.0 - p_a) + p_b * (1.0 - p_b))) ** 2
+    return _needed(spread, p_b - p_a)
+
+
+def _rate_guards(
+    s_a: float, n_a: float, s_b: float, n_b: float, min_trials: float, min_successes: float,
+) -> list[str]:
+    # Why the normal approximation behind the p-value cannot be trusted yet, if it cannot.
+    guards = []
+    for arm, n in (("a", n_a), ("b", n_b)):
+        if n < min_trials:
+            guards.append(f"fewer than {min_trials:g} trials in {arm} ({n:g})")
+    for arm, s, n in (("a", s_a, n_a), ("b", s_b, n_b)):
+        if s < min_successes:
+            guards.append(f"fewer than {min_successes:g} successes in {arm} ({s:g})")
+        elif n - s < min_successes:
+            guards.append(f"fewer than {min_successes:g} failures in {arm} ({n - s:g})")
+    return guards
 
 
 def compare_rates(
@@ -321,72 +435,24 @@ def compare_rates(
 (50); fewer than 10 successes in a (3); fewer than 10 successes in b (5); need about 730 \
 per variant to detect this lift with 80% power'
     """
-    s_a = check_non_negative("successes_a", successes_a)
-    n_a = check_non_negative("trials_a", trials_a)
-    s_b = check_non_negative("successes_b", successes_b)
-    n_b = check_non_negative("trials_b", trials_b)
-    for s, n, arm in ((s_a, n_a, "a"), (s_b, n_b, "b")):
-        if s > n:
-            raise ValueError(f"successes_{arm} ({s:g}) cannot exceed trials_{arm} ({n:g})")
-    check_probability("alpha", alpha, exclusive=True)
-    check_probability("power", power, exclusive=True)
-    method = ("pooled two-proportion z-test; Newcombe hybrid score interval for the "
-              "difference; delta method on the log rate ratio for the lift")
+    s_a, n_a, s_b, n_b = _check_rates(successes_a, trials_a, successes_b, trials_b, alpha,
+                                      power)
     if n_a == 0 or n_b == 0:
         missing = " and ".join(arm for arm, n in (("a", n_a), ("b", n_b)) if n == 0)
-        return Comparison(
-            value_a=s_a / n_a if n_a else None, value_b=s_b / n_b if n_b else None,
-            n_a=n_a, n_b=n_b, diff=None, diff_ci=None, lift=None, lift_ci=None,
-            p_value=None, significant=False, conclusive=False,
-            reason=f"too small to conclude: no trials in {missing}", needed_per_variant=None,
-            alpha=float(alpha), method=method)
+        return _no_data(s_a / n_a if n_a else None, s_b / n_b if n_b else None, n_a, n_b,
+                        f"too small to conclude: no trials in {missing}", alpha, _RATES_METHOD)
     z = normal_isf(alpha / 2)
     p_a, p_b = s_a / n_a, s_b / n_b
     diff = p_b - p_a
-
-    l_a, u_a = wilson_interval(s_a, n_a, z)
-    l_b, u_b = wilson_interval(s_b, n_b, z)
-    diff_ci = (min(diff - math.hypot(p_b - l_b, u_a - p_a), diff),
-               max(diff + math.hypot(u_b - p_b, p_a - l_a), diff))
-
-    pooled = (s_a + s_b) / (n_a + n_b)
-    se0 = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b))
-    if se0 > 0:
-        p_value = min(1.0, math.erfc(abs(diff) / se0 / math.sqrt(2.0)))
-    else:  # every trial in both arms succeeded, or none did: no difference to test
-        p_value = 1.0 if diff == 0 else 0.0
-
-    lift: float | None = None
-    lift_ci: tuple[float, float] | None = None
-    if s_a > 0:
-        lift = _relative(diff, p_a)
-        if lift is not None and s_b > 0:
-            se_log = math.sqrt(max(0.0, 1.0 / s_a - 1.0 / n_a + 1.0 / s_b - 1.0 / n_b))
-            lift_ci = _log_ratio_ci(lift, se_log, z)
-
-    z_power = normal_isf(1.0 - power)
-    mean_rate = 0.5 * (p_a + p_b)
-    spread = (z * math.sqrt(2.0 * mean_rate * (1.0 - mean_rate))
-              + z_power * math.sqrt(p_a * (1.0 - p_a) + p_b * (1.0 - p_b))) ** 2
-    needed = _needed(spread, diff)
-
-    guards = []
-    for arm, n in (("a", n_a), ("b", n_b)):
-        if n < min_trials:
-            guards.append(f"fewer than {min_trials:g} trials in {arm} ({n:g})")
-    for arm, s, n in (("a", s_a, n_a), ("b", s_b, n_b)):
-        if s < min_successes:
-            guards.append(f"fewer than {min_successes:g} successes in {arm} ({s:g})")
-        elif n - s < min_successes:
-            guards.append(f"fewer than {min_successes:g} failures in {arm} ({n - s:g})")
-    significant, conclusive, reason = _verdict(
-        p_value=p_value, alpha=float(alpha), diff=diff, guards=guards, needed=needed,
-        n_min=min(n_a, n_b), power=float(power))
-    _finite_or_raise(diff, lift, *diff_ci, *(lift_ci or ()))
-    return Comparison(
+    diff_ci = _newcombe_interval(s_a, n_a, s_b, n_b, z)
+    p_value = _pooled_p_value(s_a, n_a, s_b, n_b, diff)
+    lift, lift_ci = _rate_lift(s_a, n_a, s_b, n_b, diff, z)
+    needed = _rates_needed(p_a, p_b, z, power)
+    guards = _rate_guards(s_a, n_a, s_b, n_b, min_trials, min_successes)
+    return _conclude(
         value_a=p_a, value_b=p_b, n_a=n_a, n_b=n_b, diff=diff, diff_ci=diff_ci, lift=lift,
-        lift_ci=lift_ci, p_value=p_value, significant=significant, conclusive=conclusive,
-        reason=reason, needed_per_variant=needed, alpha=float(alpha), method=method)
+        lift_ci=lift_ci, p_value=p_value, guards=guards, needed=needed, alpha=alpha,
+        power=power, method=_RATES_METHOD)
 
 
 def mean_and_variance(total: float, sumsq: float, n: float, arm: str) -> tuple[float, float]:
@@ -408,6 +474,86 @@ def mean_and_variance(total: float, sumsq: float, n: float, arm: str) -> tuple[f
         excess = 0.0
     variance = excess * n / (n - 1.0) if n > 1 else 0.0
     return mean, variance
+
+
+_MEANS_METHOD = ("Welch t-test (Welch-Satterthwaite df) for the difference; delta method on "
+                 "the log ratio of means for the lift")
+
+
+def _check_sums(
+    sum_a: float, sumsq_a: float, n_a: float, sum_b: float, sumsq_b: float, n_b: float,
+    alpha: float, power: float,
+) -> tuple[float, float, float, float, float, float]:
+    # (sum, sumsq, n) of each arm as floats, or ValueError naming the first bad argument
+    total_a = float(sum_a)
+    total_b = float(sum_b)
+    for name, value in (("sum_a", sum_a), ("sum_b", sum_b)):
+        check_number(name, value)
+    q_a = check_non_negative("sumsq_a", sumsq_a)
+    q_b = check_non_negative("sumsq_b", sumsq_b)
+    count_a = check_non_negative("n_a", n_a)
+    count_b = check_non_negative("n_b", n_b)
+    _check_levels(alpha, power)
+    return total_a, q_a, count_a, total_b, q_b, count_b
+
+
+def _empty_arms(
+    total_a: float, q_a: float, count_a: float, total_b: float, q_b: float, count_b: float,
+) -> list[str]:
+    # The arms without users; ValueError if one has none but nonzero sums.
+    empty = []
+    for arm, n, t, q in (("a", count_a, total_a, q_a), ("b", count_b, total_b, q_b)):
+        if n == 0:
+            if t != 0 or q != 0:
+                raise ValueError(f"n_{arm} is 0 but sum_{arm} or sumsq_{arm} is not")
+            empty.append(arm)
+    return empty
+
+
+def _welch(
+    diff: float, w_a: float, n_a: float, w_b: float, n_b: float, alpha: float,
+) -> tuple[float | None, tuple[float, float] | None]:
+    # Welch's p-value and interval of ``diff`` (``w``: variance / n of each arm); None
+    # where the test is undefined (fewer than 2 users, or unequal means without variation).
+    if n_a < 2 or n_b < 2:
+        return None, None
+    se2 = w_a + w_b
+    if not se2 > 0:
+        return (1.0, (diff, diff)) if diff == 0 else (None, None)
+    se = math.sqrt(se2)
+    # Welch-Satterthwaite, written with shares of se2 so tiny variances cannot
+    # underflow to 0 / 0
+    share_a, share_b = w_a / se2, w_b / se2
+    df = 1.0 / (share_a * share_a / (n_a - 1.0) + share_b * share_b / (n_b - 1.0))
+    p_value = min(1.0, 2.0 * t_sf(abs(diff) / se, df))
+    half = t_isf(alpha / 2, df) * se
+    return p_value, (min(diff - half, diff), max(diff + half, diff))
+
+
+def _mean_lift_ci(
+    lift: float | None, mean_a: float, mean_b: float, w_a: float, w_b: float, alpha: float,
+) -> tuple[float, float] | None:
+    # Delta method on the log ratio of means: only defined for two positive means.
+    if lift is None or not (mean_a > 0 and mean_b > 0):
+        return None
+    try:
+        se_log = math.sqrt(w_a / mean_a / mean_a + w_b / mean_b / mean_b)
+    except (OverflowError, ZeroDivisionError):
+        se_log = math.inf
+    return _log_ratio_ci(lift, se_log, normal_isf(alpha / 2))
+
+
+def _mean_guards(n_a: float, n_b: float, min_n: float, p_value: float | None) -> list[str]:
+    # Why the t-test cannot be trusted (or run) yet, if it cannot.
+    guards = []
+    for arm, n in (("a", n_a), ("b", n_b)):
+        if n < 2:
+            guards.append(f"fewer than 2 users in {arm} ({n:g}): no variance")
+        elif n < min_n:
+            guards.append(f"fewer than {min_n:g} users in {arm} ({n:g})")
+    if p_value is None and not (n_a < 2 or n_b < 2):
+        guards.append("no variation within either variant: the t-test is undefined")
+    return guards
 
 
 def compare_means(
@@ -436,80 +582,29 @@ def compare_means(
     'too small to conclude: need about 6,500 per variant to detect this lift with 80% \
 power (p = 0.43)'
     """
-    total_a = float(sum_a)
-    total_b = float(sum_b)
-    for name, value in (("sum_a", sum_a), ("sum_b", sum_b)):
-        check_number(name, value)
-    q_a = check_non_negative("sumsq_a", sumsq_a)
-    q_b = check_non_negative("sumsq_b", sumsq_b)
-    count_a = check_non_negative("n_a", n_a)
-    count_b = check_non_negative("n_b", n_b)
-    check_probability("alpha", alpha, exclusive=True)
-    check_probability("power", power, exclusive=True)
-    method = ("Welch t-test (Welch-Satterthwaite df) for the difference; delta method on "
-              "the log ratio of means for the lift")
-    empty = []
-    for arm, n, t, q in (("a", count_a, total_a, q_a), ("b", count_b, total_b, q_b)):
-        if n == 0:
-            if t != 0 or q != 0:
-                raise ValueError(f"n_{arm} is 0 but sum_{arm} or sumsq_{arm} is not")
-            empty.append(arm)
+    total_a, q_a, count_a, total_b, q_b, count_b = _check_sums(
+        sum_a, sumsq_a, n_a, sum_b, sumsq_b, n_b, alpha, power)
+    empty = _empty_arms(total_a, q_a, count_a, total_b, q_b, count_b)
     if empty:
-        mean_a_ = total_a / count_a if count_a else None
-        mean_b_ = total_b / count_b if count_b else None
-        return Comparison(
-            value_a=mean_a_, value_b=mean_b_, n_a=count_a, n_b=count_b, diff=None,
-            diff_ci=None, lift=None, lift_ci=None, p_value=None, significant=False,
-            conclusive=False, reason=f"too small to conclude: no users in {' and '.join(empty)}",
-            needed_per_variant=None, alpha=float(alpha), method=method)
+        return _no_data(total_a / count_a if count_a else None,
+                        total_b / count_b if count_b else None, count_a, count_b,
+                        f"too small to conclude: no users in {' and '.join(empty)}", alpha,
+                        _MEANS_METHOD)
     mean_a, var_a = mean_and_variance(total_a, q_a, count_a, "a")
     mean_b, var_b = mean_and_variance(total_b, q_b, count_b, "b")
     diff = mean_b - mean_a
     lift = _relative(diff, mean_a)
-
-    guards = []
-    for arm, n in (("a", count_a), ("b", count_b)):
-        if n < 2:
-            guards.append(f"fewer than 2 users in {arm} ({n:g}): no variance")
-        elif n < min_n:
-            guards.append(f"fewer than {min_n:g} users in {arm} ({n:g})")
     w_a = var_a / count_a if count_a > 1 else 0.0
     w_b = var_b / count_b if count_b > 1 else 0.0
-    se2 = w_a + w_b
-    p_value: float | None
-    diff_ci: tuple[float, float] | None
-    lift_ci: tuple[float, float] | None = None
-    if count_a < 2 or count_b < 2:
-        p_value, diff_ci = None, None
-    elif se2 > 0:
-        se = math.sqrt(se2)
-        # Welch-Satterthwaite, written with shares of se2 so tiny variances cannot
-        # underflow to 0 / 0
-        share_a, share_b = w_a / se2, w_b / se2
-        df = 1.0 / (share_a * share_a / (count_a - 1.0) + share_b * share_b / (count_b - 1.0))
-        p_value = min(1.0, 2.0 * t_sf(abs(diff) / se, df))
-        half = t_isf(alpha / 2, df) * se
-        diff_ci = (min(diff - half, diff), max(diff + half, diff))
-        if lift is not None and mean_a > 0 and mean_b > 0:
-            try:
-                se_log = math.sqrt(w_a / mean_a / mean_a + w_b / mean_b / mean_b)
-            except (OverflowError, ZeroDivisionError):
-                se_log = math.inf
-            lift_ci = _log_ratio_ci(lift, se_log, normal_isf(alpha / 2))
-    else:
-        p_value, diff_ci = (1.0, (diff, diff)) if diff == 0 else (None, None)
-        if p_value is None:
-            guards.append("no variation within either variant: the t-test is undefined")
-
+    p_value, diff_ci = _welch(diff, w_a, count_a, w_b, count_b, alpha)
+    # A p-value with some variation means the t-test ran: the lift has an interval too.
+    lift_ci = (_mean_lift_ci(lift, mean_a, mean_b, w_a, w_b, alpha)
+               if p_value is not None and w_a + w_b > 0 else None)
+    guards = _mean_guards(count_a, count_b, min_n, p_value)
     z = normal_isf(alpha / 2)
     z_power = normal_isf(1.0 - power)
     needed = _needed((z + z_power) ** 2 * (var_a + var_b), diff)
-    significant, conclusive, reason = _verdict(
-        p_value=p_value, alpha=float(alpha), diff=diff, guards=guards, needed=needed,
-        n_min=min(count_a, count_b), power=float(power))
-    _finite_or_raise(mean_a, mean_b, diff, lift, *(diff_ci or ()), *(lift_ci or ()))
-    return Comparison(
-        value_a=mean_a, value_b=mean_b, n_a=count_a, n_b=count_b, diff=diff,
-        diff_ci=diff_ci, lift=lift, lift_ci=lift_ci, p_value=p_value,
-        significant=significant, conclusive=conclusive, reason=reason,
-        needed_per_variant=needed, alpha=float(alpha), method=method)
+    return _conclude(
+        value_a=mean_a, value_b=mean_b, n_a=count_a, n_b=count_b, diff=diff, diff_ci=diff_ci,
+        lift=lift, lift_ci=lift_ci, p_value=p_value, guards=guards, needed=needed,
+        alpha=alpha, power=power, method=_MEANS_METHOD)
