@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Sequence
 from itertools import islice
+from typing import Any
 
 import numpy as np
 
 from models.checks import check_int, check_number
+from models.recommenders import cooc_ranking as ranking
 from models.recommenders.base import (
     Context,
     Ranked,
@@ -20,16 +21,18 @@ from models.recommenders.base import (
     no_reasons,
 )
 from models.recommenders.catalogue import Catalogue
-from models.recommenders.popularity import Popularity, as_lookup
+from models.recommenders.cooc_counts import CoocCounts
+from models.recommenders.cooc_similarity import SIMILARITIES, pair_similarity, slot_terms
+from models.recommenders.popularity import Popularity
 
-_INITIAL_CAPACITY = 1024
 # rank finds its candidates by scanning all items while there are fewer than this many
 # per neighbour slot it reads, else by sorting the slots (both give the same result).
 _SCAN_ALL_BELOW = 8
 # Decay scales new counts up instead of shrinking old ones; past this the stored counts
 # are divided back down (float32 holds 3.4e38, and one event adds at most 1e6 x this).
 _RENORMALIZE_ABOVE = 1e20
-SIMILARITIES = ("cosine", "pearson")
+# What this module has always offered: the similarity names live in cooc_similarity.py now.
+__all__ = ["SIMILARITIES", "ItemCooccurrence"]
 
 
 class ItemCooccurrence:
@@ -107,18 +110,7 @@ class ItemCooccurrence:
         self.recency_decay = float(recency_decay)
         self._recency = self.recency_decay ** np.arange(window, dtype=np.float64)
         self._step = 0
-        self._index: dict[str, int] = {}
-        self._ids: list[str] = []  # "" marks a forgotten index (never a valid id)
-        self._free: list[int] = []  # forgotten indices, reused lowest first
-        cap = min(_INITIAL_CAPACITY, max_items)
-        self._n = np.zeros(cap, dtype=np.float64)
-        self._inv_sqrt_n = np.zeros(cap, dtype=np.float64)  # 0 for unused indices
-        self._last = np.zeros(cap, dtype=np.int64)
-        self._column = np.full(cap, -1, dtype=np.intp)  # scratch for rank's explanations
-        # Row r lists r's neighbours. An empty slot holds r itself with count 0: an item is
-        # never its own neighbour, so a lookup cannot mistake an empty slot for a pair.
-        self._nb = np.repeat(np.arange(cap, dtype=np.int32)[:, None], max_neighbours, axis=1)
-        self._co = np.zeros((cap, max_neighbours), dtype=np.float32)
+        self._counts = CoocCounts(max_items, max_neighbours)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -146,116 +138,23 @@ class ItemCooccurrence:
             self._renormalize()
         w = raw_weight * self._unit
         self._total += w
-        i = self._index.get(item_id)
+        counts = self._counts
+        index = counts.index
+        i = index.get(item_id)
         if i is None:
-            i = self._add(item_id)
-        index = self._index
+            i = counts.add(item_id)
         js = [j for j in map(index.get, recent) if j is not None and j != i]
-        self._n[i] += w
-        self._inv_sqrt_n[i] = 1.0 / math.sqrt(self._n[i])
-        self._last[i] = self._step
+        counts.count(i, w, self._step)
         if js:
-            cols = np.array(js, dtype=np.int32)
-            self._add_to_row(i, cols, w)
-            self._add_to_rows(cols, i, w)
+            counts.add_pairs(i, js, w)
         if self.fallback is not None:
             self.fallback._learn_checked(item_id, history, raw_weight)
 
     def _renormalize(self) -> None:
         unit = self._unit
-        self._n /= unit
-        self._co /= np.float32(unit)
-        used = self._n > 0
-        self._inv_sqrt_n[used] = 1.0 / np.sqrt(self._n[used])
+        self._counts.rescale(unit)
         self._total /= unit
         self._unit = 1.0
-
-    def _add_to_row(self, i: int, cols: np.ndarray, w: float) -> None:
-        nb, co = self._nb[i], self._co[i]  # views: writes land in the model
-        match = nb[None, :] == cols[:, None]
-        found = match.any(axis=1)
-        co[match.argmax(axis=1)[found]] += w
-        new = cols[~found]
-        if not new.size:
-            return
-        empty = np.flatnonzero(nb == i)[: new.size]
-        rest = new[empty.size:]  # most recent history first: they get the free slots
-        if rest.size:
-            # Full row: the new pairs displace the weakest older ones that are no stronger.
-            occupied = np.flatnonzero(nb != i)
-            weakest = occupied[np.argsort(co[occupied], kind="stable")[: rest.size]]
-            ok = co[weakest] <= w
-            nb[weakest[ok]] = rest[: weakest.size][ok]
-            co[weakest[ok]] = w
-        nb[empty] = new[: empty.size]
-        co[empty] = w
-
-    def _add_to_rows(self, rows: np.ndarray, j: int, w: float) -> None:
-        nb = self._nb[rows]
-        match = nb == j
-        found = match.any(axis=1)
-        self._co[rows[found], match.argmax(axis=1)[found]] += w
-        if found.all():
-            return
-        rows, nb = rows[~found], nb[~found]
-        empty = nb == rows[:, None]
-        has_empty = empty.any(axis=1)
-        slot = empty.argmax(axis=1)
-        if not has_empty.all():
-            full = rows[~has_empty]
-            weakest = self._co[full].argmin(axis=1)
-            slot[~has_empty] = weakest
-            has_empty[~has_empty] = self._co[full, weakest] <= w
-        rows, slot = rows[has_empty], slot[has_empty]
-        self._nb[rows, slot] = j
-        self._co[rows, slot] = w
-
-    def _add(self, item_id: str) -> int:
-        if not self._free and len(self._ids) >= self.max_items:
-            self._forget_least_recent()
-        if self._free:
-            i = self._free.pop()
-            self._ids[i] = item_id
-        else:
-            i = len(self._ids)
-            if i == self._n.size:
-                self._grow(min(2 * i, self.max_items))
-            self._ids.append(item_id)
-        self._index[item_id] = i
-        return i
-
-    def _grow(self, cap: int) -> None:
-        old = self._n.size
-        extra = cap - old
-        self._n = np.concatenate([self._n, np.zeros(extra)])
-        self._inv_sqrt_n = np.concatenate([self._inv_sqrt_n, np.zeros(extra)])
-        self._last = np.concatenate([self._last, np.zeros(extra, dtype=np.int64)])
-        self._column = np.concatenate([self._column, np.full(extra, -1, dtype=np.intp)])
-        fresh = np.repeat(np.arange(old, cap, dtype=np.int32)[:, None], self.max_neighbours, 1)
-        self._nb = np.concatenate([self._nb, fresh])
-        self._co = np.concatenate(
-            [self._co, np.zeros((extra, self.max_neighbours), dtype=np.float32)]
-        )
-
-    def _forget_least_recent(self) -> None:
-        size = len(self._ids)
-        count = max(1, self.max_items // 10)
-        # Stable: among items last learned at the same step, the lowest index goes first.
-        victims = np.argsort(self._last[:size], kind="stable")[:count]
-        dead = np.zeros(size, dtype=bool)
-        dead[victims] = True
-        rows, slots = np.nonzero(dead[self._nb[:size]])
-        self._nb[rows, slots] = rows
-        self._co[rows, slots] = 0.0
-        self._nb[victims] = victims[:, None]
-        self._co[victims] = 0.0
-        self._n[victims] = 0.0
-        self._inv_sqrt_n[victims] = 0.0
-        self._last[victims] = 0
-        for v in victims.tolist():
-            del self._index[self._ids[v]]
-            self._ids[v] = ""
-        self._free.extend(sorted(victims.tolist(), reverse=True))
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -279,7 +178,7 @@ class ItemCooccurrence:
         scores: list[float] = []
         if k == 0:
             return Ranked(ids, scores, no_reasons)
-        index = self._index
+        index = self._counts.index
         hs = []
         ages = []
         for age, item_id in enumerate(recent):
@@ -292,7 +191,7 @@ class ItemCooccurrence:
             ids, scores, explain_similar = self._rank_similar(hs, ages, history, exclude, k)
         similar = len(ids)
         if similar < k and self.fallback is not None:
-            self._fill(ids, scores, history, exclude, k)
+            ranking.fill(self.fallback, ids, scores, history, exclude, k, self.catalogue)
         filled = (self.fallback.reason if self.fallback is not None else "", "popularity")
 
         def explain(positions: Sequence[int]) -> list[tuple[str, str]]:
@@ -305,185 +204,66 @@ class ItemCooccurrence:
         self, hs: list[int], ages: list[int], history: Sequence[str],
         exclude: Collection[str], k: int,
     ) -> tuple[list[str], list[float], Callable[[Sequence[int]], list[tuple[str, str]]]]:
+        counts = self._counts
         rows = np.array(hs, dtype=np.intp)
-        nb = self._nb[rows].ravel()
-        if self.similarity_kind == "pearson":
-            contrib, inv_c = self._pearson_terms(rows, ages, nb)
-        else:
-            weights = self._recency[ages] * self._inv_sqrt_n[rows]
-            contrib = (self._co[rows] * weights[:, None]).ravel()
-            inv_c = self._inv_sqrt_n
-        sums = np.bincount(nb, weights=contrib, minlength=len(self._ids))
-        candidates: np.ndarray
-        if sums.size > _SCAN_ALL_BELOW * nb.size:
-            # Big catalogue: scanning every item costs more than sorting the few touched.
-            touched = np.sort(nb)
-            touched = touched[np.concatenate(([True], touched[1:] != touched[:-1]))]
-            candidates = touched[sums[touched] > 0.0]
-        else:
-            candidates = np.flatnonzero(sums > 0.0)
-        scores = sums[candidates] * inv_c[candidates]
-        picked, picked_scores = self._pick(candidates, scores, history, exclude, k)
-        ids = self._ids
-
-        def explain(positions: Sequence[int]) -> list[tuple[str, str]]:
-            if not positions:
-                return []
-            chosen = np.array([picked[p] for p in positions], dtype=np.intp)
-            return [(reason, "cooccurrence") for reason in self._explain(chosen, rows, nb, contrib)]
-
+        nb = counts.nb[rows].ravel()
+        contrib, factor = slot_terms(
+            self.similarity_kind, counts, rows, self._recency[ages], self._total
+        )
+        sums = np.bincount(nb, weights=contrib, minlength=len(counts.ids))
+        candidates = ranking.candidates(sums, nb, _SCAN_ALL_BELOW)
+        scores = sums[candidates] * factor[candidates]
+        picked, picked_scores = ranking.pick(
+            candidates, scores, counts.ids, history, exclude, k, self.catalogue
+        )
+        explain = ranking.explainer(counts, picked, rows, nb, contrib, self.catalogue)
+        ids = counts.ids
         return [ids[c] for c in picked], picked_scores, explain
 
-    def _pick(
-        self, candidates: np.ndarray, scores: np.ndarray, history: Sequence[str],
-        exclude: Collection[str], k: int,
-    ) -> tuple[list[int], list[float]]:
-        """Up to ``k`` candidates by score (best first, ties: lower index), none of
-        ``history``, ``exclude`` or the catalogue's unavailable items, with their scores.
+    # -- pickling ---------------------------------------------------------------------------
 
-        Sorts a prefix of ``2k + 8 + len(history)`` candidates, four times longer each
-        round while too many of them are skipped, so a call rarely sorts them all.
-        """
-        excluded = as_lookup(exclude) if exclude else ()
-        seen = set(history)
-        catalogue, ids = self.catalogue, self._ids
-        picked: list[int] = []
-        picked_scores: list[float] = []
-        want = 2 * k + 8 + len(seen)
-        done = 0
-        while True:
-            best, best_scores = self._best(candidates, scores, want)
-            for c, score in zip(best[done:].tolist(), best_scores[done:].tolist(), strict=True):
-                item_id = ids[c]
-                if item_id in seen or item_id in excluded:
-                    continue
-                if catalogue is not None and catalogue.is_unavailable(item_id):
-                    continue
-                picked.append(c)
-                picked_scores.append(score)
-                if len(picked) == k:
-                    return picked, picked_scores
-            if best.size == candidates.size:
-                return picked, picked_scores
-            done = best.size
-            want *= 4
+    def __getstate__(self) -> dict[str, Any]:
+        # Flat, with the keys (and order) checkpoints have always had: older ones still load.
+        state = {k: v for k, v in self.__dict__.items() if k != "_counts"}
+        state.update(self._counts.state())
+        return state
 
-    def _pearson_terms(
-        self, rows: np.ndarray, ages: list[int], nb: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-slot terms ``recency(h) * (N co[h][c] - n[h] n[c]) / sqrt(n[h] (N - n[h]))``
-        and the per-item factor ``1 / sqrt(n[c] (N - n[c]))`` that completes them.
-
-        Only stored neighbours get a term: an item never seen with h has co = 0, so its
-        correlation with h is negative and could not lift it into the top k anyway.
-        """
-        total = self._total
-        n = self._n
-        # An item holding all the weight has no variance; its correlations are undefined.
-        spread = np.maximum(n * (total - n), 1e-12 * max(total, 1.0) ** 2)
-        inv = np.where(n > 0, 1.0 / np.sqrt(spread), 0.0)
-        co = self._co[rows].astype(np.float64)
-        centred = total * co - n[rows][:, None] * n[self._nb[rows]]
-        centred[co <= 0] = 0.0  # empty slots
-        weights = self._recency[ages] * inv[rows]
-        return (centred * weights[:, None]).ravel(), inv
-
-    @staticmethod
-    def _best(
-        candidates: np.ndarray, scores: np.ndarray, want: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``want`` best candidates and their scores, by score then index."""
-        if candidates.size > want:
-            # Keep every tie at the cut, so the result does not depend on ``want``.
-            cut = np.partition(scores, candidates.size - want)[candidates.size - want]
-            keep = np.flatnonzero(scores >= cut)
-            candidates, scores = candidates[keep], scores[keep]
-        order = np.lexsort((candidates, -scores))[:want]
-        return candidates[order], scores[order]
-
-    def _explain(
-        self, picked: np.ndarray, rows: np.ndarray, nb: np.ndarray, contrib: np.ndarray,
-    ) -> list[str]:
-        # For each picked item, the history row with the largest term in its score. The
-        # scratch table maps item index -> column; it is all -1 between calls, so no
-        # per-call array as long as the catalogue is needed.
-        column = self._column
-        column[picked] = np.arange(picked.size)
-        try:
-            pos = np.take(column, nb)
-        finally:
-            column[picked] = -1
-        flat = np.flatnonzero(pos >= 0)
-        terms = np.zeros((rows.size, picked.size))
-        terms[flat // (nb.size // rows.size), pos[flat]] = contrib[flat]
-        best_rows = rows[terms.argmax(axis=0)].tolist()  # ties: the most recent item
-        ids = self._ids
-        title = self.catalogue.title if self.catalogue is not None else str
-        return [f"similar to {title(ids[h])} you viewed" for h in best_rows]
-
-    def _fill(
-        self, ids: list[str], scores: list[float], history: Sequence[str],
-        exclude: Collection[str], k: int,
-    ) -> None:
-        assert self.fallback is not None
-        excluded = as_lookup(exclude)
-        taken = set(history)
-        taken.update(ids)
-        catalogue = self.catalogue
-        for item_id, score in self.fallback.iter_ranked():
-            if item_id in taken or item_id in excluded:
-                continue
-            if catalogue is not None and catalogue.is_unavailable(item_id):
-                continue
-            ids.append(item_id)
-            scores.append(score)
-            if len(ids) == k:
-                return
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self._counts = CoocCounts.from_state(state)
+        self.__dict__.update(state)
 
     # -- inspection -------------------------------------------------------------------------
 
     def similarity(self, a: str, b: str) -> float:
         """Similarity of two items as learned so far (0.0 if either is unknown or they were
         never seen together)."""
-        i, j = self._index.get(a), self._index.get(b)
+        index = self._counts.index
+        i, j = index.get(a), index.get(b)
         if i is None or j is None or i == j:
             return 0.0
-        slot = np.flatnonzero(self._nb[i] == j)
-        if not slot.size:
-            return 0.0
-        co = float(self._co[i, slot[0]])
-        if self.similarity_kind == "pearson":
-            total, ni, nj = self._total, float(self._n[i]), float(self._n[j])
-            spread = ni * (total - ni) * nj * (total - nj)
-            return (total * co - ni * nj) / math.sqrt(spread) if spread > 0 else 0.0
-        return co * float(self._inv_sqrt_n[i] * self._inv_sqrt_n[j])
+        return pair_similarity(self.similarity_kind, self._counts, i, j, self._total)
 
     def neighbours(self, item_id: str) -> dict[str, float]:
         """Co-occurrence counts of ``item_id`` with each neighbour it keeps (decayed counts
         are given as of the last step)."""
-        i = self._index.get(item_id)
+        counts = self._counts
+        i = counts.index.get(item_id)
         if i is None:
             return {}
-        slots = np.flatnonzero(self._co[i] > 0)
-        unit = self._unit
-        return {
-            self._ids[j]: float(c) / unit
-            for j, c in zip(
-                self._nb[i, slots].tolist(), self._co[i, slots].tolist(), strict=True
-            )
-        }
+        unit, ids = self._unit, counts.ids
+        return {ids[j]: float(c) / unit for j, c in counts.neighbours(i)}
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the numpy state (the item-id dicts come on top)."""
-        arrays = (self._n, self._inv_sqrt_n, self._last, self._column, self._nb, self._co)
-        return sum(a.nbytes for a in arrays)
+        return self._counts.nbytes
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._index
+        return item_id in self._counts.index
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._counts)
 
     def _recent(self, history: Sequence[str]) -> list[str]:
         """The last ``window`` distinct items of ``history``, most recent first."""

@@ -1,0 +1,67 @@
+"""Bounded neighbour rows of co-occurrence counts: adding weight to pairs, and which pair a
+full row gives up for a new one (the weakest, if it is no stronger than the new count)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def add_to_row(nb: np.ndarray, co: np.ndarray, i: int, cols: np.ndarray, w: float) -> None:
+    """Add ``w`` to row ``i``'s counts with each of ``cols`` (distinct, not ``i``, most
+    recent first), in place; ``nb`` and ``co`` are the row's neighbours and counts.
+
+    An empty slot holds ``i`` itself. New neighbours take the empty slots first, then
+    displace the weakest older pairs that are no stronger than ``w``.
+
+    >>> nb, co = np.array([5, 0, 0]), np.array([2.0, 0.0, 0.0], dtype=np.float32)
+    >>> add_to_row(nb, co, 0, np.array([5, 7, 8, 9]), 1.0)
+    >>> nb.tolist(), co.tolist()
+    ([5, 7, 8], [3.0, 1.0, 1.0])
+    """
+    match = nb[None, :] == cols[:, None]
+    found = match.any(axis=1)
+    co[match.argmax(axis=1)[found]] += w
+    new = cols[~found]
+    if not new.size:
+        return
+    empty = np.flatnonzero(nb == i)[: new.size]
+    rest = new[empty.size:]  # most recent history first: they get the free slots
+    if rest.size:
+        # Full row: the new pairs displace the weakest older ones that are no stronger.
+        occupied = np.flatnonzero(nb != i)
+        weakest = occupied[np.argsort(co[occupied], kind="stable")[: rest.size]]
+        ok = co[weakest] <= w
+        nb[weakest[ok]] = rest[: weakest.size][ok]
+        co[weakest[ok]] = w
+    nb[empty] = new[: empty.size]
+    co[empty] = w
+
+
+def add_to_rows(nb: np.ndarray, co: np.ndarray, rows: np.ndarray, j: int, w: float) -> None:
+    """Add ``w`` to the count of ``j`` in each of ``rows`` (distinct, not ``j``), in place;
+    ``nb`` and ``co`` are every row's neighbours and counts (row r's empty slots hold r).
+
+    >>> nb = np.array([[0, 0], [2, 3], [2, 2]])
+    >>> co = np.array([[0, 0], [1, 4], [0, 0]], dtype=np.float32)
+    >>> add_to_rows(nb, co, np.array([0, 1, 2]), 9, 2.0)
+    >>> nb.tolist(), co.tolist()
+    ([[9, 0], [9, 3], [9, 2]], [[2.0, 0.0], [2.0, 4.0], [2.0, 0.0]])
+    """
+    row_nb = nb[rows]
+    match = row_nb == j
+    found = match.any(axis=1)
+    co[rows[found], match.argmax(axis=1)[found]] += w
+    if found.all():
+        return
+    rows, row_nb = rows[~found], row_nb[~found]
+    empty = row_nb == rows[:, None]
+    has_empty = empty.any(axis=1)
+    slot = empty.argmax(axis=1)
+    if not has_empty.all():
+        full = rows[~has_empty]
+        weakest = co[full].argmin(axis=1)
+        slot[~has_empty] = weakest
+        has_empty[~has_empty] = co[full, weakest] <= w
+    rows, slot = rows[has_empty], slot[has_empty]
+    nb[rows, slot] = j
+    co[rows, slot] = w
