@@ -46,8 +46,15 @@ from models.marketing.segments import Segmenter
 from models.users.privacy import Pseudonymizer
 from models.users.profile import UserProfile
 from models.users.ratelimit import UserRateLimiter
-from streams.records import decode_click, decode_purchase, to_wire, wire_fingerprint
+from streams.messages import Click, Purchase
+from streams.records import decode_click, decode_purchase, wire_fingerprint
 from streams.settings import Settings
+
+
+def to_wire(event: Click | Purchase) -> dict:
+    """The event as a dict, its wire form (the agents send ``event.encode()``)."""
+    return event.to_dict()
+
 
 CHECKPOINTS = (0.10, 0.25, 0.50, 0.75, 1.00)
 CATEGORIES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller",

@@ -60,8 +60,15 @@ from models.marketing.segments import Segmenter
 from models.users.privacy import Pseudonymizer
 from models.users.profile import UserProfile
 from models.users.ratelimit import UserRateLimiter
-from streams.records import decode_click, decode_purchase, to_wire, wire_fingerprint
+from streams.messages import Click, Purchase
+from streams.records import decode_click, decode_purchase, wire_fingerprint
 from streams.settings import Settings
+
+
+def to_wire(event: Click | Purchase) -> dict:
+    """The event as a dict, its wire form (the agents send ``event.encode()``)."""
+    return event.to_dict()
+
 
 TARGETS = {"learn": 70_000.0, "full": 10_000.0}  # events/s, issue 7
 CATEGORIES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller",

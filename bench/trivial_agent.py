@@ -16,8 +16,8 @@ import os
 
 from faust import Worker
 
-# Importing streams.app also declares persona's own app (never started here; it needs
-# PERSONA_SECRET_KEY set) and applies the same faust_fixes as the worker runs with.
+# Importing streams.app also declares persona's own app (never started here); an app
+# from build_app applies the same faust_fixes as the worker when it starts.
 from streams.app import build_app
 from streams.settings import Settings
 

@@ -19,6 +19,9 @@ settings = Settings.from_env()
 
 class _App(faust.App):
     async def on_first_start(self) -> None:
+        # No event lost when a restart's recovery seeks back (docs/reliability.md):
+        # installed here, before the consumer starts, not when the module is imported.
+        faust_fixes.apply()
         # Faust creates datadir itself but not its parent.
         Path(self.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
         await super().on_first_start()
@@ -37,9 +40,8 @@ class _WorkerApp(_App):
 
 
 def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
-    """A Faust app with the settings that were measured to matter (docs/performance.md)."""
-    # No event lost when a restart's recovery seeks back (docs/reliability.md).
-    faust_fixes.apply()
+    """A Faust app with the settings that were measured to matter (docs/architecture.md,
+    What the code relies on)."""
     return cls(
         s.app_id,
         broker=s.broker_url,

@@ -7,7 +7,7 @@ import itertools
 import math
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import fields, replace
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -36,7 +36,6 @@ from streams.messages import (
     MAX_VALUE_PER_CLICK,
     MAX_VALUE_PER_CONVERSION,
     MIN_TS_MS,
-    NO_ORIGIN,
     PRIVACY_ACTIONS,
     SCHEMA_VERSION,
     AdCandidateMsg,
@@ -47,7 +46,6 @@ from streams.messages import (
     ControlMsg,
     Event,
     Item,
-    MessageError,
     PrivacyMsg,
     Purchase,
     fingerprint,
@@ -64,12 +62,10 @@ __all__ = [
     "MAX_TIMESTAMP_LENGTH", "MAX_TITLE_LENGTH", "MAX_TS_MS", "MAX_VALUE_PER_CLICK",
     "MAX_VALUE_PER_CONVERSION", "MIN_TS_MS", "PII_WORDS", "PRIVACY_ACTIONS", "SCHEMA_VERSION",
     "AdCandidateMsg", "AdEventMsg", "AdRequestMsg", "Click", "ContextValue", "ControlMsg",
-    "Event", "Item", "PrivacyMsg", "Purchase", "ValidationError", "ad_event_from_wire",
-    "ad_event_to_wire", "ad_request_from_wire", "ad_request_to_wire", "check_event_time",
-    "check_key", "control_from_wire", "control_to_wire", "decode_ad_event",
-    "decode_ad_request", "decode_click", "decode_control", "decode_item", "decode_privacy",
-    "decode_purchase", "fingerprint", "from_wire", "is_pii_key", "normalize_id", "pii_fields",
-    "privacy_from_wire", "privacy_to_wire", "to_wire", "wire_fingerprint",
+    "Event", "Item", "PrivacyMsg", "Purchase", "ValidationError", "check_event_time",
+    "check_key", "decode_ad_event", "decode_ad_request", "decode_click", "decode_control",
+    "decode_item", "decode_privacy", "decode_purchase", "fingerprint", "is_pii_key",
+    "normalize_id", "pii_fields", "wire_fingerprint",
 ]  # fmt: skip
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -849,42 +845,3 @@ def decode_control(raw: bytes | bytearray | None) -> ControlMsg:
         _ts_ms(_required(obj, "ts")),
         _reason(obj.get("reason")),
     )
-
-
-# -- dict forms, for the tests and benchmarks that build and read wire dicts ------------
-# The agents use ``encode()`` and streams.messages.decode_event_message/decode_ads_message.
-
-
-def to_wire(event: Event) -> dict[str, Any]:
-    """``event.to_dict()``: the event as a JSON-able dict, a valid input message too.
-
-    >>> to_wire(Purchase("e", "u", "i", 5, 2.0, 1, "EUR"))  # doctest: +NORMALIZE_WHITESPACE
-    {'kind': 'purchase', 'event_id': 'e', 'user_id': 'u', 'item_id': 'i', 'ts': 5,
-     'price': 2.0, 'quantity': 1, 'currency': 'EUR'}
-    """
-    return event.to_dict()
-
-
-def from_wire(d: dict[str, Any]) -> Event:
-    """The click or purchase of a ``to_wire`` dict; ``MessageError`` for another kind."""
-    kind = d.get("kind")
-    if kind == "click":
-        return Click.from_dict(d)
-    if kind == "purchase":
-        return Purchase.from_dict(d)
-    raise MessageError(f"unknown event kind {kind!r}")
-
-
-def ad_request_from_wire(d: dict[str, Any]) -> AdRequestMsg:
-    """The request as its producer sent it: what ingest and the profile agent added to
-    the dict (origin, ``view``) is left out."""
-    return replace(AdRequestMsg.from_dict(d), view=None, origin=NO_ORIGIN)
-
-
-ad_request_to_wire = AdRequestMsg.to_dict
-ad_event_to_wire = AdEventMsg.to_dict
-ad_event_from_wire = AdEventMsg.from_dict
-privacy_to_wire = PrivacyMsg.to_dict
-privacy_from_wire = PrivacyMsg.from_dict
-control_to_wire = ControlMsg.to_dict
-control_from_wire = ControlMsg.from_dict

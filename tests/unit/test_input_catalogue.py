@@ -37,7 +37,6 @@ from streams.records import (
     decode_privacy,
     decode_purchase,
     pii_fields,
-    to_wire,
 )
 from streams.settings import Settings
 
@@ -357,7 +356,7 @@ def test_pii_fields_are_counted_and_never_reach_the_wire() -> None:
                      client_ip="192.0.2.1",
                      context={"ip": "192.0.2.1", "mail": "x@example.com", "page": "home"}))
     assert pii_fields(raw) == 5
-    wire = orjson.dumps(to_wire(decode_click(raw)))
+    wire = decode_click(raw).encode()
     for value in (b"example.com", b"15550100", b"192.0.2.1"):
         assert value not in wire
     assert orjson.loads(wire)["context"] == {"page": "home"}

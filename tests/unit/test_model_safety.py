@@ -27,16 +27,23 @@ from models.engine import Engine, EngineConfig
 from models.marketing.segments import OnlineKMeans, Segmenter
 from models.users.privacy import Pseudonymizer, pseudonymize
 from models.users.profile import UserProfile
+from streams.messages import AdRequestMsg
 from streams.records import (
     ValidationError,
-    ad_request_to_wire,
     decode_ad_request,
     decode_click,
     decode_item,
     decode_purchase,
-    to_wire,
     wire_fingerprint,
 )
+
+
+def to_wire(event):  # type: ignore[no-untyped-def]
+    """The event's wire form as a dict (``encode()`` writes this as JSON)."""
+    return event.to_dict()
+
+
+ad_request_to_wire = AdRequestMsg.to_dict
 
 KEY = b"model-safety-test-key-0123"
 NOW = 1_760_000_000_000

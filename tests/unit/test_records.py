@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.messages import decode_event_message
 from streams.records import (
     CURRENCIES,
     ERROR_CODES,
@@ -31,10 +32,21 @@ from streams.records import (
     decode_click,
     decode_purchase,
     fingerprint,
-    from_wire,
     is_pii_key,
-    to_wire,
 )
+
+
+def to_wire(event: Click | Purchase) -> dict:
+    """The event's wire form as a dict (its one encoding, ``encode()``, is this as JSON)."""
+    return event.to_dict()
+
+
+def from_wire(d: dict) -> Click | Purchase:
+    """A click or purchase read back as the profile agent reads the events topic."""
+    event = decode_event_message(orjson.dumps(d))
+    if not isinstance(event, (Click, Purchase)):
+        raise ValueError(f"not a click or purchase: {d.get('kind')!r}")
+    return event
 
 DROP = object()  # marks a field to remove from the base message
 SECRET_USER = "SECRET-USER-7f3a-zz"
