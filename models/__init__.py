@@ -1,1 +1,2 @@
-"""persona's pure model code: profiles, recommenders, engine. No Kafka, Faust or HTTP."""
+"""persona's pure model code, by area (recommenders, ads, users, marketing) and the
+per-event engine. No Kafka, Faust or HTTP."""
