@@ -409,7 +409,11 @@ class ImplicitMF(_FactorModel):
             scores = items.table[:size, -1]
             explained = [("popular", self.strategy)]
         else:
-            scores = items.table[:size] @ user
+            # As in _learn_pairs: float32 BLAS kernels now and then raise a spurious
+            # "invalid" flag on finite inputs; the table and the decoded user vector are
+            # finite and bounded (_fits, decode_vector), so the scores are too.
+            with np.errstate(invalid="ignore", over="ignore"):
+                scores = items.table[:size] @ user
             explained = [("liked by people with similar taste", self.strategy)]
         picked = self._pick(scores, k, seen, as_lookup(exclude))
         ids = items.ids

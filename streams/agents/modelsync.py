@@ -93,6 +93,10 @@ if settings.model_sync:  # the runtime's engine then records its learn steps
     async def _publish_model_updates() -> None:
         """One batch per interval (a loop, not a timer: a slow send under load delays
         the next batch instead of overlapping it)."""
+        # Not before the topic exists: a send to a topic the broker does not know yet
+        # waits for its metadata and holds up every send queued behind it
+        # (recommendations included). Shared with the reader's call (Faust's stampede).
+        await topics.model_updates.maybe_declare()
         while True:
             await asyncio.sleep(settings.model_sync_interval_s)
             try:
