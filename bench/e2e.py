@@ -605,8 +605,6 @@ def run_trivial(bench: Bench, home: Path, partitions: int, session_s: float,
         "PERSONA_DATA_DIR": str(home / "trivial"), "PERSONA_PARTITIONS": str(partitions),
         "PERSONA_SESSION_TIMEOUT_S": str(session_s), "PERSONA_WEB_PORT": str(free_port()),
         "PERSONA_WEB_HOST": "127.0.0.1", "PERSONA_LOG_LEVEL": "warning",
-        # Importing streams.app (for build_app) declares persona's app, which needs one.
-        "PERSONA_SECRET_KEY": "bench-e2e-secret-key-0123456789",
         "BENCH_TRIVIAL_IN": in_topic, "BENCH_TRIVIAL_OUT": out_topic},
         log_path=home / "trivial" / "agent.log")
     target = Target("trivial", in_topic, out_topic, "event_id",

@@ -1,8 +1,8 @@
 """The one Faust app, built from settings (start it with ``persona worker``).
 
-Importing this module declares the app, its topics, tables, agents, timers and views, and
-nothing else: the models, metrics and key live in the runtime (``streams/runtime.py``),
-built when the worker starts.
+Importing this module declares the app and nothing else; ``streams/worker.py`` imports it
+with every topic, table, agent, timer and view registered on it. The models, metrics and
+key live in the runtime (``streams/runtime.py``), built when the worker starts.
 """
 
 from __future__ import annotations
@@ -83,10 +83,6 @@ def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
 
 
 app = build_app(settings, _WorkerApp)
-
-# Importing registers the topics, tables, agents and web views on `app`.
-from streams import agents as _agents  # noqa: E402,F401
-from streams import web as _web  # noqa: E402,F401
 
 
 @app.task

@@ -190,7 +190,7 @@ def install(runtime: Runtime) -> Runtime:
 
 def current() -> Runtime:
     """The installed runtime; on first use without one, the worker's own: built from the
-    app's settings and restored from the newest checkpoint (``faust -A streams.app
+    app's settings and restored from the newest checkpoint (``faust -A streams.worker
     worker`` starts this way)."""
     if _current is None:
         from streams.app import settings

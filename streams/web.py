@@ -16,10 +16,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import reasons
+from models.marketing.experiments import NO_EXPERIMENT
 from streams import tables
-from streams.agents.ads import refresh_gauges as refresh_ad_gauges
-from streams.agents.profile import NO_EXPERIMENT
 from streams.app import app
+from streams.gauges import refresh_gauges
 from streams.profile_view import profile_summary
 from streams.records import ValidationError, normalize_id
 from streams.runtime import current
@@ -51,24 +51,10 @@ def readiness() -> dict[str, Any]:
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
         rt = current()
-        engine, metrics, segments = rt.engine, rt.metrics, rt.segments
-        metrics.profiles.set(len(tables.profiles))
-        metrics.catalogue_items.set(len(engine.catalogue))
-        for model, size in engine.model_sizes.items():
-            metrics.model_items.labels(model=model).set(size)
-        for strategy, stats in engine.bandit.stats().items():
-            metrics.strategy_estimate.labels(strategy=strategy).set(stats["estimate"])
-            metrics.strategy_propensity.labels(strategy=strategy).set(stats["propensity"])
-        for context, weights in engine.hybrid.weights().items():
-            for component, weight in weights.items():
-                metrics.blend_weight.labels(context=context, component=component).set(weight)
-        refresh_ad_gauges()
-        if segments.model is not None:
-            for entry in segments.model.summary():
-                metrics.segment_users.labels(segment=entry["name"]).set(entry["size"])
+        refresh_gauges(rt, len(tables.profiles))
         # aiohttp refuses a charset in content_type=, so the full header goes in headers.
         return self.bytes(
-            generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            generate_latest(rt.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
 

@@ -443,6 +443,10 @@ class Assignment:
     overrides: Mapping[str, float] | None = None  # the variant's serving settings
 
 
+# Users we may not personalize for (opted out) take part in no experiment.
+NO_EXPERIMENT = Assignment(None, DEFAULT_VARIANT, None, False)
+
+
 class Running:
     """The experiment that assigns variants (the first active one), or none.
 

@@ -211,34 +211,6 @@ def _count_event(rt: Runtime, kind: str, outcome) -> None:  # type: ignore[no-un
     _count_labels(rt, outcome.labels)
 
 
-def refresh_gauges() -> None:
-    """Budget, pacing, win-rate, ROI and calibration gauges, at scrape time."""
-    from models.ads.bidding import utc_day
-
-    rt = current()
-    bidder, metrics = rt.bidder, rt.metrics
-    today = utc_day(bidder.now_ms)
-    for cid, c in bidder.campaigns.items():
-        daily = -1.0 if c.daily_budget is None else (
-            c.daily_budget - bidder.spend(cid, today) - bidder.reserved(cid, today))
-        total = -1.0 if c.total_budget is None else (
-            c.total_budget - bidder.spend(cid) - bidder.reserved(cid))
-        metrics.ad_budget_remaining.labels(campaign=cid, period="daily").set(daily)
-        metrics.ad_budget_remaining.labels(campaign=cid, period="total").set(total)
-        metrics.ad_reserved.labels(campaign=cid).set(bidder.reserved(cid))
-        metrics.ad_pacing.labels(campaign=cid).set(bidder.pacing_rate(cid))
-        t = rt.ad_tallies(cid)
-        metrics.ad_win_rate.labels(campaign=cid).set(
-            t["impressions"] / t["bids"] if t["bids"] else 0.0)
-        metrics.ad_roi.labels(campaign=cid).set(
-            (t["revenue"] - t["spend"]) / t["spend"] if t["spend"] else 0.0)
-    tallies = rt.ad_tallies.by_campaign.values()
-    clicked = sum(t["clicked"] for t in tallies)
-    metrics.ad_pctr_calibration.set(
-        sum(t["predicted"] for t in tallies) / clicked if clicked else 0.0)
-    _set_kill_gauge(rt)
-
-
 async def _ads(msg) -> None:  # type: ignore[no-untyped-def]
     _ensure_loaded(current())
     await handle(decode_ads_message(msg.value), msg)

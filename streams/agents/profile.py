@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from models.ads.pctr import user_view
 from models.engine import MODELS, Result
 from models.marketing.attribution import Attribution
-from models.marketing.experiments import DEFAULT_VARIANT, Assignment
+from models.marketing.experiments import DEFAULT_VARIANT, NO_EXPERIMENT, Assignment
 from models.marketing.steps import (
     CreditUpdate,
     SegmentChange,
@@ -64,8 +64,6 @@ Output = SegmentRecord | AudienceRecord
 
 log = logging.getLogger(__name__)
 
-# Users we may not personalize for take part in no experiment.
-NO_EXPERIMENT = Assignment(None, DEFAULT_VARIANT, None, False)
 
 
 def recommendation_id(event_id: str, user: str) -> str:

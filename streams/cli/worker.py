@@ -26,8 +26,8 @@ def worker(
     # start without them.
     from faust import Worker
 
-    from streams.app import app as faust_app
     from streams.runtime import Runtime, install
+    from streams.worker import app as faust_app
 
     # The runtime before the worker: a bad campaigns, experiments or audiences file is a
     # clear error here, and the models resume from the newest checkpoint.

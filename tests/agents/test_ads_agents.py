@@ -11,10 +11,10 @@ import pytest
 from models.users.privacy import pseudonymize
 from streams import tables
 from streams.agents.ads import ads as ads_agent
-from streams.agents.ads import refresh_gauges
 from streams.agents.ingest import ingest_ad_events, ingest_ad_requests, ingest_control
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
+from streams.gauges import refresh_ad_gauges
 from streams.runtime import current
 
 rt = current()
@@ -123,7 +123,7 @@ def test_ads_agent_bids_charges_once_and_learns_from_a_click(loop, sent):
     assert _value("persona_ad_pctr_labels_total", campaign="books", label="click") >= 1
     assert drift.monitors["pctr"].n_observed > pctr_observed  # the label's log loss
     # the scrape-time gauges derive from what was counted
-    refresh_gauges()
+    refresh_ad_gauges(rt)
     clicks = _value("persona_ad_pctr_labels_total", campaign="books", label="click")
     predicted = _value("persona_ad_pctr_predicted_clicks_total", campaign="books")
     assert _value("persona_ad_pctr_calibration") == pytest.approx(predicted / clicks)

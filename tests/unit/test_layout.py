@@ -11,6 +11,8 @@ the code may import which. Read from the source with ``ast``, nothing is importe
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,38 @@ def test_allowed_arrows_pass(tmp_path: Path) -> None:
         "models/engine.py": "import numpy\nfrom models.users.profile import UserProfile\n",
     })
     assert violations(root) == []
+
+
+# Every module of the worker that declares or registers something on the app.
+WORKER_MODULES = ("streams.topics", "streams.tables", "streams.agents.ingest",
+                  "streams.agents.profile", "streams.agents.ads", "streams.agents.items",
+                  "streams.agents.modelsync", "streams.agents.checkpoints",
+                  "streams.agents.deadletter", "streams.web", "streams.gauges",
+                  "streams.runtime", "streams.app", "streams.worker")
+
+
+def test_each_worker_module_imports_first_in_a_fresh_interpreter() -> None:
+    # No import circle: whichever module a test, a tool or a reader imports first, the
+    # import works (an app module importing its agents at its end broke this).
+    procs = {m: subprocess.Popen([sys.executable, "-c", f"import {m}"], cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for m in WORKER_MODULES}
+    failed = {}
+    for module, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failed[module] = err.decode(errors="replace").strip().splitlines()[-1:]
+    assert failed == {}
+
+
+def test_the_worker_module_registers_every_agent_and_view() -> None:
+    code = ("import streams.worker as w; "
+            "print(sorted(a.name for a in w.app.agents.values())); "
+            "print('/metrics' in dict(w.app.web.views))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    agents, metrics_view = out.stdout.splitlines()
+    for name in ("persona.profile", "persona.ads", "persona.items", "persona.ingest-clicks"):
+        assert name in agents
+    assert metrics_view == "True"
