@@ -136,7 +136,7 @@ class Runtime:
         # no host and a restarted worker never takes another's batches for its own).
         self.origin = secrets.token_hex(8)
         self.sync_seq = 0
-        # Checkpoints: the models' update count at the last save (see saved_updates).
+        # Checkpoints: the models' update count at the last save (see updates()).
         self.saved_at_updates = self.updates()
 
     def updates(self) -> int:
