@@ -65,7 +65,6 @@ Output = SegmentRecord | AudienceRecord
 log = logging.getLogger(__name__)
 
 
-
 def recommendation_id(event_id: str, user: str) -> str:
     """Deterministic, so a redelivered event re-emits the same id (idempotent consumers)."""
     h = hashlib.blake2b(f"{user}\x00{event_id}".encode(), digest_size=12).hexdigest()
@@ -116,8 +115,9 @@ def update_groups(user: str, profile: dict, ts_ms: int,
                   prof: UserProfile | None = None,
                   rt: Runtime | None = None) -> list[Output]:
     """Learn from the user's new profile and (re)assign their segment and audiences, in
-    ``profile``; the (topic, record) pairs to emit for what changed. ``prof``: the same
-    profile already parsed (``Result.user_profile``), saving a second ``from_dict``."""
+    ``profile``; the segment and audience records to emit for what changed. ``prof``:
+    the same profile already parsed (``Result.user_profile``), saving a second
+    ``from_dict``."""
     rt = rt or current()
     engine, metrics = rt.engine, rt.metrics
     up = group_step(profile, prof, ts_ms, segmenter=rt.segments.model,
@@ -142,8 +142,8 @@ def update_groups(user: str, profile: dict, ts_ms: int,
 def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
                  rt: Runtime | None = None) -> tuple[str, Recommendation | None, list[Output]]:
     """Apply one validated event to the tables and models; return (outcome, the
-    recommendation record or None, other (topic, record) pairs to emit: segment and
-    audience changes). ``at`` is the message's (partition, offset) on the events topic:
+    recommendation record or None, the other records to emit: segment and audience
+    changes). ``at`` is the message's (partition, offset) on the events topic:
     a message the user's record already holds is a redelivery, counted as a duplicate.
 
     A rate-limited event (``ev.rl``; ingest counts it ``rate_limited`` too) updates the
