@@ -49,4 +49,9 @@ def refresh_ad_gauges(rt: Runtime) -> None:
     clicked = sum(t["clicked"] for t in tallies)
     metrics.ad_pctr_calibration.set(
         sum(t["predicted"] for t in tallies) / clicked if clicked else 0.0)
-    metrics.ad_kill_switch.set(1 if bidder.killed or rt.settings.ads_kill_switch else 0)
+    set_kill_gauge(rt)
+
+
+def set_kill_gauge(rt: Runtime) -> None:
+    """1 while bidding is stopped, by the control topic or PERSONA_ADS_KILL_SWITCH."""
+    rt.metrics.ad_kill_switch.set(1 if rt.bidder.killed or rt.settings.ads_kill_switch else 0)

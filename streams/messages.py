@@ -8,6 +8,7 @@ import base64
 import hashlib
 import importlib
 from dataclasses import MISSING, dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
@@ -677,6 +678,11 @@ def wire_fingerprint(wire: dict[str, Any]) -> str:
 
 _OUT_USER = "the user's pseudonym (u + 32 hex): the raw id never leaves ingest"
 _OUT_TS = "when it was decided: ISO-8601 UTC, milliseconds"
+
+
+def now_iso() -> str:
+    """The ``ts`` of an output record made now: ISO-8601 UTC, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,12 @@ experiment and audience files, demands the pseudonymization key and builds the m
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
 from models.ads.bidding import Bidder
+from models.ads.clock import EventClock
 from models.ads.pctr import PctrModel
 from models.engine import Engine
 from models.marketing.audiences import Audience
@@ -45,26 +45,6 @@ class Segments:
 
     def __init__(self, k: int) -> None:
         self.model: Segmenter | None = Segmenter(k=k) if k else None
-
-
-class EventClock:
-    """Event time for closing ad attribution windows: the newest event ts seen, moved on
-    by wall time while no events arrive (so windows close in a quiet period too, and a
-    replay of old events is not closed early by today's clock)."""
-
-    def __init__(self) -> None:
-        self.event_ms = 0
-        self.wall_at_event = time.monotonic()
-
-    def saw(self, ts_ms: int) -> None:
-        if ts_ms > self.event_ms:
-            self.event_ms = ts_ms
-            self.wall_at_event = time.monotonic()
-
-    def now_ms(self) -> int:
-        if not self.event_ms:
-            return 0
-        return self.event_ms + int((time.monotonic() - self.wall_at_event) * 1000)
 
 
 class AdTallies:

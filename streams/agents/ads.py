@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from datetime import UTC, datetime
 
 from models.ads.bidding import Decision
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
 from streams.app import app
+from streams.gauges import set_kill_gauge
 from streams.messages import (
     AdBid,
     AdEventMsg,
@@ -28,6 +28,7 @@ from streams.messages import (
     Origin,
     Tick,
     decode_ads_message,
+    now_iso,
     to_bid_request,
 )
 from streams.runtime import Runtime, current
@@ -58,11 +59,7 @@ def _ensure_loaded(rt: Runtime) -> None:
         rt.bidder.load(list(tables.ads.items()))
         rt.ad_clock.saw(rt.bidder.now_ms)  # quiet periods after a restart still close windows
         rt.ads_loaded = True
-        _set_kill_gauge(rt)
-
-
-def _set_kill_gauge(rt: Runtime) -> None:
-    rt.metrics.ad_kill_switch.set(1 if rt.bidder.killed or rt.settings.ads_kill_switch else 0)
+        set_kill_gauge(rt)
 
 
 def _apply(writes: list) -> None:
@@ -76,7 +73,7 @@ def _apply(writes: list) -> None:
 
 def bid_record(d: Decision) -> AdBid:
     """The ``ad-bids`` record (docs/contract.md, Output): a bid, or the reason for none."""
-    ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+    ts = now_iso()
     if d.no_bid_reason is not None:
         return AdBid(d.request_id, d.user, ts, no_bid_reason=d.no_bid_reason)
     return AdBid(d.request_id, d.user, ts, ad_id=d.ad_id, campaign_id=d.campaign_id,
@@ -86,20 +83,20 @@ def bid_record(d: Decision) -> AdBid:
 def _count_labels(rt: Runtime, labels) -> None:  # type: ignore[no-untyped-def]
     metrics, tally = rt.metrics, rt.ad_tallies
     for label in labels:
-        # Both models' online log loss feeds its drift monitor (persona_model_drift_total).
-        q = min(max(float(label.p), 1e-12), 1 - 1e-12)
-        rt.drift.observe(label.model, -math.log(q if label.y else 1 - q))
-        if label.model != "pctr" or label.campaign_id not in rt.bidder.campaigns:
-            continue
         p = min(max(float(label.p), 1e-12), 1 - 1e-12)
         y = int(label.y)
+        loss = -math.log(p if y else 1 - p)
+        # Both models' online log loss feeds its drift monitor (persona_model_drift_total).
+        rt.drift.observe(label.model, loss)
+        if label.model != "pctr" or label.campaign_id not in rt.bidder.campaigns:
+            continue
         campaign = label.campaign_id
         t = tally(campaign)
         t["predicted"] += p
         t["clicked"] += y
         metrics.ad_labels.labels(campaign=campaign, label="click" if y else "no_click").inc()
         metrics.ad_predicted_clicks.labels(campaign=campaign).inc(p)
-        metrics.ad_log_loss.labels(campaign=campaign).inc(-math.log(p if y else 1 - p))
+        metrics.ad_log_loss.labels(campaign=campaign).inc(loss)
 
 
 async def handle(m: AdsMessage, msg) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +121,7 @@ async def handle(m: AdsMessage, msg) -> None:  # type: ignore[no-untyped-def]
     labels, writes = rt.bidder.advance(rt.ad_clock.now_ms())  # a Tick does only this
     _apply(writes)
     _count_labels(rt, labels)
-    _set_kill_gauge(rt)
+    set_kill_gauge(rt)
 
 
 async def _on_request(rt: Runtime, m: AdRequestMsg, msg) -> None:  # type: ignore[no-untyped-def]

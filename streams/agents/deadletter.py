@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from streams import topics
-from streams.messages import DeadLetter
+from streams.messages import DeadLetter, now_iso
 from streams.runtime import current
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ def dead_letter_record(
     """The dead-letter record (docs/contract.md, Output). ``detail`` must never carry
     payload values."""
     return DeadLetter(source_topic, partition, offset, error, detail, raw,
-                      datetime.now(UTC).isoformat(timespec="milliseconds"))
+                      now_iso())
 
 
 async def send_dead_letter(

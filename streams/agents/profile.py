@@ -24,10 +24,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from models.ads.pctr import user_view
-from models.engine import MODELS, Result
+from models.engine import MODELS, Result, reasons
 from models.marketing.attribution import Attribution
 from models.marketing.experiments import DEFAULT_VARIANT, NO_EXPERIMENT, Assignment
 from models.marketing.steps import (
@@ -53,6 +52,7 @@ from streams.messages import (
     Recommendation,
     RecommendedItem,
     decode_event_message,
+    now_iso,
 )
 from streams.messages import AudienceChange as AudienceRecord
 from streams.messages import SegmentChange as SegmentRecord
@@ -81,13 +81,12 @@ def recommendation_record(
     return Recommendation(
         recommendation_id=rec_id or recommendation_id(event_id, user),
         user_id=user,
-        ts=_now_iso(),
+        ts=now_iso(),
         strategy=strategy,
         propensity=round(float(propensity), 6),
         variant=variant,
         model_version=model_version or current().model_version,
-        items=tuple(RecommendedItem(s.item_id, round(float(s.score), 6), s.reason)
-                    for s in items),
+        items=tuple(RecommendedItem(**item) for item in reasons(items)),
         trigger_event_id=event_id,
     )
 
@@ -105,10 +104,6 @@ def _account_experiment(rt: Runtime, profile: dict, arm: Assignment,
     if up.revenue:
         child(metrics.experiment_revenue, **labels).inc(up.revenue)
         child(metrics.experiment_revenue_sumsq, **labels).inc(up.revenue_sumsq)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def update_groups(user: str, profile: dict, ts_ms: int,
@@ -131,11 +126,11 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     for change in up.changes:
         if isinstance(change, SegmentChange):
             metrics.segment_changes.inc()
-            out.append(SegmentRecord(user, change.segment, _now_iso()))
+            out.append(SegmentRecord(user, change.segment, now_iso()))
         else:
             child(metrics.audience_changes, audience=change.audience,
                   action=change.action).inc()
-            out.append(AudienceRecord(user, change.audience, change.action, _now_iso()))
+            out.append(AudienceRecord(user, change.audience, change.action, now_iso()))
     return out
 
 
@@ -164,7 +159,7 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
         metrics.redeliveries.inc()
         return "duplicate", (None if not learn else _reserve(rt, ev, stored)), []
     stored_p = stored.get("p") or {}
-    amount = float(ev.price) * int(ev.quantity) if isinstance(ev, Purchase) else 0.0
+    amount = float(ev.amount) if isinstance(ev, Purchase) else 0.0
     rec_id = recommendation_id(ev.event_id, user)
     arm = (running.assign(user, stored_p.get("ex")) if learn and not stored_p.get("oo")
            else NO_EXPERIMENT)
@@ -305,7 +300,7 @@ def _forget_in_memory(rt: Runtime, user: str,
                             segmenter=rt.segments.model, audiences=rt.audiences)
     if not left:
         return []
-    now = _now_iso()
+    now = now_iso()
     out: list[Output] = []
     for name in left:
         child(rt.metrics.audience_changes, audience=name, action="leave").inc()
