@@ -10,6 +10,7 @@ experiment and audience files, demands the pseudonymization key and builds the m
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from streams.checkpoint import AdModels, Checkpointer, Pickled
 from streams.drift import Drift
 from streams.metrics import Metrics, build_metrics
 from streams.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Runtime:
         self.drift = Drift(self.metrics, delta=settings.drift_delta)
         # Refuses to start without PERSONA_SECRET_KEY: no raw id may pass ingest un-hashed.
         self.pseudonymize = Pseudonymizer(settings.require_secret_key())
+        _warn_if_key_file_open(settings)
         self.engine = Engine(settings.engine_config())
         if settings.model_sync:  # record item-level learn steps for the other workers
             self.engine.sync = Outbox()
@@ -159,6 +163,20 @@ def _bidder(settings: Settings, campaigns: dict) -> Bidder:  # type: ignore[type
 
 
 _current: Runtime | None = None
+
+
+def _warn_if_key_file_open(settings: Settings) -> None:
+    """Warn when the key file persona keeps (``<data dir>/secret.key``) can be read by
+    other accounts: with the key, anyone can re-identify a pseudonym by hashing
+    candidate ids. Only the path and mode are logged, never the key."""
+    path = settings.secret_key_file
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:  # no key file: the key came from the environment only
+        return
+    if mode & 0o077:
+        log.warning("%s is readable by group or others (mode %03o): chmod 600 %s",
+                    path, mode, path)
 
 
 def install(runtime: Runtime) -> Runtime:

@@ -269,3 +269,43 @@ def test_nothing_in_streams_sends_pickle() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert "pickle" not in node.value.split("|"), path.name
     assert importers == {"checkpoint.py"}
+
+
+def _readme_key_line() -> str:
+    """The README tour's shell line that writes the pseudonymization key file."""
+    lines = [line for line in (PROJECT_ROOT / "README.md").read_text().splitlines()
+             if "secret.key" in line and ">" in line and line.lstrip().startswith("[")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_the_readme_writes_the_key_file_for_its_owner_only(tmp_path: Path) -> None:
+    """Under the usual umask (022) a plain redirect makes the key world-readable: the
+    tour's line must make it 0600 however the shell is set up."""
+    (tmp_path / ".persona").mkdir()
+    subprocess.run(["bash", "-c", f"umask 022; {_readme_key_line()}"], cwd=tmp_path,
+                   check=True)
+    key_file = tmp_path / ".persona" / "secret.key"
+    assert len(key_file.read_text().strip()) == 64
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False),
+                                               (0o640, True), (0o644, True)],
+                         ids=["0600", "0400", "0640", "0644"])
+def test_the_worker_warns_when_the_key_file_is_open_to_others(
+        tmp_path: Path, mode: int, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    from streams.runtime import Runtime
+
+    key_file = tmp_path / "secret.key"
+    key_file.write_text("k" * 64 + "\n")
+    key_file.chmod(mode)
+    s = Settings.from_env({"PERSONA_DATA_DIR": str(tmp_path),
+                           "PERSONA_SECRET_KEY": "k" * 64})
+    with caplog.at_level("WARNING", logger="streams.runtime"):
+        Runtime(s)
+    found = [r.getMessage() for r in caplog.records if "secret.key" in r.getMessage()]
+    assert bool(found) is warned, found
+    if warned:
+        assert f"{mode:o}"[-3:] in found[0] and "chmod 600" in found[0]
+        assert "k" * 16 not in found[0]  # never the key itself
