@@ -49,7 +49,8 @@ DEMO_BAD_EVENTS: list[tuple[str, bytes | None]] = [
 ]
 
 
-ALL_OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
+# Final outcomes (streams/metrics.py OUTCOMES but the rate_limited flag): each event once.
+ALL_OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed", "erased")
 
 DEFAULT_AD_REQUESTS = 600
 # The demo worker's attribution window (PERSONA_AD_WINDOW_S). Short, so that windows close
@@ -297,10 +298,6 @@ def _experiment_report(worker: WorkerProcess, *, out: Console) -> None:
 def _report(worker: WorkerProcess, m: dict[str, float], events: list[Outgoing], elapsed: float,
             total: int, *, console: Console, out: Console) -> None:
     """Recommendations for three of the replay's users, and the replay's figures."""
-    accepted = _events(m, ("accepted",))
-    hits = _sum(m, "persona_recommendation_hits_total")
-    checks = _sum(m, "persona_recommendation_hit_checks_total")
-    recs = _sum(m, "persona_recommendations_total")
     # Sample users: the last three distinct users of the replay.
     users: list[str] = []
     for ev in reversed(events):
@@ -325,13 +322,26 @@ def _report(worker: WorkerProcess, m: dict[str, float], events: list[Outgoing], 
         for i, it in enumerate(body["items"], 1):
             t.add_row(str(i), it["item_id"], f"{it['score']:.3f}", it["reason"])
         out.print(t)
+    out.print(replay_summary(m, total, elapsed))
 
+
+def replay_summary(m: dict[str, float], total: int, elapsed: float) -> Table:
+    """The replay's figures from the worker's metrics ``m``: ``total`` events published,
+    ``elapsed`` seconds from the first publish to the last processed."""
+    accepted = _events(m, ("accepted",))
+    hits = _sum(m, "persona_recommendation_hits_total")
+    checks = _sum(m, "persona_recommendation_hit_checks_total")
+    recs = _sum(m, "persona_recommendations_total")
     summary = Table(title="demo summary", title_justify="left")
     summary.add_column("figure")
     summary.add_column("value", justify="right")
     summary.add_row("events replayed", f"{total:,}")
     summary.add_row("accepted", f"{accepted:,.0f}")
     summary.add_row("recommendation events", f"{recs:,.0f}")
+    # Counted on top of accepted (a flag, not a final outcome): an accepted event gets a
+    # recommendation unless it was rate-limited.
+    summary.add_row("rate-limited (counted, not learned, not served)",
+                    f"{_events(m, ('rate_limited',)):,.0f}")
     summary.add_row("events/s (publish to processed)", f"{total / max(elapsed, 1e-9):,.0f}")
     summary.add_row("live hit rate (item in user's previous recs)",
                     f"{hits / checks:.4f}" if checks else "n/a")
@@ -343,7 +353,7 @@ def _report(worker: WorkerProcess, m: dict[str, float], events: list[Outgoing], 
     c = m.get("persona_event_processing_seconds_count{agent=\"profile\"}", 0.0)
     if c:
         summary.add_row("profile agent time per event", f"{1000 * p / c:.3f} ms")
-    out.print(summary)
+    return summary
 
 
 # ---------------------------------------------------------------- the ad phase

@@ -163,28 +163,45 @@ def _table(title: str, *columns: str) -> Table:
 
 # ---------------------------------------------------------------- panels
 TOPICS = ("clicks", "purchases", "items", "ad-requests", "ad-events", "privacy", "control")
-OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed")
+OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed", "erased")
+# Counted at ingest on top of a click's or purchase's final outcome: never in a sum of events.
+LIMITED = "rate_limited"
+LIMITED_TOPICS = ("clicks", "purchases")
 
 
 def events_panel(view: View) -> Table:
-    """Input events per topic (rows) and outcome (columns)."""
+    """Input events per topic (rows) and final outcome (columns), then how many of them
+    were rate-limited (a flag, not in "all")."""
     rates = view.rate("persona_events_total", "topic", "outcome")
     topics = list(TOPICS) + sorted({t for t, _ in rates} - set(TOPICS))
-    t = _table(f"events {view.unit}", "topic", *OUTCOMES, "all")
+    t = _table(f"events {view.unit}", "topic", *OUTCOMES, "all", "rate-limited")
     for topic in topics:
         row = [rates.get((topic, o), 0.0) for o in OUTCOMES]
-        t.add_row(Text(topic), *(_rate(view, v) for v in row), _rate(view, sum(row)))
-    totals = [sum(v for (_, o), v in rates.items() if o == out) for out in OUTCOMES]
-    t.add_row(Text("all", style="bold"), *(_rate(view, v) for v in totals),
-              _rate(view, sum(totals)), style="bold")
+        t.add_row(Text(topic), *(_rate(view, v) for v in row), _rate(view, sum(row)),
+                  _rate(view, rates.get((topic, LIMITED), 0.0)))
+    totals = [sum(v for (_, o), v in rates.items() if o == out) for out in (*OUTCOMES, LIMITED)]
+    t.add_row(Text("all", style="bold"), *(_rate(view, v) for v in totals[:-1]),
+              _rate(view, sum(totals[:-1])), _rate(view, totals[-1]), style="bold")
     return t
 
 
+def _messages(counts: Mapping[Key, float], topics: tuple[str, ...] = ()) -> float:
+    """Input messages in ``persona_events_total`` by (topic, outcome), each once (not the
+    rate_limited flag), of ``topics`` (all if empty)."""
+    return sum(v for (topic, outcome), v in counts.items()
+               if outcome != LIMITED and (not topics or topic in topics))
+
+
+def _limited(counts: Mapping[Key, float]) -> float:
+    return sum(v for (_, outcome), v in counts.items() if outcome == LIMITED)
+
+
 def health_panel(view: View) -> Table:
-    """Event lag quantiles, dead letters (total, ratio, by error) and recommendations/s."""
+    """Event lag quantiles, dead letters (total, ratio, by error), rate-limited clicks
+    and purchases (total, ratio) and recommendations/s."""
     first = view.seconds is None
     (p50, p99), (p50_all, p99_all) = lag_quantiles(view)
-    t = _table("lag, dead letters, recommendations", "",
+    t = _table("lag, dead letters, rate limit, recommendations", "",
                "now" if first else f"last {view.seconds:.1f} s", "since start")
 
     def now(text: str) -> str:
@@ -192,16 +209,22 @@ def health_panel(view: View) -> Table:
 
     t.add_row("event lag p50", now(_seconds(p50)), _seconds(p50_all))
     t.add_row("event lag p99", now(_seconds(p99)), _seconds(p99_all))
+    interval = view.increase("persona_events_total", "topic", "outcome")
+    total = view.cur.by("persona_events_total", "topic", "outcome")
     dead = sum(view.increase("persona_dead_letters_total").values())
-    events = sum(view.increase("persona_events_total").values())
     dead_all = view.cur.total("persona_dead_letters_total")
     t.add_row("dead letters", now(f"{dead / (view.seconds or 1):,.1f}/s"), _count(dead_all))
-    t.add_row("dead-letter ratio", now(_pct(dead, events)),
-              _pct(dead_all, view.cur.total("persona_events_total")))
+    t.add_row("dead-letter ratio", now(_pct(dead, _messages(interval))),
+              _pct(dead_all, _messages(total)))
     by_error = view.cur.by("persona_dead_letters_total", "error")
     for (error,), v in sorted(by_error.items(), key=lambda kv: (-kv[1], kv[0])):
         if v > 0:
             t.add_row(Text(f"  {error}", style="dim"), "", _count(v))
+    limited, limited_all = _limited(interval), _limited(total)
+    t.add_row("rate-limited", now(f"{limited / (view.seconds or 1):,.1f}/s"),
+              _count(limited_all))
+    t.add_row("rate-limited ratio", now(_pct(limited, _messages(interval, LIMITED_TOPICS))),
+              _pct(limited_all, _messages(total, LIMITED_TOPICS)))
     recs = sum(view.rate("persona_recommendations_total").values())
     t.add_row("recommendations", now(f"{recs:,.1f}/s"),
               _count(view.cur.total("persona_recommendations_total")))

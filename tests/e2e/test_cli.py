@@ -171,6 +171,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, kafka_broker) -> None:
                      report)
     summary = out[out.index("demo summary"):out.index("ad campaigns")]
     assert "3,005" in summary and "3,000" in summary  # replayed, accepted
+    # MovieLens is never rate-limited, whichever input topic the worker reads first
+    assert re.search(r"rate-limited \(counted, not learned, not served\)\s*│\s*0 │", summary)
     for code in ("not_utf8", "bad_timestamp", "bad_price", "missing_field", "not_object"):
         assert f"{code}: 1" in summary
     _check_ad_phase(out, requests=240)

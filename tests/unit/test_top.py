@@ -32,6 +32,10 @@ def page(second: bool, kill: bool = False) -> str:
     m.events.labels(topic="clicks", outcome="accepted").inc(counts(1000, 1237))
     m.events.labels(topic="purchases", outcome="accepted").inc(counts(200, 212))
     m.events.labels(topic="clicks", outcome="invalid").inc(counts(10, 13))
+    # older than the user's erase, arrived after it: dropped (a final outcome)
+    m.events.labels(topic="clicks", outcome="erased").inc(counts(4, 6))
+    # a flag counted on top of the final outcome (some of the accepted clicks)
+    m.events.labels(topic="clicks", outcome="rate_limited").inc(counts(50, 70))
     m.dead_letters.labels(error="bad_json").inc(counts(8, 11))
     m.dead_letters.labels(error="missing_field").inc(2)
     for v in LAG_FIRST + (LAG_SECOND if second else []):
@@ -77,12 +81,18 @@ def row(text: str, pattern: str) -> re.Match[str]:
 def test_frame_from_two_scrapes_shows_rates_and_the_key_figures() -> None:
     text = render(frame(Scrape.parse(page(False), 100.0), Scrape.parse(page(True), 101.0), URL))
     assert "rates over the last 1.0 s" in text
-    # events/s: (1237 - 1000) / 1 s accepted clicks, 3/s invalid, 240/s for the topic
-    row(text, r"clicks\s+237\.0\s+3\.0\s+0\.0\s+0\.0\s+240\.0")
+    # events/s: (1237 - 1000) / 1 s accepted clicks, 3/s invalid, 240/s for the topic;
+    # 20/s of them rate-limited, not in the sum (a flag on top of the outcome)
+    row(text, r"clicks\s+237\.0\s+3\.0\s+0\.0\s+0\.0\s+2\.0\s+242\.0\s+20\.0")
     row(text, r"purchases\s+12\.0\s+0\.0")
+    row(text, r"all\s+249\.0\s+3\.0\s+0\.0\s+0\.0\s+2\.0\s+254\.0\s+20\.0")
     # dead letters: 3 in the last second of 252 events; 11 + 2 of 1,462 since start
+    # (rate_limited is not counted as events a second time)
     row(text, r"dead letters\s+3\.0/s\s+13\b")
-    row(text, r"dead-letter ratio\s+1\.19%\s+0\.89%")
+    row(text, r"dead-letter ratio\s+1\.18%\s+0\.89%")
+    # rate-limited clicks and purchases: 20 of 252 in the last second, 70 of 1,462 in all
+    row(text, r"rate-limited\s+20\.0/s\s+70\b")
+    row(text, r"rate-limited ratio\s+7\.87%\s+4\.77%")
     row(text, r"bad_json\s+11\b")
     row(text, r"missing_field\s+2\b")
     # recommendations/s: 300 + 100 + 200; per strategy; CTR by variant over all counts
@@ -110,7 +120,7 @@ def test_lag_quantiles_come_from_the_bucket_increase() -> None:
 def test_first_frame_shows_totals() -> None:
     text = render(frame(None, Scrape.parse(page(True), 100.0), URL))
     assert "totals since the worker started" in text
-    row(text, r"clicks\s+1,237\s+13\s+0\s+0\s+1,250")
+    row(text, r"clicks\s+1,237\s+13\s+0\s+0\s+6\s+1,256\s+70\b")
     row(text, r"dead letters\s+-\s+13\b")
     row(text, r"spring\s+13\.75\s+-\s+86\.25")
     assert "237.0" not in text
@@ -222,3 +232,14 @@ def test_cli_once(tmp_path: Path) -> None:
     res = _persona("top", "--once", "--url", f"http://127.0.0.1:{port}/metrics")
     assert res.returncode == 1
     assert "worker unreachable" in res.stdout and f"127.0.0.1:{port}" in res.stdout
+
+
+def test_the_cli_sums_every_final_outcome_the_worker_counts() -> None:
+    """A new outcome (as ``erased`` was) must reach the panels and the demo's wait for
+    every event, or those events look lost."""
+    from streams.cli import demo, top
+    from streams.metrics import OUTCOMES
+
+    final = tuple(o for o in OUTCOMES if o != top.LIMITED)
+    assert top.OUTCOMES == final
+    assert demo.ALL_OUTCOMES == final
