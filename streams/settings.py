@@ -96,6 +96,18 @@ def _table_store(env: Mapping[str, str], default: str) -> str:
     return value
 
 
+def _erase_grace(env: Mapping[str, str], default: float, max_age_s: float) -> float:
+    """PERSONA_ERASE_GRACE_S: by default the larger of ``default`` and the max event age;
+    set lower than that age it would let an event ingest accepts outlive the marker."""
+    grace = _float(env, "PERSONA_ERASE_GRACE_S", max(default, max_age_s), 1.0,
+                   3650 * 86_400.0)
+    if grace < max_age_s:
+        raise SettingsError(f"PERSONA_ERASE_GRACE_S={grace:g} is below "
+                            f"PERSONA_MAX_EVENT_AGE_S={max_age_s:g}: an older event could "
+                            "still arrive after an erase's marker is gone")
+    return grace
+
+
 def _read_config(name: str, path_text: str, load: Callable[[Any], dict[str, T]]) -> dict[str, T]:
     """``load`` applied to the JSON file ``path_text`` (the value of setting ``name``)."""
     if not path_text:
@@ -229,10 +241,12 @@ class Settings:
     # PERSONA_MAX_FUTURE_S: an event whose ts is more than this after its Kafka record
     # timestamp is dead-lettered (future_event). 0 switches it off.
     max_future_s: float = 300.0
-    # PERSONA_USER_RATE_PER_S / PERSONA_USER_BURST: per-user token bucket at ingest, in
-    # events per second of event time (not wall time, so a fast replay is not limited).
-    # Clicks and purchases over it are counted but not learned from ("rl" on the wire,
-    # persona_events_total{outcome="rate_limited"}). Either 0 switches it off.
+    # PERSONA_USER_RATE_PER_S / PERSONA_USER_BURST: per-user limit at ingest, at most
+    # BURST events per window of BURST / RATE_PER_S seconds of event time (not wall time,
+    # so a fast replay is not limited; a count per window, so the order in which the two
+    # topics are consumed does not matter). Clicks and purchases over it are counted but
+    # not learned from ("rl" on the wire, persona_events_total{outcome="rate_limited"}).
+    # Either 0 switches it off.
     user_rate_per_s: float = 10.0
     user_burst: int = 100
     # PERSONA_RATE_LIMIT_USERS: users the rate limiter remembers (LRU): bounds its memory
@@ -305,6 +319,12 @@ class Settings:
     profile_ttl_days: float = 365.0
     # PERSONA_PROFILE_SWEEP_INTERVAL_S: seconds between retention sweeps of the table.
     profile_sweep_interval_s: float = 3600.0
+    # PERSONA_ERASE_GRACE_S: how long an erase leaves a marker (the erase time, nothing
+    # else): the user's events from before the erase that reach the worker after it (on
+    # another input topic) are dropped, counted outcome="erased". At least
+    # PERSONA_MAX_EVENT_AGE_S (ingest refuses anything older), the default when that is
+    # larger; the retention sweep removes older markers.
+    erase_grace_s: float = 86_400.0
     # PERSONA_CHANGELOG_MAX_COMPACTION_LAG_S: bound on how long a table changelog keeps a
     # superseded record (an erased user's old profile, ad features) before the broker's
     # log cleaner may remove it (the topic's max.compaction.lag.ms; applied when persona
@@ -456,6 +476,11 @@ class Settings:
         )
 
     @property
+    def erase_grace_ms(self) -> int:
+        """PERSONA_ERASE_GRACE_S in ms."""
+        return int(self.erase_grace_s * 1000)
+
+    @property
     def profile_ttl_ms(self) -> int:
         """PERSONA_PROFILE_TTL_DAYS in ms (0: profiles never expire)."""
         return int(self.profile_ttl_days * 86_400_000)
@@ -562,6 +587,8 @@ class Settings:
         )
         host = _str(env, "PERSONA_BROKER_HOST", d.broker_host)
         web_host = _str(env, "PERSONA_WEB_HOST", d.web_host)
+        max_age = _float(env, "PERSONA_MAX_EVENT_AGE_S", d.max_event_age_s, 0.0,
+                         3650 * 86_400.0)
         settings = cls(
             broker_host=host,
             broker_port=_int(env, "PERSONA_BROKER_PORT", d.broker_port, 1, 65534),
@@ -578,8 +605,7 @@ class Settings:
             recent_items=_int(env, "PERSONA_RECENT_ITEMS", d.recent_items, 1, 1000),
             seen_items_max=_int(env, "PERSONA_SEEN_ITEMS_MAX", d.seen_items_max, 1, 100_000),
             dedup_window=_int(env, "PERSONA_DEDUP_WINDOW", d.dedup_window, 1, 100_000),
-            max_event_age_s=_float(env, "PERSONA_MAX_EVENT_AGE_S", d.max_event_age_s,
-                                   0.0, 3650 * 86_400.0),
+            max_event_age_s=max_age,
             max_future_s=_float(env, "PERSONA_MAX_FUTURE_S", d.max_future_s,
                                 0.0, 3650 * 86_400.0),
             user_rate_per_s=_float(env, "PERSONA_USER_RATE_PER_S", d.user_rate_per_s,
@@ -620,6 +646,7 @@ class Settings:
                                     0.0, 36_500.0),
             profile_sweep_interval_s=_float(env, "PERSONA_PROFILE_SWEEP_INTERVAL_S",
                                             d.profile_sweep_interval_s, 1.0, 86_400.0),
+            erase_grace_s=_erase_grace(env, d.erase_grace_s, max_age),
             changelog_max_compaction_lag_s=_float(
                 env, "PERSONA_CHANGELOG_MAX_COMPACTION_LAG_S",
                 d.changelog_max_compaction_lag_s, 1.0, 365 * 86_400.0),

@@ -113,6 +113,22 @@ profiles = _table(
 )
 
 
+# Erase markers (models.users.erasure.make_marker): {"t": wall-clock ms of the erase,
+# "e": its event time} per user erased within PERSONA_ERASE_GRACE_S, so the user's older
+# events still in flight are dropped. Apart from ``profiles``, so an erase still
+# tombstones the profile record and a returning user's profile needs no marker in it.
+# Same partitions as the events topic; written only by the profile agent.
+erasures = _table(
+    "erasures",
+    default=None,
+    schema=_SCHEMA,
+    partitions=settings.partitions,
+    extra_topic_configs=_CHANGELOG_CONFIG,
+    options=settings.table_store_options(),
+    help="Erase markers keyed by pseudonymous user id: the erase time, for a grace period.",
+)
+
+
 def stored_profile(record: dict | None) -> dict | None:
     """The profile dict inside a stored record (None for an unknown user)."""
     return None if record is None else record.get("p")

@@ -12,7 +12,9 @@ Privacy, in short (docs/contract.md, "Privacy requests"):
   counted ``suppressed`` and teach nothing; they get the non-personal list.
 - opt_in: the flag goes; the user starts afresh from their next event.
 - erase: the record is deleted (changelog tombstone) with everything kept about the
-  user in memory; a later event starts a new profile (the user is back).
+  user in memory; a later event starts a new profile (the user is back). A marker (the
+  erase time) stays for PERSONA_ERASE_GRACE_S: the user's events from before the erase
+  that arrive after it are dropped (counted ``erased``), not learned.
 - rate-limited events (``"rl": true`` from ingest) are counted in the profile only.
 """
 
@@ -38,6 +40,7 @@ from models.marketing.steps import (
     group_step,
 )
 from models.recommenders.base import ScoredItem
+from models.users.erasure import before_erase, make_marker, marker_expired
 from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.deadletter import run_guarded, send_dead_letter
@@ -141,6 +144,9 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
     changes). ``at`` is the message's (partition, offset) on the events topic:
     a message the user's record already holds is a redelivery, counted as a duplicate.
 
+    An event at or before the user's erase marker (``tables.erasures``) is ``erased``:
+    dropped and counted, so it cannot rebuild the erased profile.
+
     A rate-limited event (``ev.rl``; ingest counts it ``rate_limited`` too) updates the
     profile's counts only: no learning, no recommendation. An opted-out user's event is
     "suppressed": only its id is kept (dedupe), and the recommendation is non-personal.
@@ -153,6 +159,11 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
     learn = not ev.rl
     stored = tables.profiles.get(user) or {}
     src = ev.origin.src or "clicks"
+    if before_erase(tables.erasures.get(user), ev.ts_ms):
+        # Made before the user's erase and overtaken by it on another input topic: not
+        # bad input (no dead letter), but nothing of it may come back.
+        child(metrics.events, topic=src, outcome="erased").inc()
+        return "erased", None, []
     if at is not None and tables.already_applied(stored, *at):
         # Our own redelivery (crash or rebalance before the offset commit): applied once.
         child(metrics.events, topic=src, outcome="duplicate").inc()
@@ -281,8 +292,12 @@ def _reserve(rt: Runtime, ev: Click | Purchase, stored: dict) -> Recommendation:
 def with_ad_view(req: AdRequestMsg) -> AdRequestMsg:
     """The ad request with the user's ad view (``view``) from their stored profile.
 
-    Opted-out users get an empty, non-personal view (``np``): a contextual bid.
+    Opted-out users get an empty, non-personal view (``np``): a contextual bid. A
+    request from before the user's erase gets an unknown user's (``{}``): the bid is
+    still answered, and the ads table keeps nothing of the user for it.
     """
+    if before_erase(tables.erasures.get(req.user_id), req.ts_ms):
+        return replace(req, view={})
     stored = tables.stored_profile(tables.profiles.get(req.user_id))
     profile = None if stored is None else UserProfile.from_dict(stored)
     opted_out = profile is not None and profile.opted_out
@@ -317,7 +332,8 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     - erase: the record goes (a changelog tombstone: profile, user factors, seen items,
       served lists and dedupe window with it), and so do the user's segment count and
       the hybrid's last list served to them; the raw-id cache of this worker's
-      pseudonymizer is cleared. A later event starts a new profile.
+      pseudonymizer is cleared. A marker keeps the erase time for
+      PERSONA_ERASE_GRACE_S: a later event starts a new profile, an older one is dropped.
     - opt_out: the record shrinks to the flag and the dedupe window (data
       minimization: nothing learned about the user is kept; an unknown user can opt
       out too). Nothing is learned from them, nor personalized, until opt_in.
@@ -332,6 +348,8 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     stored_profile = tables.stored_profile(record)
     if action == "erase":
         left = _forget_in_memory(rt, user, stored_profile)
+        tables.erasures[user] = make_marker(int(req.ts_ms), int(time.time() * 1000),
+                                            tables.erasures.get(user))
         if record is not None:
             del tables.profiles[user]
         rt.pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
@@ -364,8 +382,13 @@ def forward_to_ads(req: PrivacyMsg) -> Forget | None:
 def handle_expire(order: Expire) -> tuple[bool, list[Output]]:
     """Delete the user's record if it is still idle since before ``order.before_ms`` (the
     sweep's cutoff; the check is repeated here, where the table is owned, so activity
-    since the sweep keeps the profile). Returns (deleted, audience "leave" events)."""
+    since the sweep keeps the profile), and their erase marker if written before
+    ``order.erased_before_ms`` (a newer erase keeps it). Returns (record deleted,
+    audience "leave" events)."""
     user = order.user_id
+    if order.erased_before_ms and marker_expired(tables.erasures.get(user),
+                                                 int(order.erased_before_ms)):
+        del tables.erasures[user]
     record = tables.profiles.get(user)
     if record is None or not is_expired(record.get("p"), tables.touched_ms(record),
                                         int(order.before_ms)):
@@ -377,38 +400,49 @@ def handle_expire(order: Expire) -> tuple[bool, list[Output]]:
     return True, left
 
 
-def expire_messages(now_ms: int, ttl_ms: int) -> list[tuple[bytes, bytes]]:
+def expire_messages(now_ms: int, ttl_ms: int,
+                    grace_ms: int = 0) -> list[tuple[bytes, bytes]]:
     """(key, value) of an ``expire`` message for every profile in this worker's table
-    idle for longer than ``ttl_ms`` at ``now_ms`` (none when ``ttl_ms`` <= 0).
+    idle for longer than ``ttl_ms`` at ``now_ms`` (none when ``ttl_ms`` <= 0), and for
+    every erase marker older than ``grace_ms`` (none when 0); one message per user.
 
     Read here, deleted by the profile agent that owns the record: tables change only
     inside their agent (docs/architecture.md, What the code relies on). The table may
     hold standby copies of other workers' partitions too; their owners re-check, so a
     repeated expiry is harmless.
     """
-    if ttl_ms <= 0:
-        return []
     cutoff = now_ms - ttl_ms
-    out = []
-    # One pass with no await in it: the agent cannot change the table meanwhile, and
-    # only the expired records are kept (a large table is not copied).
-    # maybe_idle skips records written since the cutoff without decoding them.
-    for user, record in tables.maybe_idle(cutoff):
-        if is_expired(record.get("p"), tables.touched_ms(record), cutoff):
-            out.append((user.encode("utf-8"), Expire(user, cutoff).encode()))
+    idle: list[str] = []
+    if ttl_ms > 0:
+        # One pass with no await in it: the agent cannot change the table meanwhile, and
+        # only the expired records are kept (a large table is not copied).
+        # maybe_idle skips records written since the cutoff without decoding them.
+        idle = [user for user, record in tables.maybe_idle(cutoff)
+                if is_expired(record.get("p"), tables.touched_ms(record), cutoff)]
+    marks = now_ms - grace_ms
+    # Markers live only for the grace period: this table stays small.
+    unmark = ({user for user, marker in tables.erasures.items()
+               if marker_expired(marker, marks)} if grace_ms > 0 else set())
+    out = [(user.encode("utf-8"),
+            Expire(user, cutoff, marks if user in unmark else 0).encode()) for user in idle]
+    out.extend((user.encode("utf-8"), Expire(user, 0, marks).encode())
+               for user in sorted(unmark.difference(idle)))
     return out
 
 
 async def sweep_expired(now_ms: int | None = None) -> int:
-    """Send the expire messages for idle profiles (see ``expire_messages``); how many."""
+    """Send the expire messages for idle profiles and old erase markers (see
+    ``expire_messages``); how many."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    messages = expire_messages(now, current().settings.profile_ttl_ms)
+    config = current().settings
+    messages = expire_messages(now, config.profile_ttl_ms, config.erase_grace_ms)
     for n, (key, value) in enumerate(messages, start=1):
         await topics.events.send(key=key, value=value)
         if n % 1000 == 0:
             await asyncio.sleep(0)  # let the agents run during a long sweep
     if messages:
-        log.info("profile retention sweep: %d idle profiles to expire", len(messages))
+        log.info("profile retention sweep: %d idle profiles or erase markers to expire",
+                 len(messages))
     return len(messages)
 
 
@@ -456,12 +490,12 @@ async def profile(stream):  # type: ignore[no-untyped-def]
     await run_guarded(stream, "profile", _profile)
 
 
-if settings.profile_ttl_ms > 0:
+if settings.profile_ttl_ms > 0 or settings.erase_grace_ms > 0:
 
     @app.timer(interval=settings.profile_sweep_interval_s)
     async def _retention_sweep() -> None:
-        """Expire idle profiles (PERSONA_PROFILE_TTL_DAYS) on every worker, for the
-        records in its own table."""
+        """Expire idle profiles (PERSONA_PROFILE_TTL_DAYS) and erase markers past
+        PERSONA_ERASE_GRACE_S on every worker, for the records in its own tables."""
         try:
             await sweep_expired()
         except Exception as exc:  # a failed sweep must not stop the worker; next one retries
