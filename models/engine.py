@@ -7,6 +7,7 @@ what to emit, and what to count. No I/O: agents do the reading, writing and send
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +214,9 @@ class Engine:
         )
         self._explored: dict[str, int] = {}  # new item -> exploration showings
         self.updates = 0  # learn steps so far (snapshots carry it)
+        # Entries the per-user bounds dropped (seen_max, dedup_window): the worker exports
+        # them with the hybrid's (eviction_counts), so dropped state is visible.
+        self._evictions = {"seen_items": 0, "dedupe_window": 0}
         # With several workers: where learn steps are recorded for the others
         # (models/sync.py); None (one worker, or sharing off) records nothing.
         self.sync: Outbox | None = None
@@ -270,6 +274,8 @@ class Engine:
         dedupe_new, seen = check_and_add(dedupe, event_id, fingerprint, self.config.dedup_window)
         if seen != "new":
             return Result(outcome=seen)
+        if dedupe and len(dedupe) >= len(dedupe_new):
+            self._evictions["dedupe_window"] += len(dedupe) + 1 - len(dedupe_new)
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         if prof.opted_out:
             return self._suppressed(dedupe_new, serve)
@@ -330,6 +336,8 @@ class Engine:
         models learn the event with."""
         cfg = self.config
         categories = self.catalogue.categories(item_id)
+        if len(prof.seen) >= cfg.seen_max and item_id not in prof.seen:
+            self._evictions["seen_items"] += 1
         if kind == "purchase":
             return apply_purchase(
                 prof, item_id, ts_ms, amount, categories,
@@ -364,17 +372,22 @@ class Engine:
     def recommend(
         self, profile: dict | None, k: int, *, key: str = "", user: str = "",
         categories: Sequence[str] | None = None, strategy: str | None = None,
-        overrides: Mapping[str, float] | None = None,
+        overrides: Mapping[str, float] | None = None, read_only: bool = False,
     ) -> Served:
         """The list to serve a stored profile (None: a user we have not seen), chosen by
         the policy for request ``key`` (or by ``strategy``, with rule ``overrides``);
         ``categories`` restricts it to those categories. An opted-out profile gets the
-        non-personal list."""
+        non-personal list.
+
+        ``read_only``: a look at the list, not a showing (an HTTP read): the same ranking,
+        but no new-item slot (exploration spends a budget and is synced to the other
+        workers) and no list kept for the blend to learn from, so any number of such
+        calls leave every model as it was."""
         prof = UserProfile.from_dict(profile) if profile else UserProfile()
         if prof.opted_out:
             return self.non_personal(k, categories=categories)
         return self._serve(prof, k, key=key, user=user, categories=categories,
-                           strategy=strategy, overrides=overrides)
+                           strategy=strategy, overrides=overrides, read_only=read_only)
 
     def non_personal(self, k: int, categories: Sequence[str] | None = None) -> Served:
         """A list that uses nothing of the user (for opted-out users): overall popularity,
@@ -408,7 +421,7 @@ class Engine:
     def _serve(
         self, prof: UserProfile, k: int, *, key: str, user: str,
         categories: Sequence[str] | None = None, strategy: str | None = None,
-        overrides: Mapping[str, float] | None = None,
+        overrides: Mapping[str, float] | None = None, read_only: bool = False,
     ) -> Served:
         check_k(k)
         cfg = self.config
@@ -426,8 +439,10 @@ class Engine:
         exclude = set(prof.seen)
         exclude.update(prof.purchased)
         history = prof.recent_items
+        # No user for a read: the hybrid keeps the list it serves a named user, to learn
+        # from that user's next event.
         context = Context(user_state=prof.model_state, interests=prof.interests,
-                          segment=prof.segment or None, user=user)
+                          segment=prof.segment or None, user="" if read_only else user)
         # Room for what the rules will drop; then popularity tops up a short list.
         wide = 2 * k + 10 if (categories or rules.max_per_category
                               or rules.max_repeats) else k
@@ -439,7 +454,8 @@ class Engine:
             fill = self.popularity.rank(history, exclude, 4 * k, context)
             items = apply_rules(chain(ranked, fill), k, rules, catalogue=catalogue,
                                 served_counts=counts, categories=categories)
-        if new_item_rate and k and uniform_from_key(key, "new-item") < new_item_rate:
+        if (new_item_rate and k and not read_only
+                and uniform_from_key(key, "new-item") < new_item_rate):
             self._explore_new_item(items, k, history, exclude, context, categories,
                                    prof.served_counts)
         return Served(items, strategy, propensity)
@@ -577,8 +593,15 @@ class Engine:
                  "bandit": self.bandit, "explored": self._explored, "updates": self.updates}
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def restore(self, blob: bytes) -> None:
+    def restore(self, blob: bytes, *, keep_catalogue: bool = False) -> None:
         """Replace the item-level models with a ``snapshot``; ValueError if it is not one.
+
+        ``keep_catalogue`` (a rollback in a running worker): the catalogue and the content
+        model, its text index, stay as they are, and every restored model filters and
+        explains with this catalogue: they hold what the items topic says now, and an item
+        deleted, withdrawn or retitled since the snapshot must not come back with it (the
+        content model's count of interactions per new item stays too). Without it (a
+        start, before any item was read) the snapshot's catalogue loads.
 
         >>> e = Engine(EngineConfig(top_k=1, exploration=0.0))
         >>> _ = e.process("click", "u", "a", 1, event_id="1", fingerprint="", profile=None,
@@ -598,6 +621,11 @@ class Engine:
                 and isinstance(bandit, EpsilonGreedy)
                 and set(hybrid.components) == set(self.hybrid.components)):
             raise ValueError("model snapshot holds unexpected types")
+        if keep_catalogue:
+            hybrid = _with_catalogue(hybrid, cat, self.catalogue)
+            hybrid.components["content"] = self.content
+            cat = self.catalogue
+        hybrid.evictions = self.hybrid.evictions  # a process count: it goes on
         self.hybrid, self.catalogue, self.bandit = hybrid, cat, bandit
         popularity = hybrid.components["popularity"]
         assert isinstance(popularity, SegmentPopularity)
@@ -605,10 +633,30 @@ class Engine:
         self._explored = dict(state.get("explored", {}))
         self.updates = int(state.get("updates", 0))
 
+    def eviction_counts(self) -> dict[str, int]:
+        """Entries dropped so far by each bounded per-user structure of the engine (the
+        metric ``persona_state_evictions_total``)."""
+        return {"hybrid_pending": self.hybrid.evictions, **self._evictions}
+
     @property
     def model_sizes(self) -> dict[str, int]:
         """Items each model knows (the metric ``persona_model_items``)."""
         return {name: len(m) for name, m in self.hybrid.components.items()}  # type: ignore[arg-type]
+
+
+def _with_catalogue(hybrid: Hybrid, theirs: Catalogue, ours: Catalogue) -> Hybrid:
+    """``hybrid`` with every reference to catalogue ``theirs`` (in any component, however
+    deep) made one to ``ours``: one pickle round trip, so no model's inside is assumed."""
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.persistent_id = lambda obj: "catalogue" if obj is theirs else None  # type: ignore[method-assign]
+    pickler.dump(hybrid)
+    out.seek(0)
+    unpickler = pickle.Unpickler(out)
+    unpickler.persistent_load = lambda pid: ours  # type: ignore[method-assign]
+    copy = unpickler.load()
+    assert isinstance(copy, Hybrid)
+    return copy
 
 
 def reasons(items: Sequence[ScoredItem]) -> list[dict]:

@@ -27,7 +27,9 @@ does, the worker starts cold and says so.
 Rollback (``persona rollback``) moves the versions newer than the target into
 ``rolled-back/`` (kept, not deleted) and leaves a ``ROLLBACK`` request file: a running
 worker loads the target within about a second (agents/checkpoints.py), a stopped one at
-its next start. Version numbers count the rolled-back files too, so one is never reused.
+its next start. A running worker keeps its catalogue (what the items topic says now); a
+starting one loads the checkpoint's and then reads the items topic from the beginning.
+Version numbers count the rolled-back files too, so one is never reused.
 
 Replays are safe: events learned into a snapshot and redelivered after a crash are
 dropped by the per-user dedupe window (recovered from its changelog) before they reach
@@ -278,16 +280,18 @@ class Checkpointer:
         return version, path, len(blob)
 
     def load(
-        self, path: Path, engine: Engine, extra: Mapping[str, Snapshotable] | None = None
+        self, path: Path, engine: Engine, extra: Mapping[str, Snapshotable] | None = None,
+        *, keep_catalogue: bool = False,
     ) -> None:
         """Verify ``path``, then load it into ``engine`` (and ``extra``, where the file has
-        them; a model the file lacks keeps its state). CheckpointError if refused."""
+        them; a model the file lacks keeps its state). CheckpointError if refused.
+        ``keep_catalogue``: see ``Engine.restore``."""
         payload = self.read_payload(path)
         # Only a verified payload gets here; "invalid" then means a layout this code does
         # not know (e.g. written by another persona version).
         try:
             engine_blob, extra_blobs = _split(payload)
-            engine.restore(engine_blob)
+            engine.restore(engine_blob, keep_catalogue=keep_catalogue)
             for name, model in (extra or {}).items():
                 if name in extra_blobs:
                     model.restore(extra_blobs[name])
@@ -407,7 +411,8 @@ class Checkpointer:
     def apply_rollback(
         self, engine: Engine, extra: Mapping[str, Snapshotable] | None = None
     ) -> int | None:
-        """In a running worker: load the requested version, if a request is pending.
+        """In a running worker: load the requested version's models, if a request is
+        pending; the live catalogue stays (``Engine.restore(keep_catalogue=True)``).
 
         Returns the version loaded, or None if nothing was pending. CheckpointError if the
         requested version is gone or refused (the request is dropped and the models stay).
@@ -420,7 +425,9 @@ class Checkpointer:
             paths = [p for v, p in self.versions() if v == target and p.suffix == ".ckpt"]
             if not paths:
                 raise CheckpointError("unreadable", f"checkpoint version {target} is gone")
-            self.load(paths[0], engine, extra)
+            # The catalogue stays: it is what the items topic says now, and an item
+            # deleted or withdrawn since the checkpoint must stay so.
+            self.load(paths[0], engine, extra, keep_catalogue=True)
         except CheckpointError as exc:
             self._report_rollback(target, False, str(exc))
             raise

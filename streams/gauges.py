@@ -25,6 +25,23 @@ def refresh_gauges(rt: Runtime, profiles: int) -> None:
     if rt.segments.model is not None:
         for entry in rt.segments.model.summary():
             metrics.segment_users.labels(segment=entry["name"]).set(entry["size"])
+    count_evictions(rt)
+
+
+def count_evictions(rt: Runtime) -> None:
+    """Bring ``persona_state_evictions_total`` up to the models' own running counts.
+
+    The models keep plain counts (they import no Prometheus) that only grow while the
+    worker runs (``Engine.restore`` carries the hybrid's over), so what the counter
+    lacks is exactly what was dropped since the last scrape."""
+    counter = rt.metrics.state_evictions
+    exported = {sample.labels["state"]: sample.value for family in counter.collect()
+                for sample in family.samples if sample.name.endswith("_total")}
+    counts = {**rt.engine.eviction_counts(), "rate_limit_users": rt.limiter.evictions}
+    for state, count in counts.items():
+        missing = count - exported.get(state, 0.0)
+        if missing > 0:
+            counter.labels(state=state).inc(missing)
 
 
 def refresh_ad_gauges(rt: Runtime) -> None:

@@ -41,11 +41,18 @@ MAX_VALUE_PER_CONVERSION: Final = 1e6
 MAX_AD_COST: Final = 1e6
 MAX_AD_REVENUE: Final = 1e9
 MAX_REASON_LENGTH: Final = 256
+# A dead letter carries a value whole up to this many bytes, else its first this many with
+# the whole value's length and sha256. Twice the largest input ingest accepts, so every
+# message that could be replayed is kept whole; base64 makes it 175 KB on the wire, far
+# under the producer's 1,000,000-byte request limit at any input size.
+MAX_DEAD_LETTER_RAW: Final = 128 * 1024
 
 AD_EVENT_TYPES: Final = ("impression", "click", "conversion")
 PRIVACY_ACTIONS: Final = ("erase", "opt_out", "opt_in")
 CONTROL_ACTIONS: Final = ("ads_kill", "ads_resume")
 AUDIENCE_ACTIONS: Final = ("join", "leave")
+# What a dead letter's ``raw`` holds: the producer's bytes, or what ingest made of them.
+RAW_FORMS: Final = ("original", "validated")
 
 # ISO 4217 list one (current currencies and funds), 2025 edition including XCG (from
 # 2025-03-31) and ZWG (2024), and still ANG and SLL during their changeovers; without XTS
@@ -131,7 +138,7 @@ _CONTEXT = (f"scalar hints (page, device, ...): at most {MAX_CONTEXT_KEYS} entri
 _FP = ("hash of the normalized payload (ingest): tells a redelivery from an event id reused "
        "for another payload")
 _RL = "over the user's rate limit: counted in the profile, not learned from nor served"
-_ORIGIN = "where ingest read it (src, at, kts, raw on the wire)"
+_ORIGIN = "where ingest read it (src, at, kts on the wire)"
 
 
 # -- the records -----------------------------------------------------------------------
@@ -151,8 +158,12 @@ class _Record:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where ingest read an internal message; flat on the wire (``src``, ``at``, ``kts``,
-    ``raw``), each key present only when known."""
+    """Where ingest read an internal message; flat on the wire (``src``, ``at``, ``kts``),
+    each key present only when known.
+
+    Never the input's bytes: internal topics carry validated fields only, and a later
+    stage's dead letter names the input by ``at`` (an older writer's ``raw`` key is
+    ignored)."""
 
     src: str | None = spec("the input topic's label (clicks, purchases, ad-requests, privacy, "
                            "ad-events, control): the metric label", default=None)
@@ -161,10 +172,6 @@ class Origin:
         default=None)
     kts: int | None = spec("the input message's Kafka timestamp, epoch ms (event lag)",
                            default=None)
-    # Not in repr: the bytes may hold personal data, and reprs end up in logs.
-    raw: bytes | None = spec("the input message's value (base64 on the wire), on ads-topic "
-                             "messages only: their dead letters carry it", default=None,
-                             shown=False)
 
     def add_to(self, d: dict[str, Any]) -> dict[str, Any]:
         """``d`` with this origin's keys added."""
@@ -174,17 +181,14 @@ class Origin:
             d["at"] = list(self.at)
         if self.kts is not None:
             d["kts"] = self.kts
-        if self.raw is not None:
-            d["raw"] = base64.b64encode(self.raw).decode("ascii")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Origin:
-        src, at, kts, raw = d.get("src"), d.get("at"), d.get("kts"), d.get("raw")
-        if src is None and at is None and kts is None and raw is None:
+        src, at, kts = d.get("src"), d.get("at"), d.get("kts")
+        if src is None and at is None and kts is None:
             return NO_ORIGIN
-        return cls(src, None if at is None else (at[0], at[1], at[2]), kts,
-                   None if raw is None else base64.b64decode(raw))
+        return cls(src, None if at is None else (at[0], at[1], at[2]), kts)
 
 
 NO_ORIGIN: Final = Origin()
@@ -401,7 +405,7 @@ class AdRequestMsg(_Record):
 @dataclass(frozen=True, slots=True)
 class AdEventMsg(_Record):
     """An ad impression, click or conversion: validated from ``ad-events``, then on the
-    ads topic with its origin (and original bytes); ``cost``/``revenue`` default to 0.0.
+    ads topic with its origin; ``cost``/``revenue`` default to 0.0.
 
     >>> e = AdEventMsg("e", "r", "a", "conversion", 5, revenue=12.5)
     >>> e.to_dict()  # doctest: +NORMALIZE_WHITESPACE
@@ -501,24 +505,31 @@ class ControlMsg(_Record):
 
 @dataclass(frozen=True, slots=True)
 class Expire(_Record):
-    """The retention sweep's order to delete an idle profile (events topic, keyed by the
-    user); the owner re-checks it is still idle.
+    """The retention sweep's order to delete an idle profile, or an erase marker past its
+    grace period (events topic, keyed by the user); the owner re-checks both.
 
     >>> Expire("u1", 7).encode()
     b'{"kind":"expire","user_id":"u1","before":7}'
+    >>> Expire("u1", 0, 9).encode()
+    b'{"kind":"expire","user_id":"u1","before":0,"erased_before":9}'
     """
 
     user_id: str = spec("the user's pseudonym")
     before_ms: int = spec("the sweep's cutoff, epoch ms: delete if idle since before it",
                           wire="before")
+    erased_before_ms: int = spec("epoch ms: drop the user's erase marker if written before "
+                                 "it (0: leave it)", wire="erased_before", default=0)
     kind: ClassVar[str] = "expire"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "user_id": self.user_id, "before": self.before_ms}
+        d = {"kind": self.kind, "user_id": self.user_id, "before": self.before_ms}
+        if self.erased_before_ms:
+            d["erased_before"] = self.erased_before_ms
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Expire:
-        return cls(d["user_id"], d["before"])
+        return cls(d["user_id"], d["before"], d.get("erased_before", 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,7 +589,7 @@ def decode_event_message(raw: bytes | bytearray) -> EventsMessage:
     Trusted input (ingest and the retention sweep wrote it): no re-validation.
 
     >>> decode_event_message(b'{"kind": "expire", "user_id": "u1", "before": 7}')
-    Expire(user_id='u1', before_ms=7)
+    Expire(user_id='u1', before_ms=7, erased_before_ms=0)
     >>> decode_event_message(b'{"kind": "tick"}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -638,7 +649,8 @@ def to_bid_request(msg: AdRequestMsg) -> AdRequest:
 # -- fingerprints of behaviour events --------------------------------------------------
 
 # Keys of a wire event that are not its payload: the user (see ``fingerprint``) and what
-# ingest adds. A fingerprint taken before or after ingest is the same.
+# ingest adds (``raw``: only older writers added it). A fingerprint taken before or after
+# ingest is the same.
 _NOT_HASHED: Final = frozenset({"user_id", "fp", "rl", "src", "at", "kts", "raw"})
 
 
@@ -712,7 +724,11 @@ class Recommendation(_Record):
                              "(off-policy evaluation)", {"type": "number", "minimum": 0,
                                                          "maximum": 1})
     variant: str = spec("the experiment variant (default outside experiments)", STRING)
-    model_version: str = spec("the models' version", STRING)
+    model_version: str = spec(
+        "the model state that served: persona-<release>/<strategy>/ckpt-<N>, the models "
+        "of checkpoint N (loaded at start or by a rollback, or saved last) and what they "
+        "learned since; ckpt-0 before any checkpoint; a save or a rollback changes it",
+        STRING)
     items: tuple[RecommendedItem, ...] = spec("the list, best first",
                                               {"type": "array", "items": RecommendedItem})
     trigger_event_id: str = spec("the event_id of the click or purchase it answers", STRING)
@@ -795,16 +811,51 @@ class DeadLetter(_Record):
     error: str = spec("the error code (docs/contract.md, Dead-letter error codes)", choice(
         (Ref("streams.records", "ERROR_CODES"), Ref("streams.metrics", "AGENT_ERROR_CODES"))))
     detail: str = spec("the field and the rule it broke; never a payload value", STRING)
-    # Not in repr, like Origin.raw: the producer's bytes may hold personal data.
-    raw: bytes | None = spec("the original message value, base64; null for a tombstone",
-                             {"type": ["string", "null"], "contentEncoding": "base64"},
-                             required=True, shown=False)
+    # Not in repr: the producer's bytes may hold personal data, and reprs end up in logs.
+    raw: bytes | None = spec(
+        f"the message value (see raw_form), base64: whole up to {MAX_DEAD_LETTER_RAW} bytes, "
+        "else its first that many; null for a tombstone",
+        {"type": ["string", "null"], "contentEncoding": "base64"}, required=True, shown=False)
     ts: str = spec("when it was dead-lettered: ISO-8601 UTC, milliseconds", TS_OUT)
+    raw_form: str = spec(
+        "original: the producer's bytes (refused by ingest, or an agent failed on an input "
+        "message); validated: what ingest forwarded, validated fields only (refused or failed "
+        "after ingest; the ads agent's refusals still name the input's topic and offset)",
+        choice(RAW_FORMS), default="original", required=True)
+    raw_length: int | None = spec("the whole value's length in bytes; null for a tombstone",
+                                  {"type": ["integer", "null"], "minimum": 0}, default=None,
+                                  required=True)
+    raw_sha256: str | None = spec("the whole value's SHA-256, hex; null for a tombstone",
+                                  {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+                                  default=None, required=True)
+    raw_truncated: bool = spec(f"true: the value was over {MAX_DEAD_LETTER_RAW} bytes and raw "
+                               "holds only its first bytes", {"type": "boolean"},
+                               default=False, required=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source_topic": self.source_topic, "partition": self.partition,
             "offset": self.offset, "error": self.error, "detail": self.detail,
             "raw": None if self.raw is None else base64.b64encode(self.raw).decode("ascii"),
-            "ts": self.ts,
+            "raw_form": self.raw_form, "raw_length": self.raw_length,
+            "raw_sha256": self.raw_sha256, "raw_truncated": self.raw_truncated, "ts": self.ts,
         }  # fmt: skip
+
+    @classmethod
+    def of(cls, source_topic: str, partition: int, offset: int, error: str, detail: str,
+           value: bytes | None, ts: str, form: str = "original") -> DeadLetter:
+        """The dead letter of ``value``: whole if small, else a prefix, with its length and
+        hash either way (a dead letter must fit one produce request, or it is lost).
+
+        >>> big = b"x" * (MAX_DEAD_LETTER_RAW + 1)
+        >>> d = DeadLetter.of("clicks", 0, 1, "too_large", "", big, "t")
+        >>> len(d.raw), d.raw_length, d.raw_truncated
+        (131072, 131073, True)
+        """
+        if value is None:
+            return cls(source_topic, partition, offset, error, detail, None, ts, form)
+        value = bytes(value)
+        truncated = len(value) > MAX_DEAD_LETTER_RAW
+        return cls(source_topic, partition, offset, error, detail,
+                   value[:MAX_DEAD_LETTER_RAW] if truncated else value, ts, form, len(value),
+                   hashlib.sha256(value).hexdigest(), truncated)

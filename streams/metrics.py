@@ -24,11 +24,14 @@ from streams.records import ERROR_CODES
 INPUT_TOPICS = ("clicks", "purchases", "items", "ad-requests", "ad-events", "privacy", "control")
 # rate_limited is counted at ingest on top of the message's final outcome (the profile
 # agent still counts it once as accepted or duplicate): leave it out of sums of messages.
-OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed", "rate_limited")
+# erased: an event from before its user's erase, reaching the worker after it: dropped.
+OUTCOMES = ("accepted", "invalid", "duplicate", "suppressed", "rate_limited", "erased")
 # Input topics whose messages name a user (and should be keyed by it); where ingest runs.
 USER_TOPICS = ("clicks", "purchases", "ad-requests", "privacy")
 INGEST_TOPICS = (*USER_TOPICS, "ad-events", "control")
 ANOMALY_KINDS = ("missing_key",)
+# Bounded per-user state that drops entries when full (persona_state_evictions_total).
+EVICTED_STATES = ("hybrid_pending", "seen_items", "dedupe_window", "rate_limit_users")
 AGENTS = ("ingest", "profile", "items", "ads")
 # A bid, or why not.
 BID_OUTCOMES = ("bid", *NO_BID_REASONS)
@@ -65,6 +68,7 @@ class Metrics:
     profiles: Gauge
     profiles_expired: Counter
     catalogue_items: Gauge
+    state_evictions: Counter
     revenue: Counter
     checkpoints: Counter
     checkpoint_seconds: Gauge
@@ -151,7 +155,8 @@ def _ingest_metrics(reg: CollectorRegistry) -> dict[str, Any]:
     found: dict[str, Any] = dict(
         events=Counter(
             "persona_events",
-            "Input events by topic and outcome (accepted, invalid, duplicate, suppressed).",
+            "Input events by topic and outcome (accepted, invalid, duplicate, suppressed, "
+            "rate_limited, erased).",
             ["topic", "outcome"],
             registry=reg,
         ),
@@ -220,8 +225,17 @@ def _process_metrics(reg: CollectorRegistry) -> dict[str, Any]:
             "Items in the in-process catalogue.",
             registry=reg,
         ),
+        state_evictions=Counter(
+            "persona_state_evictions",
+            "Entries a bounded per-user structure dropped to stay in its bound, by state "
+            "(hybrid_pending, seen_items, dedupe_window, rate_limit_users); counted at "
+            "scrape time.",
+            ["state"],
+            registry=reg,
+        ),
     )
     _preset(found["processing_seconds"], agent=AGENTS)
+    _preset(found["state_evictions"], state=EVICTED_STATES)
     return found
 
 

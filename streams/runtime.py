@@ -106,7 +106,9 @@ class Runtime:
         # write is refused before it is unpickled (streams/checkpoint.py).
         self.checkpointer = Checkpointer(settings.checkpoint_dir, keep=settings.checkpoint_keep,
                                          secret=settings.require_secret_key())
-        self.model_version = f"persona-{__version__}/{settings.strategy}-v2"
+        # The checkpoint the serving models descend from: the version loaded or saved
+        # last (0: none yet). ``model_version`` names it on every recommendation.
+        self.checkpoint_version = 0
         # Ingest: the event-time checks and the per-user rate limit.
         self.time_limits = TimeLimits(int(settings.max_event_age_s * 1000),
                                       int(settings.max_future_s * 1000))
@@ -122,6 +124,14 @@ class Runtime:
         self.sync_seq = 0
         # Checkpoints: the models' update count at the last save (see updates()).
         self.saved_at_updates = self.updates()
+
+    @property
+    def model_version(self) -> str:
+        """``persona-<release>/<strategy>/ckpt-<N>``: the models that serve are checkpoint
+        N's (loaded at start or by a rollback, or saved last) and what they learned since
+        N; ckpt-0 before any checkpoint was loaded or saved. A save or a rollback changes
+        it, so a consumer can tell which model state served a recommendation."""
+        return f"persona-{__version__}/{self.settings.strategy}/ckpt-{self.checkpoint_version}"
 
     def updates(self) -> int:
         """Grows whenever the checkpointed models learn (or the catalogue grows)."""
@@ -141,6 +151,7 @@ class Runtime:
         if restored is not None:
             self.metrics.checkpoints.labels(outcome="restored").inc()
             self.metrics.checkpoint_version.set(restored)
+            self.checkpoint_version = restored
         # What the models hold now is on disk already (restored) or nothing (cold): a
         # worker that learns nothing writes no new version, so a restart never buries a
         # rollback.

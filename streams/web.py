@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import reasons
 from models.marketing.experiments import NO_EXPERIMENT
+from models.users.privacy import pseudonymize
 from streams import tables
 from streams.app import app
 from streams.gauges import refresh_gauges
@@ -111,7 +112,10 @@ class UserView(View):
 
 
 def _user_key(raw_user_id: str) -> str:
-    return current().pseudonymize(normalize_id(raw_user_id, "user_id"))
+    # Not through the runtime's Pseudonymizer: its cache would keep the raw id in memory,
+    # even right after an erase emptied it. A read computes the pseudonym afresh.
+    rt = current()
+    return pseudonymize(normalize_id(raw_user_id, "user_id"), rt.settings.require_secret_key())
 
 
 def _k(request: Request) -> int:
@@ -136,13 +140,15 @@ class UserRecommendationsView(UserView):
             return self.json({"error": exc.code, "detail": exc.detail}, status=400)
         profile = tables.stored_profile(tables.profiles.get(user))
         categories = [c for c in request.query.getall("category", []) if c]
-        # Not stored: a read. An opted-out user is in no experiment (the agent does the
-        # same): their list is the non-personal one, under the default variant.
+        # A read, not a showing: nothing is stored, and read_only leaves every model as it
+        # was (no new-item budget spent or synced, no list kept for the blend to learn
+        # from). An opted-out user is in no experiment (the agent does the same): their
+        # list is the non-personal one, under the default variant.
         arm = (NO_EXPERIMENT if (profile or {}).get("oo")
                else rt.running.assign(user, (profile or {}).get("ex")))
         served = rt.engine.recommend(profile, k, key=f"web:{user}:{time.time_ns()}", user=user,
                                   categories=categories or None, strategy=arm.strategy,
-                                  overrides=arm.overrides)
+                                  overrides=arm.overrides, read_only=True)
         return self.json(
             {
                 "user_id": user,

@@ -95,6 +95,9 @@ class Hybrid:
         # user -> (candidate ids, feature rows, context index) of the latest list served.
         self._pending: OrderedDict[str, tuple[list[str], np.ndarray, int, int]] = OrderedDict()
         self.updates = 0  # blend-weight updates so far
+        # Pending lists dropped for the max_pending bound (the worker exports it); a count
+        # of this process, so snapshots leave it out.
+        self.evictions = 0
         # (context index, weight step) the last learn_one took, None if it took none.
         self.last_blend_step: tuple[int, tuple[float, ...]] | None = None
 
@@ -183,6 +186,7 @@ class Hybrid:
         pending.move_to_end(user)
         while len(pending) > self.max_pending:
             pending.popitem(last=False)
+            self.evictions += 1
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -283,6 +287,7 @@ class Hybrid:
         # simply waits for each user's next list.
         state = self.__dict__.copy()
         state["_pending"] = OrderedDict()
+        state["evictions"] = 0
         return state
 
     # -- inspection -------------------------------------------------------------------------

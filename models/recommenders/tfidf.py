@@ -153,6 +153,10 @@ class TfidfIndex:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds, by checkpoint key (views and caches left out)."""
+        # The norm sums caught up first (what the next ranking would do anyway): else a
+        # snapshot would differ by whether a read happened to rank between a catalogue
+        # change and it, and a read must leave the models' snapshot as it was.
+        self.refresh(len(self.item_terms))
         state = {"_" + name.lstrip("_"): getattr(self, name) for name in self.STATE}
         state["_inv_norms"] = None
         return state

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 
 from models.ads.bidding import Decision
 from streams import tables, topics
@@ -25,7 +26,6 @@ from streams.messages import (
     AdsMessage,
     ControlMsg,
     Forget,
-    Origin,
     Tick,
     decode_ads_message,
     now_iso,
@@ -131,7 +131,7 @@ async def _on_request(rt: Runtime, m: AdRequestMsg, msg) -> None:  # type: ignor
         req = to_bid_request(m)
         decision, writes = bidder.decide(req, killed=rt.settings.ads_kill_switch)
     except ValueError:  # beyond the bidder's own limits (ingest checks most of them)
-        await _refuse_invalid(rt, "ad-requests", m.origin, msg)
+        await _refuse_invalid(rt, "ad-requests", m, msg)
         return
     metrics.ad_bid_seconds.observe(time.perf_counter() - started)
     _apply(writes)
@@ -152,33 +152,37 @@ async def _on_event(rt: Runtime, m: AdEventMsg, msg) -> None:  # type: ignore[no
             m.event_id, m.request_id, m.ad_id, m.type, int(m.ts_ms), cost=float(m.cost),
             revenue=float(m.revenue))
     except ValueError:
-        await _refuse_invalid(rt, "ad-events", m.origin, msg)
+        await _refuse_invalid(rt, "ad-events", m, msg)
         return
     _apply(writes)
     rt.ad_clock.saw(int(m.ts_ms))
     _count_event(rt, m.type, outcome)
     code = REFUSED.get(outcome.outcome)
     if code is not None:
-        topic, partition, offset, raw = _source(m.origin, msg)
-        await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], raw)
+        topic, partition, offset, kept = _source(m, msg)
+        await send_dead_letter(topic, partition, offset, code, REFUSED_DETAIL[code], kept,
+                               "validated")
 
 
-def _source(origin: Origin, msg) -> tuple[str, int, int, bytes | None]:  # type: ignore[no-untyped-def]
+def _source(m: AdRequestMsg | AdEventMsg, msg) -> tuple[str, int, int, bytes]:  # type: ignore[no-untyped-def]
     """Where a refused message came from (the input topic, when ingest said so) and its
-    original bytes (ingest kept them; else the ads-topic message itself)."""
-    topic, partition, offset = origin.at or (msg.topic, msg.partition, msg.offset)
-    return topic, partition, offset, origin.raw if origin.raw is not None else msg.value
+    validated fields, as ingest forwarded them: the producer's bytes stop at ingest, and
+    the user's ad view (the profile agent's) is no part of the request."""
+    topic, partition, offset = m.origin.at or (msg.topic, msg.partition, msg.offset)
+    kept = replace(m, view=None) if isinstance(m, AdRequestMsg) else m
+    return topic, partition, offset, kept.encode()
 
 
-async def _refuse_invalid(rt: Runtime, label: str, origin: Origin, msg) -> None:  # type: ignore[no-untyped-def]
+async def _refuse_invalid(rt: Runtime, label: str, m: AdRequestMsg | AdEventMsg, msg) -> None:  # type: ignore[no-untyped-def]
     """Dead-letter a message the bidder refused as beyond its limits (e.g. a ts more than
-    a day ahead of the newest event). Its original bytes, when ingest kept them; else the
-    normalized form (pseudonymous ids only). The detail names no value."""
+    a day ahead of the newest event), with its validated fields (pseudonymous ids only).
+    The detail names no value."""
     rt.metrics.events.labels(topic=label, outcome="invalid").inc()
-    topic, partition, offset, raw = _source(origin, msg)
+    topic, partition, offset, kept = _source(m, msg)
     await send_dead_letter(topic, partition, offset, "out_of_range",
                            "refused by the bidder: a value beyond its limits (ids, amounts, "
-                           "or ts more than a day ahead of the newest event)", raw)
+                           "or ts more than a day ahead of the newest event)", kept,
+                           "validated")
 
 
 def _count_event(rt: Runtime, kind: str, outcome) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,7 @@ def save_if_changed() -> None:
         log.error("model checkpoint failed: %s", type(exc).__name__)
         return
     rt.saved_at_updates = updates
+    rt.checkpoint_version = version
     metrics.checkpoints.labels(outcome="saved").inc()
     metrics.checkpoint_seconds.set(seconds)
     metrics.checkpoint_bytes.set(size)
@@ -56,6 +57,7 @@ def rollback_if_requested() -> int | None:
     if version is None:
         return None
     rt.saved_at_updates = rt.updates()  # the loaded state is on disk already
+    rt.checkpoint_version = version
     metrics.checkpoints.labels(outcome="rolled_back").inc()
     metrics.checkpoint_version.set(version)
     log.warning("models rolled back to checkpoint %d (%d updates)", version, rt.engine.updates)

@@ -2,6 +2,8 @@
 
 A message that cannot be processed goes to the dead-letter topic with its reason; an
 agent's own failure on a message is contained there too, so Faust never acks and drops it.
+A dead letter of an input message carries the producer's bytes; one of an internal
+message (refused or failed further down) carries the validated fields ingest forwarded.
 """
 
 from __future__ import annotations
@@ -11,19 +13,27 @@ import time
 from collections.abc import Awaitable, Callable
 
 from streams import topics
+from streams.app import settings
 from streams.messages import DeadLetter, now_iso
 from streams.runtime import current
 
 log = logging.getLogger(__name__)
 
+# Topics whose messages ingest wrote: validated fields, pseudonymous ids.
+_INTERNAL = frozenset({settings.events_topic, settings.ads_topic})
+
 
 def dead_letter_record(
-    source_topic: str, partition: int, offset: int, error: str, detail: str, raw: bytes | None
+    source_topic: str, partition: int, offset: int, error: str, detail: str,
+    raw: bytes | None, form: str | None = None,
 ) -> DeadLetter:
-    """The dead-letter record (docs/contract.md, Output). ``detail`` must never carry
-    payload values."""
-    return DeadLetter(source_topic, partition, offset, error, detail, raw,
-                      now_iso())
+    """The dead-letter record (docs/contract.md, Output): ``raw`` whole when small, else a
+    prefix with its length and sha256. ``form``: what ``raw`` is (``original`` or
+    ``validated``); None: ``validated`` for a message of an internal topic. ``detail``
+    must never carry payload values."""
+    if form is None:
+        form = "validated" if source_topic in _INTERNAL else "original"
+    return DeadLetter.of(source_topic, partition, offset, error, detail, raw, now_iso(), form)
 
 
 async def send_dead_letter(
@@ -33,10 +43,11 @@ async def send_dead_letter(
     error: str,
     detail: str,
     raw: bytes | None,
+    form: str | None = None,
 ) -> None:
     """Publish to dead-letters and count it, without a key: an input key may be a raw
     user id."""
-    record = dead_letter_record(source_topic, partition, offset, error, detail, raw)
+    record = dead_letter_record(source_topic, partition, offset, error, detail, raw, form)
     current().metrics.dead_letters.labels(error=error).inc()
     # Offsets, codes and detail only: the payload could hold personal data.
     log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)

@@ -109,10 +109,9 @@ def ingest_one(
         dropped = pii_fields(value)
         if dropped:
             metrics.pii_fields_dropped.labels(topic=label).inc(dropped)
-    # The ads agent may refuse an ads-topic message later (unknown request, late): the
-    # dead letter then carries the original bytes, as every dead letter does.
-    raw = value if route.destination == "ads" else None
-    origin = Origin(label, (topic, partition, offset), kafka_ts_ms, raw)
+    # Only the validated fields go on, never the producer's bytes (they may hold a user id
+    # or the PII-named fields just dropped): a later refusal names the input by ``at``.
+    origin = Origin(label, (topic, partition, offset), kafka_ts_ms)
     if user is None:
         return route.destination, None, replace(msg, origin=origin).encode()
     pseudonym = rt.pseudonymize(user)

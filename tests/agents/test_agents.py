@@ -342,6 +342,7 @@ def test_opt_out_suppresses_learning_and_personalization_until_opt_in(loop, sent
     assert [r["trigger_event_id"] for r in recs] == ["k1", "k2", "k3", "k4", "k5"]
     for r in recs[2:4]:  # while opted out: the non-personal list, the same for anyone
         assert r["strategy"] == "popularity" and r["variant"] == "default"
+        assert r["propensity"] == 1.0  # no policy chose it
         assert [i["item_id"] for i in r["items"]] == non_personal
         assert {i["reason"] for i in r["items"]} <= {"popular right now"}
     # the opt-out forwarded a "forget" to the ads agent

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import unicodedata
@@ -48,17 +49,34 @@ def pseudo(raw: str) -> str:
     return pseudonymize(unicodedata.normalize("NFC", raw), SECRET.encode())
 
 
+# Values of PII-named fields the producers send along (ingest drops the fields).
+PII = ["pii.mail-7Qx@example.org", "+44-7700-900-123"]
+
+
+def b64_forms(data: bytes) -> set[bytes]:
+    """``data`` as it shows inside any base64 text (standard or URL-safe), whatever its
+    alignment there: the characters that depend on ``data``'s bytes only."""
+    out = set()
+    for shift in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            out.add(encode(b"\0" * shift + data)[-(-8 * shift // 6):8 * (shift + len(data)) // 6])
+    return out
+
+
 def forms(raw: str) -> set[bytes]:
-    """The ways a raw id could show up in bytes."""
+    """The ways a raw id (or a PII value) could show up in bytes."""
     out = set()
     for text in (raw, raw.lower(), raw.upper(), unicodedata.normalize("NFD", raw),
                  json.dumps(raw)[1:-1]):  # \\u-escaped JSON
         out.add(text.encode("utf-8"))
     out.add(raw.encode("utf-16-le"))
+    for data in (raw.encode("utf-8"), unicodedata.normalize("NFD", raw).encode("utf-8")):
+        out.update(b64_forms(data))
+        out.update((data.hex().encode(), data.hex().upper().encode()))
     return out
 
 
-ALL_FORMS = {f: raw for raw in RAW for f in forms(raw)}
+ALL_FORMS = {f: raw for raw in [*RAW, *PII] for f in forms(raw)}
 
 
 def leaks(blob: bytes) -> list[str]:
@@ -241,8 +259,9 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     for u, raw in enumerate(RAW):
         for n in range(6):
             eid = f"ev-{u}-{n}"
+            # with PII-named fields, top level and in context: ingest drops them
             ev = {"event_id": eid, "user_id": raw, "item_id": items[(u * 3 + n) % 12],
-                  "ts": t + n, "context": {"page": "home"}}
+                  "ts": t + n, "context": {"page": "home", "phone": PII[1]}, "email": PII[0]}
             if n in (2, 5):
                 send(service, "purchases", raw, ev | {"price": 9.5, "quantity": 1})
             else:
@@ -269,11 +288,21 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     # a privacy round trip too (the privacy route carries raw ids): opt_out, then opt_in
     send(service, "privacy", RAW[2], {"user_id": RAW[2], "action": "opt_out", "ts": t + 20})
     send(service, "privacy", RAW[2], {"user_id": RAW[2], "action": "opt_in", "ts": t + 21})
-    for u in range(len(RAW)):  # shown and clicked: pCTR learns from the users' features
+    for u, raw_id in enumerate(RAW):  # shown and clicked: pCTR learns from the users' features
         for n, kind in enumerate(("impression", "click")):
             send(service, "ad_events", None, {"event_id": f"ae-{u}-{n}",
                                               "request_id": f"req-{u}-0", "ad_id": "books-1",
-                                              "type": kind, "ts": t + 30 + n, "cost": 0.001})
+                                              "type": kind, "ts": t + 30 + n, "cost": 0.001,
+                                              # more than the contract asks for
+                                              "user_id": raw_id, "email": PII[0],
+                                              "phone": PII[1]})
+    # one the ads agent refuses further down (no such request), and a control command
+    # with a user and a PII-named field
+    send(service, "ad_events", None, {"event_id": "ae-unknown", "request_id": "req-never",
+                                      "ad_id": "books-1", "type": "impression", "ts": t + 32,
+                                      "user_id": RAW[1], "email": PII[0]})
+    send(service, "control", None, {"action": "ads_resume", "ts": t + 33, "user_id": RAW[1],
+                                    "operator_email": PII[0]})
     service["producer"].flush()
     # a checkpoint written after all that learning (every second, when models changed)
     saved = metric(worker, "persona_model_checkpoints_total", outcome="saved")
@@ -294,7 +323,15 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     clicks = Reader(bootstrap, topics["clicks"])
     found = set().union(*(leaks(m.value) for m in clicks.read_all(idle=0.3)))
     clicks.close()
-    assert found == set(RAW)
+    assert found == set(RAW) | set(PII)
+    assert leaks(base64.b64encode(b"{" + orjson.dumps({"email": PII[0]}))) == [PII[0]]
+    assert leaks(RAW[2].encode().hex().encode()) == [RAW[2]]
+    # a refusal after ingest dead-letters validated fields only (ingest's own dead letters
+    # carry the producer's bytes by contract)
+    dead = Reader(bootstrap, topics["dead_letters"])
+    refused = wait_for(dead, {"unknown_request"}, "error", timeout=20)["unknown_request"]
+    dead.close()
+    assert refused["raw_form"] == "validated" and not leaks(orjson.dumps(refused))
     for expected in (f"{app_id}-events", f"{app_id}-ads", f"{app_id}-profiles-changelog",
                      f"{app_id}-ads-changelog", topics["recommendations"],
                      topics["ad_bids"], topics["segments"]):

@@ -290,3 +290,45 @@ def test_a_garbled_rollback_request_is_dropped(tmp_path: Path) -> None:
         cp.rollback_request.write_bytes(orjson.dumps(garbled))
         assert cp.pending_rollback() is None and not cp.rollback_request.exists()
 
+
+
+def test_a_rollback_while_running_keeps_the_live_catalogue(tmp_path: Path) -> None:
+    """The models go back; the catalogue (titles, availability, deletions: what the items
+    topic says now) does not, so nothing deleted or withdrawn since comes back."""
+    cp = Checkpointer(tmp_path, secret=SECRET)
+    running = Engine(EngineConfig(top_k=5, exploration=0.0))
+    for item in "abcdef":
+        running.upsert_item(item, f"Title {item}", ["c"], "words")
+    for n, item in enumerate("abcdefabcab"):
+        running.process("click", f"u{n % 3}", item, n, event_id=str(n), fingerprint="",
+                        profile=None, dedupe=None)
+    version, _, _ = cp.save(running)
+    learned = running.updates
+    assert {"a", "b"} <= set(running.recommend(None, 5).item_ids)
+    # since the checkpoint: "a" deleted, "b" withdrawn, "g" added, "c" retitled
+    running.delete_item("a")
+    running.upsert_item("b", "Title b", ["c"], "words", available=False)
+    running.upsert_item("g", "Title g", ["c"], "words")
+    running.upsert_item("c", "Renamed c", ["c"], "words")
+    for n, item in enumerate("cdefg"):
+        running.process("click", "u9", item, 100 + n, event_id=f"x{n}", fingerprint="",
+                        profile=None, dedupe=None)
+    cp.save(running)
+    cp.rollback(to=version)
+    assert cp.apply_rollback(running) == version
+    assert running.updates == learned  # the models are the checkpoint's
+    cat = running.catalogue
+    assert "a" not in cat and cat.is_unavailable("a")
+    assert cat.is_unavailable("b") and not cat.is_available("b")
+    assert cat.is_available("g") and cat.title("c") == "Renamed c"
+    assert running.content.title("c") == "Renamed c" and "g" in running.content
+    assert "a" not in running.content
+    for strategy in ("hybrid", "cooccurrence", "mf", "popularity", "trending", "content"):
+        served = running.recommend({"r": ["d"], "i": {"c": 1.0}}, 6, strategy=strategy)
+        assert not {"a", "b"} & set(served.item_ids), strategy
+    # every model ranks against the live catalogue (one object, not the checkpoint's)
+    assert all(getattr(m, "catalogue", cat) is cat
+               for m in running.hybrid.components.values())
+    # at start (nothing live yet) the checkpoint's catalogue loads, as before
+    fresh = Engine(EngineConfig(top_k=5))
+    assert cp.restore_latest(fresh) == version and fresh.catalogue.is_available("a")

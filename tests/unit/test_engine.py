@@ -214,3 +214,53 @@ def test_user_profile_is_the_stored_profile_parsed() -> None:
         assert "changed" not in r.profile.get("r", [])
         stored[user], dedupe[user] = r.profile, r.dedupe
     assert stored["u1"] is not None and stored["u1"]["r"] == ["y", "z", "x"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_read_only_recommendation_changes_no_model_state(strategy: str) -> None:
+    """What an HTTP read serves: the learned ranking, with nothing spent or remembered (no
+    new-item budget, no sync record, no list for the blend to learn from)."""
+    from models.sync import Outbox
+
+    e = Engine(EngineConfig(top_k=4, new_item_rate=1.0, new_item_budget=3, strategy=strategy))
+    e.sync = Outbox()
+    for i in range(12):
+        e.upsert_item(f"i{i}", f"Title {i}", [f"c{i % 3}"], "a few words")
+    state, _ = feed(e, [(f"u{n % 3}", f"i{n % 6}", "click") for n in range(12)])
+    # the catalogue moves on after the last event: a read finds the text index behind
+    e.upsert_item("i12", "Another title", ["c1"], "other words")
+    e.upsert_item("i7", "Retitled", ["c2"], "a few words more")
+    e.sync.drain("w", 1)
+    before, explored = e.snapshot(), dict(e._explored)
+    pending = {u: (ids, f.tobytes(), c, k) for u, (ids, f, c, k) in e.hybrid._pending.items()}
+    lists = [e.recommend(state[f"u{n % 3}"][0], 4, key=f"web:{n}", user=f"u{n % 3}",
+                         read_only=True) for n in range(60)]
+    assert e.snapshot() == before and e._explored == explored and len(e.sync) == 0
+    assert {u: (ids, f.tobytes(), c, k)
+            for u, (ids, f, c, k) in e.hybrid._pending.items()} == pending
+    # the same ranking a serving call gives, without the new-item slot it would explore
+    plain = Engine(EngineConfig(top_k=4, new_item_rate=0.0, strategy=strategy))
+    plain.restore(before)
+    for n, served in enumerate(lists):
+        assert served.items
+        assert served.item_ids == plain.recommend(
+            state[f"u{n % 3}"][0], 4, key=f"web:{n}", user=f"u{n % 3}").item_ids
+    # the check above can fail: the same requests served normally change the models
+    for n in range(60):
+        e.recommend(state[f"u{n % 3}"][0], 4, key=f"web:{n}", user=f"u{n % 3}")
+    assert e.snapshot() != before and len(e.sync) > 0
+
+
+def test_popularity_serves_the_users_segment_when_the_profile_has_one() -> None:
+    """docs/quality.md: popularity within the user's segment (the worker's, kept in the
+    profile), topped up from overall popularity; none without a segment."""
+    e = Engine(EngineConfig(top_k=2, strategy="popularity", exploration=0.0,
+                            new_item_rate=0.0))
+    events = [("k1", "a", "kids"), ("k2", "a", "kids"), ("g1", "b", "adults"),
+              ("g2", "b", "adults"), ("g3", "b", "adults")]
+    for n, (user, item, segment) in enumerate(events):
+        e.process("click", user, item, 1_000 * n, event_id=f"s{n}", fingerprint="f",
+                  profile={"v": 1, "sg": segment}, dedupe=None, serve=False)
+    kids = e.recommend({"v": 1, "sg": "kids"}, 2)
+    assert kids.item_ids == ["a", "b"] and kids.items[0].reason == "popular in kids"
+    assert e.recommend(None, 2).item_ids == ["b", "a"]
