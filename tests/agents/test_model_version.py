@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import orjson
-from multidict import CIMultiDict, MultiDict
 
 from models.users.privacy import pseudonymize
 from streams import __version__
@@ -17,19 +16,11 @@ from streams.agents.profile import profile as profile_agent
 from streams.app import app, settings
 from streams.runtime import Runtime, current, install
 from streams.web import UserRecommendationsView
+from tests.agents.http import FakeRequest, click_wire
 
 T = settings.topics
 
 
-class _Request:
-    def __init__(self, **query: str) -> None:
-        self.query = MultiDict(query)
-        self.headers = CIMultiDict()
-
-
-def _wire(eid: str, user: str, item: str, ts: int) -> bytes:
-    return orjson.dumps({"kind": "click", "event_id": eid, "user_id": user, "item_id": item,
-                         "ts": ts, "fp": f"fp-{eid}", "src": "clicks"})
 
 
 def test_model_version_names_the_checkpoint_and_shows_a_rollback(loop, sent):
@@ -54,9 +45,9 @@ def test_model_version_names_the_checkpoint_and_shows_a_rollback(loop, sent):
         async with profile_agent.test_context() as agent:
             for _ in range(count):
                 n += 1
-                await agent.put(_wire(f"v{n}", user, f"mv-{n % 7}", 1000 * n),
+                await agent.put(click_wire(f"v{n}", user, f"mv-{n % 7}", 1000 * n),
                                 key=user.encode())
-            response = await view.get(_Request(k="3"), user_id=raw)
+            response = await view.get(FakeRequest(k="3"), user_id=raw)
         versions = [orjson.loads(v)["model_version"] for t, _, v in sent[start:]
                     if t == T.recommendations]
         assert len(versions) == count

@@ -7,7 +7,6 @@ import dataclasses
 import pickle
 
 import orjson
-from multidict import CIMultiDict, MultiDict
 
 from models.users.privacy import pseudonymize
 from streams import tables
@@ -15,23 +14,13 @@ from streams.agents.profile import profile as profile_agent
 from streams.app import app
 from streams.runtime import current
 from streams.web import UserRecommendationsView
+from tests.agents.http import FakeRequest, click_wire
 
 rt = current()
 KEY = rt.settings.require_secret_key()
 RECS = "/users/{user_id}/recommendations"
 
 
-class _Request:
-    """What the views read of an aiohttp request."""
-
-    def __init__(self, **query: str) -> None:
-        self.query = MultiDict(query)
-        self.headers = CIMultiDict()
-
-
-def _wire(eid: str, user: str, item: str, ts: int) -> bytes:
-    return orjson.dumps({"kind": "click", "event_id": eid, "user_id": user, "item_id": item,
-                         "ts": ts, "fp": f"fp-{eid}", "src": "clicks"})
 
 
 def _state() -> bytes:
@@ -47,7 +36,7 @@ def _pending() -> dict:
 async def _get(raw_user: str, **query: str) -> dict:
     view = app.web.views[RECS]
     assert isinstance(view, UserRecommendationsView)
-    response = await view.get(_Request(**query), user_id=raw_user)
+    response = await view.get(FakeRequest(**query), user_id=raw_user)
     assert response.status == 200, response.body
     return orjson.loads(response.body)
 
@@ -68,7 +57,7 @@ def test_http_recommendations_change_no_model_state(loop, sent, monkeypatch):
         async with profile_agent.test_context() as agent:
             for n in range(12):
                 user = users[n % 3]
-                await agent.put(_wire(f"w{n}", user, f"web-{n % 6}", 1000 * (n + 1)),
+                await agent.put(click_wire(f"w{n}", user, f"web-{n % 6}", 1000 * (n + 1)),
                                 key=user.encode())
             # the catalogue moves on after the last event: a read finds the text index behind
             engine.upsert_item("web-20", "Another web title", ["wc1"], "other words")

@@ -11,7 +11,6 @@ the marker that drops the stragglers survives a restart (it has its own changelo
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,8 +19,8 @@ import pytest
 from kafka import KafkaProducer
 
 from models.users.privacy import pseudonymize
-from streams.local.broker import ensure_topics, free_port
 from streams.local.worker_proc import WorkerProcess
+from tests.integration.service import running_service
 from tests.integration.test_privacy import Reader, key_text, metric, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,9 +28,6 @@ pytestmark = pytest.mark.integration
 SECRET = "erase-in-flight-secret-key-0123456789"
 TOKEN = "erase-in-flight-api-token-0123456789"
 RAW, OTHER = "rawid-Late-Erase-1", "rawid-Late-Other-2"
-ITEMS = {f"item-{n}": ("Drama" if n % 2 else "Comedy") for n in range(12)}
-INPUTS = ("clicks", "purchases", "items", "ad_requests", "ad_events", "privacy", "control")
-OUTPUTS = ("recommendations", "ad_bids", "segments", "audiences", "dead_letters")
 
 
 def pseudo(raw: str) -> str:
@@ -44,47 +40,22 @@ def now_ms() -> int:
 
 @pytest.fixture(scope="module")
 def service(kafka_broker, tmp_path_factory):
-    sfx = uuid.uuid4().hex[:8]
-    names = {k: f"{k.replace('_', '-')}-{sfx}" for k in (*INPUTS, *OUTPUTS)}
-    env = {f"PERSONA_TOPIC_{k.upper()}": v for k, v in names.items()}
     data_dir: Path = tmp_path_factory.mktemp("erase-in-flight-worker")
     (data_dir / "campaigns.json").write_text(
         '{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}')
     (data_dir / "audiences.json").write_text(
         '{"audiences": [{"name": "spenders", "spend_at_least": 5}]}')
-    app_id = f"persona-late-{sfx}"
-    env.update({
-        "PERSONA_BOOTSTRAP": kafka_broker.bootstrap,
-        "PERSONA_APP_ID": app_id,
+    with running_service(kafka_broker.bootstrap, data_dir, "persona-late", {
         "PERSONA_SECRET_KEY": SECRET,
         "PERSONA_API_TOKEN": TOKEN,
-        "PERSONA_DATA_DIR": str(data_dir),
-        "PERSONA_SESSION_TIMEOUT_S": "6",
         "PERSONA_EXPLORATION": "0",
         "PERSONA_CAMPAIGNS_FILE": str(data_dir / "campaigns.json"),
         "PERSONA_AUDIENCES_FILE": str(data_dir / "audiences.json"),
         "PERSONA_AD_PACING": "false",
         # the test's old ad requests are a minute old: still biddable
         "PERSONA_AD_IMPRESSION_WINDOW_S": "3600",
-    })
-    counts = {n: 4 for n in [*names.values(), f"{app_id}-events"]}
-    counts[f"{app_id}-ads"] = 1
-    ensure_topics(kafka_broker.bootstrap, list(counts), counts)
-    worker = WorkerProcess(env=env, web_port=free_port(), log_path=data_dir / "worker.log")
-    worker.start()
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all",
-                             linger_ms=2)
-    try:
-        worker.wait_ready(timeout=120)
-        for item, category in ITEMS.items():
-            producer.send(names["items"], key=item.encode(), value=orjson.dumps(
-                {"item_id": item, "title": f"Title {item}", "categories": [category]}))
-        producer.flush()
-        yield {"worker": worker, "topics": names, "bootstrap": kafka_broker.bootstrap,
-               "app_id": app_id, "producer": producer}
-    finally:
-        producer.close()
-        worker.stop()
+    }) as svc:
+        yield svc
 
 
 def test_older_events_behind_an_erase_bring_nothing_back(service):

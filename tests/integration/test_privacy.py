@@ -20,18 +20,17 @@ import base64
 import json
 import time
 import unicodedata
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from models.users.privacy import pseudonymize
-from streams.local.broker import ensure_topics, free_port
 from streams.local.worker_proc import WorkerProcess
+from tests.integration.service import INPUTS, ITEMS, running_service
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +40,6 @@ TOKEN = "privacy-test-api-token-0123456789"
 # the characters, and NFC from NFD).
 RAW = ["rawid-XYZ-123", "rawid-Qrs-456", "rawid-Ünï-789", "rawid-OPT-111", "rawid-Bee-222"]
 ERASED, OPTED, OTHER = RAW[0], RAW[3], RAW[4]
-ITEMS = {f"item-{n}": ("Drama" if n % 2 else "Comedy") for n in range(12)}
-INPUTS = ("clicks", "purchases", "items", "ad_requests", "ad_events", "privacy", "control")
 
 
 def pseudo(raw: str) -> str:
@@ -89,21 +86,12 @@ def now_ms() -> int:
 
 @pytest.fixture(scope="module")
 def service(kafka_broker, tmp_path_factory):
-    sfx = uuid.uuid4().hex[:8]
-    names = {k: f"{k.replace('_', '-')}-{sfx}" for k in
-             (*INPUTS, "recommendations", "ad_bids", "segments", "audiences", "dead_letters")}
-    env = {f"PERSONA_TOPIC_{k.upper()}": v for k, v in names.items()}
     data_dir: Path = tmp_path_factory.mktemp("privacy-worker")
     campaigns = data_dir / "campaigns.json"
     campaigns.write_text('{"campaigns": [{"campaign_id": "books", "max_bid": 1.0}]}')
-    app_id = f"persona-priv-{sfx}"
-    env.update({
-        "PERSONA_BOOTSTRAP": kafka_broker.bootstrap,
-        "PERSONA_APP_ID": app_id,
+    with running_service(kafka_broker.bootstrap, data_dir, "persona-priv", {
         "PERSONA_SECRET_KEY": SECRET,
         "PERSONA_API_TOKEN": TOKEN,
-        "PERSONA_DATA_DIR": str(data_dir),
-        "PERSONA_SESSION_TIMEOUT_S": "6",
         "PERSONA_LOG_LEVEL": "info",
         "PERSONA_EXPLORATION": "0",  # one strategy, so lists are comparable
         "PERSONA_NEW_ITEM_RATE": "0",
@@ -112,25 +100,8 @@ def service(kafka_broker, tmp_path_factory):
         "PERSONA_AD_PACING": "false",
         # superseded changelog records may be compacted away 1 s after they are written
         "PERSONA_CHANGELOG_MAX_COMPACTION_LAG_S": "1",
-    })
-    counts = {n: 4 for n in [*names.values(), f"{app_id}-events"]}
-    counts[f"{app_id}-ads"] = 1
-    ensure_topics(kafka_broker.bootstrap, list(counts), counts)
-    worker = WorkerProcess(env=env, web_port=free_port(), log_path=data_dir / "worker.log")
-    worker.start()
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all",
-                             linger_ms=2)
-    try:
-        worker.wait_ready(timeout=120)
-        for item, category in ITEMS.items():
-            producer.send(names["items"], key=item.encode(), value=orjson.dumps(
-                {"item_id": item, "title": f"Title {item}", "categories": [category]}))
-        producer.flush()
-        yield {"worker": worker, "topics": names, "bootstrap": kafka_broker.bootstrap,
-               "app_id": app_id, "data_dir": data_dir, "producer": producer}
-    finally:
-        producer.close()
-        worker.stop()
+    }) as svc:
+        yield svc
 
 
 class Reader:
