@@ -4,6 +4,12 @@ In one run, on one broker, one after the other, for each target:
 
 - ``trivial``: ``bench.trivial_agent``, a Faust agent that consumes a bytes topic and
   produces each value to an output topic, built with persona's Faust settings;
+- ``skeleton``: ``bench.skeleton_agent``, persona's message pattern with no models (one
+  agent re-keys each click onto an internal topic, a second writes one table record and
+  sends one output per event), same settings: the framework's floor for what persona
+  does per event; ``skeleton-take`` (not in the default run) is the same reading
+  through ``stream.take_events`` (``--take N,SECONDS``), one table write per user per
+  batch;
 - ``persona``: a ``persona worker`` process (``streams.local.worker_proc.WorkerProcess``), its
   models warmed with a MovieLens prefix; input ``clicks``, output ``recommendations``
   (matched by ``trigger_event_id``).
@@ -33,8 +39,13 @@ input-to-profile lag come from its /metrics. ``--py-spy DIR`` records each targe
 py-spy during its burst drain (collapsed stacks, for shares of where the time goes).
 Loopback only; every process started here is stopped by its PID; bounded in time.
 
-    .venv/bin/python -m bench.e2e                 # ~4-5 min
-    .venv/bin/python -m bench.e2e --quick         # ~1 min, smoke-sized
+The last table gives each target's figures side by side with the ratios persona /
+trivial, skeleton / trivial and persona / skeleton (with issue 16's targets for
+persona / trivial). ``bench.hops`` prices each message of the skeleton separately.
+
+    .venv/bin/python -m bench.e2e                 # ~5-6 min
+    .venv/bin/python -m bench.e2e --quick         # ~1.5 min, smoke-sized
+    .venv/bin/python -m bench.e2e --targets trivial,skeleton,skeleton-take --take 500,0.005
     .venv/bin/python -m bench.e2e --targets persona --rates 1000 --no-search --burst 0
 """
 
@@ -495,6 +506,9 @@ class Bench:
                 time.sleep(0.2)
             return {"max_sustainable": best, "drain": burst.out_rate if burst else None,
                     "cpu_ms_per_event": burst.cpu_ms_per_event if burst else None,
+                    # Latency at the first fixed rate (the consumer's view, send to
+                    # receipt), for the ratios: None if that window was not sustained.
+                    "p99_ms": fixed[0].p99_ms if fixed and fixed[0].sustainable else None,
                     "sent": len(ids),
                     "missing": len(ids) - reader.count(ids),
                     "unmatched_outputs": reader.other}
@@ -551,9 +565,11 @@ def _nice(x: float) -> float:
 
 
 @dataclass
-class TrivialProcess:
-    """``bench.trivial_agent`` in a child process (own session, stopped by its PID)."""
+class AgentProcess:
+    """A bench agent module (``bench.trivial_agent``, ``bench.skeleton_agent``) in a child
+    process (own session, stopped by its PID)."""
 
+    module: str
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen | None = None
@@ -561,7 +577,7 @@ class TrivialProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.trivial_agent"],
+                [sys.executable, "-m", self.module],
                 env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -570,6 +586,14 @@ class TrivialProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, 20.0)
+
+
+# The agent targets: module, prefix of its topic variables, id field of its outputs.
+AGENTS: dict[str, tuple[str, str, str]] = {
+    "trivial": ("bench.trivial_agent", "BENCH_TRIVIAL", "event_id"),
+    "skeleton": ("bench.skeleton_agent", "BENCH_SKELETON", "trigger_event_id"),
+    "skeleton-take": ("bench.skeleton_agent", "BENCH_SKELETON", "trigger_event_id"),
+}
 
 
 def wait_answering(bench: Bench, target: Target, timeout: float) -> float:
@@ -595,20 +619,36 @@ def wait_answering(bench: Bench, target: Target, timeout: float) -> float:
         reader.close()
 
 
-def run_trivial(bench: Bench, home: Path, partitions: int, session_s: float,
-                tag: str) -> dict[str, Any]:
-    in_topic, out_topic = f"bench-in-{tag}", f"bench-out-{tag}"
-    ensure_topics(bench.bootstrap, [in_topic, out_topic], partitions, timeout=60.0)
-    (home / "trivial").mkdir(parents=True, exist_ok=True)
-    proc = TrivialProcess(env={
-        "PERSONA_BOOTSTRAP": bench.bootstrap, "PERSONA_APP_ID": f"bench-trivial-{tag}",
-        "PERSONA_DATA_DIR": str(home / "trivial"), "PERSONA_PARTITIONS": str(partitions),
+def agent_target(bench: Bench, home: Path, partitions: int, session_s: float, tag: str,
+                 name: str, kind: str, env: dict[str, str]) -> tuple[AgentProcess, Target]:
+    """Target ``name``, one of ``AGENTS[kind]`` with ``env`` on top, not started: its
+    topics exist, its process is ready to start."""
+    module, topics_var, id_field = AGENTS[kind]
+    in_topic, out_topic = f"bench-in-{name}-{tag}", f"bench-out-{name}-{tag}"
+    app_id = f"bench-{name}-{tag}"
+    # The skeleton's extra outputs (bench.hops) go to OUT-extra; its internal topic is
+    # made here, as the rig makes persona's: an agent that subscribes before Faust has
+    # declared it ignores it for good.
+    ensure_topics(bench.bootstrap, [in_topic, out_topic, f"{out_topic}-extra",
+                                    f"{app_id}-events"], partitions, timeout=60.0)
+    (home / name).mkdir(parents=True, exist_ok=True)
+    proc = AgentProcess(module, env={
+        "PERSONA_BOOTSTRAP": bench.bootstrap, "PERSONA_APP_ID": app_id,
+        "PERSONA_DATA_DIR": str(home / name), "PERSONA_PARTITIONS": str(partitions),
         "PERSONA_SESSION_TIMEOUT_S": str(session_s), "PERSONA_WEB_PORT": str(free_port()),
         "PERSONA_WEB_HOST": "127.0.0.1", "PERSONA_LOG_LEVEL": "warning",
-        "BENCH_TRIVIAL_IN": in_topic, "BENCH_TRIVIAL_OUT": out_topic},
-        log_path=home / "trivial" / "agent.log")
-    target = Target("trivial", in_topic, out_topic, "event_id",
+        f"{topics_var}_IN": in_topic, f"{topics_var}_OUT": out_topic, **env},
+        log_path=home / name / "agent.log")
+    target = Target(name, in_topic, out_topic, id_field,
                     pid=lambda: proc.proc.pid if proc.proc else None, alive=proc.alive)
+    return proc, target
+
+
+def run_agent(bench: Bench, home: Path, partitions: int, session_s: float, tag: str,
+              name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start one of ``AGENTS``, measure it, stop it."""
+    proc, target = agent_target(bench, home, partitions, session_s, tag, name,
+                                name, env or {})
     try:
         proc.start()
         ready_s = wait_answering(bench, target, 120)
@@ -724,10 +764,44 @@ def report(result: dict[str, Any], out: Console) -> None:
                         _ms2(t.get("cpu_ms_per_event")), f"{t['sent']:,}",
                         f"{t['missing']:,}", str(t.get("ready_s", "-")))
     out.print(summary)
-    for key, label in (("ratio_sustainable", "max sustainable"), ("ratio_drain", "drain"),
-                       ("ratio_cpu", "trivial CPU per event / persona CPU per event")):
-        if result.get(key) is not None:
-            out.print(f"ratio persona / trivial ({label}): {result[key]:.2f} (target >= 0.6)")
+    if result.get("ratios"):
+        out.print(ratio_table(result))
+
+
+# The figures compared across targets, and issue 16's target for persona / trivial.
+FIGURES = (("max_sustainable", "max sustainable events/s", ">= 0.5"),
+           ("drain", "burst drain events/s", ">= 0.5"),
+           ("cpu_ms_per_event", "worker CPU ms per event (burst)", "<= 3"),
+           ("p99_ms", "p99 ms at {rate}/s (send to receipt)", "<= 1.5"))
+RATIOS = (("persona", "trivial"), ("skeleton", "trivial"), ("persona", "skeleton"),
+          ("skeleton-take", "trivial"), ("skeleton-take", "skeleton"))
+
+
+def ratios(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """{"a / b": {figure: a's figure / b's}} for the pairs of ``RATIOS`` that ran."""
+    out: dict[str, dict[str, float | None]] = {}
+    for a, b in RATIOS:
+        if a in targets and b in targets:
+            out[f"{a} / {b}"] = {
+                key: (round(x / y, 3) if (x := targets[a].get(key)) and
+                      (y := targets[b].get(key)) else None)
+                for key, _, _ in FIGURES}
+    return out
+
+
+def ratio_table(result: dict[str, Any]) -> Table:
+    names = list(result["targets"])
+    pairs = list(result["ratios"])
+    table = Table(title="each target's figures and their ratios (same run, same broker)")
+    for col in ("figure", *names, *pairs, "target (persona / trivial)"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    rate = f"{result['args']['rates'][0]:,.0f}"
+    for key, label, goal in FIGURES:
+        vals = [result["targets"][n].get(key) for n in names]
+        fmt = _ms2 if key == "cpu_ms_per_event" else _ms if key == "p99_ms" else _rate
+        table.add_row(label.format(rate=rate), *(fmt(v) for v in vals),
+                      *(_ms2(result["ratios"][p][key]) for p in pairs), goal)
+    return table
 
 
 def _worker(w: dict[str, float]) -> str:
@@ -750,8 +824,11 @@ def _versions() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--targets", default="trivial,persona",
-                    help="comma-separated: trivial, persona (default both)")
+    ap.add_argument("--targets", default="trivial,skeleton,persona",
+                    help="comma-separated: trivial, skeleton, skeleton-take, persona "
+                         "(default: trivial,skeleton,persona)")
+    ap.add_argument("--take", default="500,0.005", metavar="N,SECONDS",
+                    help="skeleton-take: stream.take_events(N, within=SECONDS)")
     ap.add_argument("--rates", default="100,1000", help="fixed rates, events/s")
     ap.add_argument("--window", type=float, default=6.0, help="seconds per rate")
     ap.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
@@ -780,8 +857,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not args.rates or any(not 0 < r <= 100_000 for r in args.rates):
         ap.error("--rates: each in (0, 100000]")
-    if not set(args.targets) <= {"trivial", "persona"} or not args.targets:
-        ap.error("--targets: trivial and/or persona")
+    if not set(args.targets) <= {*AGENTS, "persona"} or not args.targets:
+        ap.error(f"--targets: some of {', '.join([*AGENTS, 'persona'])}")
+    n, _, within = args.take.partition(",")
+    if not (n.isdigit() and 1 <= int(n) <= 10_000 and _is_seconds(within)):
+        ap.error("--take: N,SECONDS with N in [1, 10000], SECONDS in (0, 1]")
     if not 0.5 <= args.window <= 60 or not 0 <= args.burst <= 200_000:
         ap.error("--window in [0.5, 60], --burst in [0, 200000]")
     if not 0 <= args.warmup <= 100_000 or not 0 <= args.max_steps <= 20:
@@ -789,6 +869,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.bootstrap and not args.bootstrap.startswith("127.0.0.1:"):
         ap.error("--bootstrap must be 127.0.0.1:PORT (loopback only)")
     return args
+
+
+def _is_seconds(text: str) -> bool:
+    try:
+        return 0 < float(text) <= 1
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -829,9 +916,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             bench = Bench(bootstrap, broker_pid, progress, args)
             try:
-                if "trivial" in args.targets:
-                    result["targets"]["trivial"] = run_trivial(
-                        bench, home, args.partitions, session_s, tag)
+                for name in AGENTS:  # in the order of AGENTS: trivial first
+                    if name in args.targets:
+                        env = ({"BENCH_SKELETON_TAKE": args.take}
+                               if name == "skeleton-take" else {})
+                        result["targets"][name] = run_agent(
+                            bench, home, args.partitions, session_s, tag, name, env)
                 if "persona" in args.targets:
                     result["targets"]["persona"] = run_persona(
                         bench, home, args.partitions, session_s, args.warmup)
@@ -846,6 +936,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a = t.get("trivial", {}).get("cpu_ms_per_event")
         b = t.get("persona", {}).get("cpu_ms_per_event")
         result["ratio_cpu"] = round(a / b, 3) if a and b else None
+        result["ratios"] = ratios(t)
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         out = Console(width=max(190, Console().width))
         report(result, out)
