@@ -17,8 +17,9 @@ topic. Figures:
   recommendation received; and the workers' CPU time per event (all workers together,
   from /proc), which other load on the machine disturbs far less.
 
-Also times the sync path in-process (no broker): recording a step in ``Engine.process``,
-encoding and decoding it, and applying it on another engine (``Engine.learn_shared``).
+Also times the sync path in-process (no broker, ``bench/sync.py``): summing what
+``Engine.process`` learns, draining and encoding a delta, decoding and applying it on
+another engine (``Engine.learn_shared``).
 Bounded in time (``--timeout`` per mode); stops everything it starts.
 
     .venv/bin/python -m bench.scaleout [--events 100000] [--modes one,two,two-nosync]
@@ -42,8 +43,6 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 from rich.progress import Progress
 
-from models.engine import PURCHASE_WEIGHT, Engine
-from models.sync import Outbox, decode_batch
 from streams.cli.replay import Outgoing, make_producer, movielens_events, movielens_items, publish
 from streams.local.broker import LocalBroker, free_port
 from streams.local.chaos import Rig, machine
@@ -233,7 +232,7 @@ def run_mode(bootstrap: str, home: Path, mode: str, n_events: int, partitions: i
                 _metric(m, "persona_events_total", topic=t, outcome="accepted")
                 for t in ("clicks", "purchases"))))
             for kind, outcomes in (("batches", ("sent", "applied", "own")),
-                                   ("steps", ("sent", "applied", "skipped", "dropped"))):
+                                   ("steps", ("sent", "applied", "dropped"))):
                 for outcome in outcomes:
                     key = f"{kind}_{outcome}"
                     run.sync[key] = run.sync.get(key, 0) + _metric(
@@ -246,49 +245,12 @@ def run_mode(bootstrap: str, home: Path, mode: str, n_events: int, partitions: i
 
 
 def sync_overhead(n: int) -> dict[str, float]:
-    """Microseconds per event of the sync path, in-process: recording (``process`` with
-    an outbox minus without), encode+decode, and applying on another engine."""
-    from streams.offline.datasets import load_movielens_100k, load_movielens_items
+    """Microseconds per event of the sync path, in-process (``bench/sync.py``, one delta
+    per 100 events): learning with the outbox on, recording, draining and encoding, and
+    decoding and applying on another engine."""
+    from bench.sync import measure
 
-    rows = load_movielens_100k()[:n]
-    catalogue = load_movielens_items()
-
-    def engine() -> Engine:
-        e = Engine()
-        for item_id, (title, genres) in catalogue.items():
-            e.upsert_item(item_id, title, list(genres))
-        return e
-
-    def replay(e: Engine) -> float:
-        profiles: dict[str, dict | None] = {}
-        t = time.perf_counter()
-        for i, (user, item, rating, ts) in enumerate(rows):
-            kind = "purchase" if rating >= 4 else "click"
-            r = e.process(kind, user, item, int(ts) * 1000, event_id=str(i), fingerprint="",
-                          profile=profiles.get(user), dedupe=None,
-                          amount=9.99 if kind == "purchase" else 0.0)
-            profiles[user] = r.profile
-        return time.perf_counter() - t
-
-    plain = replay(engine())
-    recording = engine()
-    recording.sync = Outbox(limit=len(rows) + 1)
-    recorded = replay(recording)
-    steps = len(recording.sync.steps)
-    t = time.perf_counter()
-    raw = recording.sync.drain("bench", 1)
-    assert raw is not None
-    batch = decode_batch(raw)
-    codec = time.perf_counter() - t
-    other = engine()
-    t = time.perf_counter()
-    other.learn_shared(batch)
-    apply = time.perf_counter() - t
-    assert steps == len(batch.steps) and PURCHASE_WEIGHT > 0
-    us = 1e6 / max(1, steps)
-    return {"events": float(len(rows)), "process_us": plain * us,
-            "record_us": (recorded - plain) * us, "codec_us": codec * us,
-            "apply_us": apply * us, "bytes_per_step": len(raw) / max(1, steps)}
+    return measure(n, 100)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -375,10 +337,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.overhead_events > 0:
         o = sync_overhead(args.overhead_events)
         out["overhead"] = o
-        print(f"sync path in-process ({o['events']:.0f} events, per step): process "
-              f"{o['process_us']:.0f} us; recording {o['record_us']:+.1f} us; encode+decode "
-              f"{o['codec_us']:.1f} us; apply on another engine {o['apply_us']:.0f} us; "
-              f"{o['bytes_per_step']:.0f} bytes")
+        print(f"sync path in-process ({o['events']:.0f} events, one delta per 100, per "
+              f"event): learn {o['learn_recording_us']:.0f} us; recording "
+              f"{o['record_us']:+.1f} us; drain+encode {o['drain_us']:.1f} us; decode+apply "
+              f"on another engine {o['apply_us']:.1f} us ({o['ratio']:.3f} of learning); "
+              f"{o['bytes_per_event']:.0f} bytes")
     return out
 
 

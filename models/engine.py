@@ -26,7 +26,7 @@ from models.recommenders.hybrid import Hybrid
 from models.recommenders.mf import ImplicitMF
 from models.recommenders.popularity import Popularity, SegmentPopularity
 from models.recommenders.rules import Rules, apply_rules
-from models.sync import Batch, LearnStep, Outbox
+from models.sync import Batch, Growths, Outbox
 from models.users.dedupe import check_and_add
 from models.users.profile import (
     UserProfile,
@@ -220,6 +220,7 @@ class Engine:
         # With several workers: where learn steps are recorded for the others
         # (models/sync.py); None (one worker, or sharing off) records nothing.
         self.sync: Outbox | None = None
+        self._recording: tuple[Outbox, Hybrid] | None = None  # what _start_recording set up
 
     @property
     def content(self) -> ContentTfidf:
@@ -492,9 +493,9 @@ class Engine:
         if self.sync is not None:
             self.sync.add_explored(new.item_id)
 
-    def _count_explored(self, item_id: str) -> None:
-        """One more exploration showing of a new item (bounded like every item map)."""
-        self._explored[item_id] = self._explored.pop(item_id, 0) + 1
+    def _count_explored(self, item_id: str, n: int = 1) -> None:
+        """``n`` more exploration showings of a new item (bounded like every item map)."""
+        self._explored[item_id] = self._explored.pop(item_id, 0) + n
         if len(self._explored) > self.config.max_items:
             del self._explored[next(iter(self._explored))]
 
@@ -502,74 +503,102 @@ class Engine:
 
     def _learn(
         self, item_id: str, history: Sequence[str], weight: float, context: Context,
-        arm: str, hit: bool | None, *, blend: tuple[int, Sequence[float]] | None = None,
-        record: bool = True,
+        arm: str, hit: bool | None, *, record: bool = True,
     ) -> None:
         """The item-level learn step of one event: every model, the blend, the bandit.
 
         ``arm``/``hit``: the strategy of the list served before and whether the item was
-        in it (None: no list). With ``sync`` set and ``record``, the step is also
-        recorded there for the other workers (``learn_shared`` replays it through here).
+        in it (None: no list). With ``sync`` set and ``record``, what the step changed is
+        also summed there for the other workers (``learn_shared`` applies the sums).
         """
-        mf_key = self._mf_key
-        before = None
-        if record and self.sync is not None and context.user_state:
-            before = context.user_state.get(mf_key)
+        box = self.sync if record else None
+        recent: list[str] = []
+        if box is not None:
+            cooc = self._cooc
+            if self._recording != (box, self.hybrid):  # first step, or models restored
+                self._start_recording(box)
+            # What the co-occurrence step will pair the item with (known items only).
+            recent = [h for h in cooc._recent(history) if h != item_id and h in cooc]
         self.hybrid.learn_one(item_id, history, weight, context)
-        if blend is not None:
-            self.hybrid.apply_blend_step(blend[0], blend[1])
         self.updates += 1
         if hit is not None and arm in self.bandit.arms:
             self.bandit.update(arm, float(hit))
-        if record and self.sync is not None:
-            self.sync.add_step(LearnStep(
-                item_id, tuple(history), float(weight),
-                before if isinstance(before, str) else None, context.segment,
-                arm if hit is not None else "", hit, self.hybrid.last_blend_step,
-            ))
+        if box is not None:
+            box.record(item_id, recent, float(weight), context.segment,
+                       arm=arm if arm in self.bandit.arms else "", hit=hit,
+                       blend=self.hybrid.last_blend_step, user=context.user or "")
+
+    @property
+    def _cooc(self) -> ItemCooccurrence:
+        cooc = self.hybrid.components["cooccurrence"]
+        assert isinstance(cooc, ItemCooccurrence)
+        return cooc
+
+    def _start_recording(self, box: Outbox) -> None:
+        """Make ``box`` sum for these models' decay rates, and the factor model keep what
+        it changes (after a restore too: the restored models are new objects)."""
+        trending = self.hybrid.components["trending"]
+        assert isinstance(trending, Popularity)
+        box.configure(Growths(cooccurrence=self._cooc._growth,
+                              popularity=self.popularity.overall._growth,
+                              trending=trending._growth,
+                              bandit=1.0 / self.bandit._keep))
+        mf = self.hybrid.components["mf"]
+        assert isinstance(mf, ImplicitMF)
+        mf.record_changes()
+        self._recording = (box, self.hybrid)
 
     def learn_shared(self, batch: Batch) -> int:
-        """Apply what another worker learned (a decoded ``models.sync`` batch): the same
-        item-level steps its ``process`` calls took, with the user's factors as they were
-        before each step, so item factors move as they did there. Nothing about any user
-        is kept. Returns the steps applied; a step that does not fit (an unknown arm, a
-        bad vector) is skipped, and the rest applied.
+        """Apply what another worker learned (a decoded ``models.sync`` delta): the summed
+        changes of its item-level learn steps, in time proportional to the entries
+        touched. Nothing about any user is in it or kept. Returns the events the delta
+        sums (counted once applied).
 
         >>> from models.sync import Outbox, decode_batch
         >>> a, b = Engine(EngineConfig(exploration=0.0)), Engine(EngineConfig(exploration=0.0))
-        >>> a.sync = Outbox()
+        >>> a.sync = Outbox(min_users=1)
         >>> _ = a.process("click", "u", "x", 1, event_id="1", fingerprint="", profile=None,
         ...               dedupe=None)
-        >>> b.learn_shared(decode_batch(a.sync.drain("w1", 1))), b.recommend(None, 1).item_ids
+        >>> b.learn_shared(decode_batch(a.drain_sync("w1", 1))), b.recommend(None, 1).item_ids
         (1, ['x'])
         """
-        applied = 0
-        for step in batch.steps:
-            state: dict[str, object] = {}
-            if step.user_vector is not None:
-                state[self._mf_key] = step.user_vector
-            context = Context(user_state=state, segment=step.segment)
-            try:
-                self._learn(step.item_id, step.history, step.weight, context,
-                            step.arm if step.arm in self.bandit.arms else "", step.hit,
-                            blend=step.blend, record=False)
-            except ValueError:
-                continue
-            applied += 1
-        for item_id in batch.explored:
-            self._count_explored(item_id)
+        n = batch.events
+        pa, pb, pw = batch.pairs
+        items = batch.items
+        self._cooc.apply_delta(n, batch.cooccurrence, items, pa, pb, pw)
+        self.popularity.apply_delta(n, batch.popularity, batch.segments)
+        trending = self.hybrid.components["trending"]
+        assert isinstance(trending, Popularity)
+        trending.apply_delta(n, batch.trending)
+        self.content.count_interactions(batch.content)
+        mf = self.hybrid.components["mf"]
+        assert isinstance(mf, ImplicitMF)
+        ids, deltas = batch.factors.get(mf.state_key, ([], None))
+        if deltas is not None:
+            mf.apply_changes(ids, deltas)
+        self.bandit.apply_delta(batch.bandit_steps, batch.bandit)
+        for c, steps, total in batch.blend_steps:
+            if steps:
+                self.hybrid.apply_blend_step(c, total)
+        for item_id, count in batch.explored.items():
+            self._count_explored(item_id, count)
         if batch.blend is not None:
             # Halfway to the sender's blend: the copies stay together (Hybrid.mix_blend).
             self.hybrid.mix_blend(batch.blend, 0.5)
-        return applied
+        self.updates += n
+        return n
 
     def drain_sync(self, origin: str, seq: int) -> bytes | None:
-        """The learn steps recorded since the last call, with this engine's blend
-        weights, as one ``models.sync`` batch (None if nothing was learned or ``sync``
-        is off)."""
-        if self.sync is None:
+        """What was learned since the last call, with this engine's blend weights and its
+        factor model's summed item deltas, as one ``models.sync`` delta (None if nothing
+        was learned, too few users' events are summed yet, or ``sync`` is off)."""
+        box = self.sync
+        if box is None or not box.ready():
             return None
-        return self.sync.drain(origin, seq, self.hybrid.blend_matrix())
+        mf = self.hybrid.components["mf"]
+        assert isinstance(mf, ImplicitMF)
+        factors = {mf.state_key: mf.take_changes()} if box.events else {}
+        return box.drain(origin, seq, self.hybrid.blend_matrix(), factors)
 
     @property
     def _mf_key(self) -> str:

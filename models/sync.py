@@ -1,169 +1,373 @@
-"""What one worker learned, as compact records every other worker can apply
+"""What one worker learned, as one aggregated delta every other worker can apply
 (docs/scaling.md).
 
-Each worker learns from the events of its own partitions. The item-level part of each
-learn step (an ``Engine`` learn, the segmenter's learn, a new item's exploration showing)
-is recorded as a :class:`LearnStep` (or a segment input, or an explored item id) in an
-:class:`Outbox`; the service publishes the drained batches on a broadcast topic and every
-other worker applies them (``Engine.learn_shared``), so all workers' item models learn
-from every event. The codec is here, pure: the service only moves the bytes.
+Each worker learns from the events of its own partitions. Between two flushes the
+:class:`Outbox` sums what its item-level learning changed: co-occurrence pair and item
+increments, popularity and trending count increments (per segment too), content
+interaction counts, the bandit's reward statistics, the blend's gradient steps and new
+items' exploration showings; the engine adds the matrix-factorization models' summed
+item factor and bias deltas at the flush. The service publishes the encoded delta on a
+broadcast topic and every other worker applies it (``Engine.learn_shared``) in time
+proportional to the distinct entries it touches, not to the events behind it.
 
-No user id, raw or pseudonymous, is in a batch: a step carries the item, the user's
-recent items, the event's weight, the user's matrix-factorization vector *before* the
-step (so every worker makes the same item-factor update), the segment name, the bandit
-reward and the blend's gradient step; a segment input carries the few profile numbers
-the segmenter reads (counts, spend, first/last seen, category interests).
+Decayed counts (every model here counts time in events) are sent as of the end of the
+batch: an increment learned k events before its end is sent multiplied by the model's
+per-event decay to the power k, and the receiver first ages its own counts by the batch's
+event count, then adds. Applied at once, that is exactly what learning the events would
+have done; the float32 co-occurrence counts agree to rounding.
+
+No user id, raw or pseudonymous, no user vector and no user's item sequence is in a
+delta: ids are sent sorted (never in the order a user met them), pairs unordered, and a
+delta is held back until it sums the events of at least ``min_users`` distinct users.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from models.checks import is_id, is_in_range
-from models.recommenders.base import MAX_WEIGHT
 from models.users.profile import UserProfile
 
-# Version of the batch layout; a batch of another version is refused, not guessed at.
-FORMAT = 1
+# Version of the delta layout; a batch of another version is refused, not guessed at
+# (1: the per-event learn steps of earlier releases, which carried per-user data).
+FORMAT = 2
 # Bounds on what a batch may hold (a malformed or hostile batch is refused whole).
 MAX_ID_CHARS = 256
-MAX_HISTORY = 1_000
-MAX_STEPS = 10_000
+MAX_ITEMS = 200_000
+MAX_PAIRS = 2_000_000
+MAX_SEGMENTS = 256
 MAX_BLEND = 64
+MAX_FACTORS = 1_024
+MAX_EVENTS = 10**9
+MAX_STEPS = 10_000  # segment inputs in one batch
 MAX_INTERESTS = 256
-MAX_VECTOR_CHARS = 4_096
+# Array layouts on the wire (little-endian): item indices, summed counts, factor deltas.
+INDEX, COUNT, FACTOR = "<i4", "<f8", "<f4"
+# Distinct users a delta must sum before it leaves (a delta of one user's events says
+# about that user what their learn steps said).
+MIN_USERS = 5
+
+
+class FormatError(ValueError):
+    """A batch of another layout version (a worker of another release)."""
+
+
+class Decayed:
+    """Increments to counts that decay by ``1 / growth`` per event, summed as of the last
+    event: each is stored multiplied by ``growth ** steps`` and divided at ``as_of_end``.
+
+    >>> d = Decayed(2.0)
+    >>> d.step(); d.add("a", 1.0); d.step(); d.add("a", 1.0)
+    >>> d.as_of_end(), d.steps
+    ({'a': 1.5}, 2)
+    """
+
+    __slots__ = ("growth", "steps", "scale", "counts")
+
+    def __init__(self, growth: float = 1.0) -> None:
+        self.growth = growth
+        self.steps = 0
+        self.scale = 1.0
+        self.counts: dict[str, float] = {}
+
+    def step(self) -> None:
+        self.steps += 1
+        self.scale *= self.growth
+        if self.scale > 1e100:  # long stall: fold the scale into the counts
+            s = self.scale
+            self.counts = {k: v / s for k, v in self.counts.items()}
+            self.scale = 1.0
+
+    def add(self, key: str, w: float) -> None:
+        counts = self.counts
+        counts[key] = counts.get(key, 0.0) + w * self.scale
+
+    def as_of_end(self) -> dict[str, float]:
+        s = self.scale
+        return {k: v / s for k, v in self.counts.items()}
+
+
+def growth_of(half_life: float | None) -> float:
+    """Per-event growth of a model's count unit (1.0: no decay)."""
+    return 1.0 if half_life is None else 2.0 ** (1.0 / half_life)
 
 
 @dataclass(frozen=True, slots=True)
-class LearnStep:
-    """The item-level learning of one accepted event, replayable on another worker.
+class Growths:
+    """The per-event growths of the decayed models an outbox sums for."""
 
-    ``user_vector``: the user's matrix-factorization state before the step (an
-    ``encode_vector`` string; None for a user without one, who starts at zero there too).
-    ``arm``/``hit``: the strategy of the list served before the event and whether the
-    event's item was in it (the bandit's reward; ``hit`` None: no list, no reward).
-    ``blend``: (context index, gradient step) the hybrid's blend took, or None.
-
-    >>> LearnStep("i1", ("i0",), 1.0).hit is None
-    True
-    """
-
-    item_id: str
-    history: tuple[str, ...]
-    weight: float
-    user_vector: str | None = None
-    segment: str | None = None
-    arm: str = ""
-    hit: bool | None = None
-    blend: tuple[int, tuple[float, ...]] | None = None
-
-
-def segment_input(profile: UserProfile) -> dict[str, Any]:
-    """The profile fields the segmenter learns from, in ``UserProfile.to_dict`` keys (no
-    id, no items, no model state).
-
-    >>> segment_input(UserProfile(clicks=2, spend=5.0, interests={"Drama": 1.5}))
-    {'c': 2, 'i': {'Drama': 1.5}, 'm': 5.0}
-    """
-    d = profile.to_dict()
-    return {k: d[k] for k in ("c", "p", "i", "m", "f", "l") if k in d}
+    cooccurrence: float = 1.0
+    popularity: float = 1.0
+    trending: float = 1.0
+    bandit: float = 1.0
 
 
 @dataclass(slots=True)
 class Outbox:
-    """Learn records waiting to be published, in the order they were learned.
+    """What this worker's item-level learning changed since the last drain, summed.
 
-    Holds at most ``limit`` records of each kind: if nobody drains it (publishing
-    stalled), the oldest go and are counted in ``dropped``.
+    Holds at most ``limit`` distinct co-occurrence pairs: if nobody drains it (publishing
+    stalled), everything summed is dropped and its events counted in ``dropped``.
 
-    >>> box = Outbox(limit=2)
-    >>> for item in "abc":
-    ...     box.add_step(LearnStep(item, (), 1.0))
-    >>> [s.item_id for s in box.steps], box.dropped
-    (['b', 'c'], 1)
+    >>> box = Outbox(min_users=1)
+    >>> box.record("b", ["a"], 1.0, None, user="u1")
+    >>> d = decode_batch(box.drain("w1", 1))
+    >>> d.events, d.items, d.pairs[2].tolist(), box.events
+    (1, ['a', 'b'], [1.0], 0)
     """
 
-    limit: int = 100_000
-    steps: list[LearnStep] = field(default_factory=list)
-    explored: list[str] = field(default_factory=list)
-    segments: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    limit: int = 2_000_000
+    min_users: int = MIN_USERS
+    growths: Growths = field(default_factory=Growths)
+    events: int = 0
     dropped: int = 0
+    _users: set[int] = field(default_factory=set)
+    _ids: dict[str, int] = field(default_factory=dict)  # item id -> code, this batch
+    _pairs: dict[int, float] = field(default_factory=dict)  # (low code << 32) | high code
+    _cooc: Decayed = field(default_factory=Decayed)
+    _popularity: Decayed = field(default_factory=Decayed)
+    _trending: Decayed = field(default_factory=Decayed)
+    _segments: dict[str, Decayed] = field(default_factory=dict)
+    _content: dict[str, int] = field(default_factory=dict)
+    _bandit_n: Decayed = field(default_factory=Decayed)
+    _bandit_r: Decayed = field(default_factory=Decayed)
+    _blend: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+    _explored: dict[str, int] = field(default_factory=dict)
+    # (ts, segment_input) the segmenter learned from, in order: see note_segment.
+    _segment_inputs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
-    def _bound(self, records: list[Any]) -> None:
-        if len(records) > self.limit:
-            extra = len(records) - self.limit
-            del records[:extra]
-            self.dropped += extra
+    def __post_init__(self) -> None:
+        self._reset()
 
-    def add_step(self, step: LearnStep) -> None:
-        """Record one learn step of ``Engine.process``."""
-        self.steps.append(step)
-        self._bound(self.steps)
+    def configure(self, growths: Growths) -> None:
+        """Sum for models decaying at ``growths`` (drops what was summed so far)."""
+        self.growths = growths
+        self._reset()
+
+    def _reset(self) -> None:
+        g = self.growths
+        self.events = 0
+        self._users = set()
+        self._ids = {}
+        self._pairs = {}
+        self._cooc = Decayed(g.cooccurrence)
+        self._popularity = Decayed(g.popularity)
+        self._trending = Decayed(g.trending)
+        self._segments = {}
+        self._content = {}
+        self._bandit_n, self._bandit_r = Decayed(g.bandit), Decayed(g.bandit)
+        self._blend = {}
+        self._explored = {}
+        self._segment_inputs = []
+
+    def record(
+        self, item_id: str, recent: Sequence[str], weight: float, segment: str | None,
+        *, arm: str = "", hit: bool | None = None,
+        blend: tuple[int, Sequence[float]] | None = None, user: str = "",
+    ) -> None:
+        """Sum one learn step: ``recent`` are the co-occurrence model's known recent
+        items (distinct, not ``item_id``); ``user`` is only counted (hashed, in memory)."""
+        self.events += 1
+        self._users.add(hash(user))
+        cooc = self._cooc
+        cooc.step()
+        cooc.add(item_id, weight)
+        w = weight * cooc.scale
+        if recent:
+            ids, pairs = self._ids, self._pairs
+            i = ids.setdefault(item_id, len(ids))
+            for h in recent:
+                j = ids.setdefault(h, len(ids))
+                key = (i << 32) | j if i < j else (j << 32) | i
+                pairs[key] = pairs.get(key, 0.0) + w
+        self._popularity.step()
+        self._popularity.add(item_id, weight)
+        self._trending.step()
+        self._trending.add(item_id, weight)
+        if segment:
+            seg = self._segments.get(segment)
+            if seg is None:
+                seg = self._segments[segment] = Decayed(self.growths.popularity)
+            seg.step()
+            seg.add(item_id, weight)
+        self._content[item_id] = self._content.get(item_id, 0) + 1
+        if hit is not None and arm:
+            self._bandit_n.step()
+            self._bandit_r.step()
+            self._bandit_n.add(arm, 1.0)
+            self._bandit_r.add(arm, float(hit))
+        if blend is not None:
+            c, step = blend
+            n, total = self._blend.get(c, (0, np.zeros(len(step))))
+            if total.size == len(step):
+                self._blend[c] = (n + 1, total + np.asarray(step, dtype=np.float64))
+        if len(self._pairs) > self.limit:
+            self.dropped += self.events
+            self._reset()
+
+    def note_segment(self, profile: UserProfile, now_ms: int) -> None:
+        """Record that the segmenter learned from ``profile`` as of ``now_ms``.
+
+        Not summed: the online k-means is seeded from each worker's first points, so sums
+        per cluster would not mean the same cluster on another worker. The few profile
+        numbers it reads go instead (``segment_input``: no id, no items, no model state),
+        so every worker's segments are learned from every user, as before the deltas.
+        Sums that keep the clusters aligned are still to be built (docs/scaling.md)."""
+        if len(self._segment_inputs) >= MAX_STEPS:
+            self._segment_inputs.pop(0)
+            self.dropped += 1
+        self._segment_inputs.append((int(now_ms), segment_input(profile)))
 
     def add_explored(self, item_id: str) -> None:
         """Record one exploration showing of a new item."""
-        self.explored.append(item_id)
-        self._bound(self.explored)
-
-    def note_segment(self, profile: UserProfile, now_ms: int) -> None:
-        """Record that the segmenter learned from ``profile`` as of ``now_ms``."""
-        self.segments.append((int(now_ms), segment_input(profile)))
-        self._bound(self.segments)
+        self._explored[item_id] = self._explored.get(item_id, 0) + 1
 
     def __len__(self) -> int:
-        return len(self.steps) + len(self.explored) + len(self.segments)
+        return self.events + len(self._explored) + len(self._segment_inputs)
+
+    def ready(self) -> bool:
+        """Whether a drain would send: something summed, over enough distinct users
+        (exploration showings alone go at once: they name no user's events)."""
+        if self.events:
+            return len(self._users) >= self.min_users
+        return bool(self._explored or self._segment_inputs)
 
     def drain(self, origin: str, seq: int,
-              blend: Sequence[Sequence[float]] | None = None) -> bytes | None:
-        """Everything recorded so far as one encoded batch (emptying the outbox), with
-        the sender's ``blend`` weights if given; None if nothing was recorded."""
-        if not len(self):
+              blend: Sequence[Sequence[float]] | None = None,
+              factors: Mapping[str, tuple[list[str], np.ndarray]] | None = None,
+              ) -> bytes | None:
+        """Everything summed so far as one encoded delta (emptying the outbox), with the
+        sender's ``blend`` weights and matrix-factorization ``factors`` deltas (per
+        model: item ids and their summed row deltas); None if not ``ready``."""
+        if not self.ready():
             return None
-        raw = encode_batch(origin, seq, self.steps, self.explored, self.segments, blend)
-        self.steps, self.explored, self.segments = [], [], []
+        raw = self._encode(origin, seq, blend, factors or {})
+        self._reset()
         return raw
+
+    def _encode(self, origin: str, seq: int, blend: Sequence[Sequence[float]] | None,
+                factors: Mapping[str, tuple[list[str], np.ndarray]]) -> bytes:
+        segments = {s: (d.steps, d.as_of_end()) for s, d in self._segments.items()}
+        counted: list[Mapping[str, Any]] = [
+            self._cooc.counts, self._popularity.counts, self._trending.counts,
+            self._content, self._explored, *(c for _, c in segments.values())]
+        names: set[str] = set(self._ids)
+        for m in counted:
+            names.update(m)
+        for ids, _ in factors.values():
+            names.update(ids)
+        items = sorted(names)  # sorted: never the order one user met them
+        at = {item: n for n, item in enumerate(items)}
+        # Pairs: codes to positions in ``items``, in sorted order (not the order learned).
+        position = np.array([at[i] for i in self._ids], dtype=np.int64)
+        keys = np.fromiter(self._pairs, dtype=np.int64, count=len(self._pairs))
+        weights = np.fromiter(self._pairs.values(), dtype=np.float64, count=keys.size)
+        pa, pb = position[keys >> 32], position[keys & 0xFFFFFFFF]
+        pa, pb = np.minimum(pa, pb), np.maximum(pa, pb)
+        order = np.lexsort((pb, pa))
+
+        def table(m: Mapping[str, float]) -> list[list[Any]]:
+            keys = sorted(m, key=at.__getitem__)
+            return [[at[k] for k in keys], [m[k] for k in keys]]
+
+        s = self._cooc.scale
+
+        def learned_arrays() -> list[str]:
+            learned = sorted(self._content, key=at.__getitem__)
+            cooc, pop, trend = (d.counts for d in (self._cooc, self._popularity,
+                                                   self._trending))
+            return [_b64([at[i] for i in learned], INDEX),
+                    _b64(np.array([cooc[i] for i in learned]) / s, COUNT),
+                    _b64(np.array([pop[i] for i in learned]) / self._popularity.scale,
+                         COUNT),
+                    _b64(np.array([trend[i] for i in learned]) / self._trending.scale,
+                         COUNT),
+                    _b64([self._content[i] for i in learned], INDEX)]
+        d: dict[str, Any] = {
+            "v": FORMAT, "o": origin, "q": seq, "n": self.events,
+            "i": items,
+            # Every learned item is counted by each of these: one key array for all.
+            "l": learned_arrays(),
+            "p": [_b64(pa[order], INDEX), _b64(pb[order], INDEX),
+                  _b64(weights[order] / s, COUNT)],
+            "sp": {seg: [steps, *table(incs)] for seg, (steps, incs) in segments.items()},
+            "x": table(self._explored),
+            "b": [self._bandit_n.steps, {arm: [v, self._bandit_r.as_of_end().get(arm, 0.0)]
+                                         for arm, v in self._bandit_n.as_of_end().items()}],
+            "bs": [[c, n, total.tolist()] for c, (n, total) in sorted(self._blend.items())],
+            "f": {key: [_b64([at[i] for i in ids], INDEX), _b64(rows, FACTOR),
+                        int(rows.shape[1]) if rows.ndim == 2 else 0]
+                  for key, (ids, rows) in factors.items()},
+        }
+        if blend is not None:
+            d["w"] = [list(row) for row in blend]
+        if self._segment_inputs:
+            d["s"] = [[ts, fields] for ts, fields in self._segment_inputs]
+        return orjson.dumps(d)
+
+
+def _b64(values: Any, dtype: str) -> str:
+    """A numeric array as base64 of its little-endian bytes: decoding it is one
+    conversion, not a JSON number per element."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode()
+
+
+def _array(value: object, dtype: str, limit: int) -> np.ndarray:
+    size = np.dtype(dtype).itemsize
+    if type(value) is not str or len(value) > 4 * (limit * size // 3 + 1):
+        raise ValueError("bad array in a sync batch")
+    # strict_mode: refuses what is not base64, in C (b64decode's validate runs a regex).
+    raw = binascii.a2b_base64(value, strict_mode=True)  # binascii.Error is a ValueError
+    if len(raw) % size:
+        raise ValueError("bad array in a sync batch")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _index_array(value: object, n_items: int, limit: int) -> np.ndarray:
+    out = _array(value, INDEX, limit).astype(np.intp)
+    if out.size and (out.min() < 0 or out.max() >= n_items):
+        raise ValueError("item index out of range in a sync batch")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A decoded batch: who sent it, its sequence number and what it holds."""
+    """A decoded delta: who sent it, its sequence number, the events it sums and the
+    summed changes, by model (item ids as given in ``items``; pairs as index arrays)."""
 
     origin: str
     seq: int
-    steps: list[LearnStep]
-    explored: list[str]
-    segments: list[tuple[int, UserProfile]]
+    events: int
+    items: list[str]
+    cooccurrence: dict[str, float]
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
+    popularity: dict[str, float]
+    trending: dict[str, float]
+    segments: dict[str, tuple[int, dict[str, float]]]
+    content: dict[str, int]
+    explored: dict[str, int]
+    bandit_steps: int
+    bandit: dict[str, tuple[float, float]]
+    blend_steps: list[tuple[int, int, list[float]]]
+    factors: dict[str, tuple[list[str], np.ndarray]]
     blend: list[list[float]] | None = None
+    # (ts, profile numbers) the sender's segmenter learned from, in order.
+    segment_inputs: list[tuple[int, UserProfile]] = field(default_factory=list)
 
-
-def _step_row(s: LearnStep) -> list[Any]:
-    blend = None if s.blend is None else [s.blend[0], list(s.blend[1])]
-    return [s.item_id, list(s.history), s.weight, s.user_vector, s.segment, s.arm,
-            s.hit, blend]
-
-
-def encode_batch(
-    origin: str, seq: int, steps: Sequence[LearnStep], explored: Sequence[str] = (),
-    segments: Sequence[tuple[int, Mapping[str, Any]]] = (),
-    blend: Sequence[Sequence[float]] | None = None,
-) -> bytes:
-    """One batch as UTF-8 JSON (``decode_batch`` inverts it).
-
-    >>> b = decode_batch(encode_batch("w1", 7, [LearnStep("i1", ("i0",), 3.0, hit=True,
-    ...                                                   arm="hybrid")], ["i9"]))
-    >>> b.origin, b.seq, b.steps[0].item_id, b.steps[0].hit, b.explored
-    ('w1', 7, 'i1', True, ['i9'])
-    """
-    d: dict[str, Any] = {"v": FORMAT, "o": origin, "q": seq,
-                         "l": [_step_row(s) for s in steps], "x": list(explored),
-                         "s": [[ts, dict(p)] for ts, p in segments]}
-    if blend is not None:
-        d["w"] = [list(row) for row in blend]
-    return orjson.dumps(d)
+    @property
+    def entries(self) -> int:
+        """Distinct entries the delta touches (what applying it costs in proportion to)."""
+        return (len(self.cooccurrence) + self.pairs[2].size + len(self.popularity)
+                + len(self.trending) + sum(len(m) for _, m in self.segments.values())
+                + len(self.content) + len(self.explored)
+                + sum(len(ids) for ids, _ in self.factors.values()))
 
 
 def _id(value: object) -> str:
@@ -184,27 +388,55 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def _step(row: object) -> LearnStep:
-    item, history, weight, vector, segment, arm, hit, blend = _list(row, 8)
-    w = _number(weight)
-    if not 0.0 < w <= MAX_WEIGHT:
-        raise ValueError("bad weight in a sync batch")
-    if vector is not None and (type(vector) is not str or len(vector) > MAX_VECTOR_CHARS):
-        raise ValueError("bad user vector in a sync batch")
-    if hit is not None and type(hit) is not bool:
-        raise ValueError("bad hit in a sync batch")
-    if type(arm) is not str or len(arm) > MAX_ID_CHARS:
-        raise ValueError("bad arm in a sync batch")
-    step_blend = None
-    if blend is not None:
-        c, grad = _list(blend, 2)
-        if type(c) is not int or c < 0:
-            raise ValueError("bad blend context in a sync batch")
-        step_blend = (c, tuple(_number(g) for g in _list(grad, MAX_BLEND)))
-    return LearnStep(
-        _id(item), tuple(_id(h) for h in _list(history, MAX_HISTORY)), w, vector,
-        None if segment is None else _id(segment), arm, hit, step_blend,
-    )
+def _count(value: object, limit: int = MAX_EVENTS) -> int:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ValueError("bad count in a sync batch")
+    return value
+
+
+def _indices(value: object, n_items: int, limit: int) -> np.ndarray:
+    # One numpy conversion, not a check per element: anything but whole numbers makes
+    # the array of another kind (a float, a string, a nested list) or fails to build.
+    out = np.array(_list(value, limit))
+    if out.size and (out.dtype.kind != "i" or out.min() < 0 or out.max() >= n_items):
+        raise ValueError("bad item index in a sync batch")
+    return out.astype(np.int64, copy=False)
+
+
+def _values(value: object, size: int, limit: int, *, positive: bool = False) -> np.ndarray:
+    values = _list(value, limit)
+    if len(values) != size:
+        raise ValueError("bad values in a sync batch")
+    out = np.array(values)
+    if out.size and out.dtype.kind not in "if":
+        raise ValueError("bad values in a sync batch")
+    out = out.astype(np.float64, copy=False)
+    if not np.isfinite(out).all() or (out < 0).any() or (positive and (out <= 0).any()) \
+            or (out.size and np.abs(out).max() > 1e300):
+        raise ValueError("bad values in a sync batch")
+    return out
+
+
+def _table(value: object, items: list[str], *, counts: bool = False) -> dict[str, Any]:
+    idx, vals = _list(value, 2) if value is not None else ([], [])
+    rows = _indices(idx, len(items), MAX_ITEMS)
+    v = _values(vals, rows.size, MAX_ITEMS, positive=True)
+    if counts:
+        if v.size and np.array(vals).dtype.kind != "i":
+            raise ValueError("bad count in a sync batch")
+        return {items[r]: int(x) for r, x in zip(rows.tolist(), vals, strict=True)}
+    return dict(zip([items[r] for r in rows.tolist()], v.tolist(), strict=True))
+
+
+def segment_input(profile: UserProfile) -> dict[str, Any]:
+    """The profile fields the segmenter learns from, in ``UserProfile.to_dict`` keys (no
+    id, no items, no model state).
+
+    >>> segment_input(UserProfile(clicks=2, spend=5.0, interests={"Drama": 1.5}))
+    {'c': 2, 'i': {'Drama': 1.5}, 'm': 5.0}
+    """
+    d = profile.to_dict()
+    return {k: d[k] for k in ("c", "p", "i", "m", "f", "l") if k in d}
 
 
 def _segment_input(row: object) -> tuple[int, UserProfile]:
@@ -230,24 +462,83 @@ def _blend(value: object) -> list[list[float]] | None:
 
 
 def decode_batch(raw: bytes) -> Batch:
-    """A batch from ``encode_batch`` bytes; ValueError (and nothing of it used) if any
-    part is malformed: wrong types, non-finite numbers, over-long ids or lists."""
+    """A delta from ``Outbox.drain`` bytes; ValueError (and nothing of it used) if any
+    part is malformed: another format, wrong types, non-finite or negative counts,
+    indices out of range, over-long ids or lists."""
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValueError("a sync batch must be JSON") from None
-    if type(d) is not dict or d.get("v") != FORMAT:
-        raise ValueError("not a sync batch of this format")
+    if type(d) is not dict:
+        raise ValueError("a sync batch must be a JSON object")
+    if d.get("v") != FORMAT:
+        raise FormatError(f"a sync batch of format {str(d.get('v'))[:16]!r}, not {FORMAT}")
     seq = d.get("q")
     if type(seq) is not int:
         raise ValueError("bad sequence number in a sync batch")
     try:
+        items = _list(d.get("i", []), MAX_ITEMS)
+        for i in items:  # the common case (a short ASCII string) without is_id's calls
+            if type(i) is not str or not 0 < len(i) <= MAX_ID_CHARS or not i.isascii():
+                _id(i)
+        if len(set(items)) != len(items):
+            raise ValueError("repeated item in a sync batch")
+        a, b, w = _list(d.get("p", ["", "", ""]), 3)
+        pa = _index_array(a, len(items), MAX_PAIRS)
+        pb = _index_array(b, len(items), MAX_PAIRS)
+        pw = _array(w, COUNT, MAX_PAIRS).astype(np.float64)
+        if pb.size != pa.size or pw.size != pa.size or (pa == pb).any() \
+                or not np.isfinite(pw).all() or (pw <= 0).any() \
+                or (pw.size and pw.max() > 1e300):
+            raise ValueError("bad pairs in a sync batch")
+        idx, *columns = _list(d.get("l", ["", "", "", "", ""]), 5)
+        at = _index_array(idx, len(items), MAX_ITEMS)
+        learned = [items[r] for r in at.tolist()]
+        cooc, pop, trend = (_array(c, COUNT, MAX_ITEMS) for c in columns[:3])
+        content = _array(columns[3], INDEX, MAX_ITEMS)
+        for column in (cooc, pop, trend, content):
+            if column.size != len(learned) or not np.isfinite(column).all() \
+                    or (column <= 0).any() or (column.size and column.max() > 1e300):
+                raise ValueError("bad counts in a sync batch")
+        segments: dict[str, tuple[int, dict[str, float]]] = {}
+        sp = d.get("sp", {})
+        if type(sp) is not dict or len(sp) > MAX_SEGMENTS:
+            raise ValueError("bad segments in a sync batch")
+        for seg, row in sp.items():
+            steps, idx, vals = _list(row, 3)
+            segments[_id(seg)] = (_count(steps), _table([idx, vals], items))
+        bandit_steps, arms = _list(d.get("b", [0, {}]), 2)
+        if type(arms) is not dict or len(arms) > MAX_BLEND:
+            raise ValueError("bad bandit statistics in a sync batch")
+        bandit = {_id(arm): (_number(nr[0]), _number(nr[1]))
+                  for arm, nr in arms.items() if len(_list(nr, 2)) == 2}
+        blend_steps = []
+        for row in _list(d.get("bs", []), MAX_BLEND):
+            c, n, step = _list(row, 3)
+            blend_steps.append((_count(c, MAX_BLEND), _count(n),
+                                [_number(g) for g in _list(step, MAX_BLEND)]))
+        factors: dict[str, tuple[list[str], np.ndarray]] = {}
+        f = d.get("f", {})
+        if type(f) is not dict or len(f) > 8:
+            raise ValueError("bad factors in a sync batch")
+        for key, row in f.items():
+            idx, rows, width = _list(row, 3)
+            ids = [items[r] for r in _index_array(idx, len(items), MAX_ITEMS).tolist()]
+            flat = _array(rows, FACTOR, MAX_ITEMS * MAX_FACTORS)
+            if type(width) is not int or not 0 < width <= MAX_FACTORS \
+                    or flat.size != len(ids) * width or not np.isfinite(flat).all():
+                raise ValueError("bad factor deltas in a sync batch")
+            factors[_id(key)] = (ids, flat.reshape(len(ids), width).astype(np.float64))
         return Batch(
-            origin=_id(d.get("o")), seq=seq,
-            steps=[_step(r) for r in _list(d.get("l", []), MAX_STEPS)],
-            explored=[_id(x) for x in _list(d.get("x", []), MAX_STEPS)],
-            segments=[_segment_input(r) for r in _list(d.get("s", []), MAX_STEPS)],
-            blend=_blend(d.get("w")),
+            origin=_id(d.get("o")), seq=seq, events=_count(d.get("n")), items=items,
+            cooccurrence=dict(zip(learned, cooc.tolist(), strict=True)), pairs=(pa, pb, pw),
+            popularity=dict(zip(learned, pop.tolist(), strict=True)),
+            trending=dict(zip(learned, trend.tolist(), strict=True)),
+            segment_inputs=[_segment_input(r) for r in _list(d.get("s", []), MAX_STEPS)],
+            segments=segments, content=dict(zip(learned, content.tolist(), strict=True)),
+            explored=_table(d.get("x"), items, counts=True),
+            bandit_steps=_count(bandit_steps), bandit=bandit, blend_steps=blend_steps,
+            factors=factors, blend=_blend(d.get("w")),
         )
-    except (TypeError, OverflowError) as exc:  # e.g. a row of the wrong length
+    except (TypeError, OverflowError, IndexError, KeyError) as exc:  # e.g. a short row
         raise ValueError(f"malformed sync batch: {type(exc).__name__}") from None

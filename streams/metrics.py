@@ -77,6 +77,8 @@ class Metrics:
     checkpoint_load_failures: Counter
     model_sync_batches: Counter
     model_sync_steps: Counter
+    model_sync_entries: Counter
+    model_sync_bytes: Counter
     ad_bids: Counter
     ad_bid_seconds: Histogram
     ad_bid_amount: Counter
@@ -414,23 +416,36 @@ def _checkpoint_metrics(reg: CollectorRegistry) -> dict[str, Any]:
         ),
         model_sync_batches=Counter(
             "persona_model_sync_batches",
-            "Batches of item-level learn steps on the model-updates topic, by outcome (sent; "
-            "applied: another worker's; own: this worker's, skipped; invalid: refused).",
+            "Deltas of item-level learning on the model-updates topic, by outcome (sent; "
+            "applied: another worker's; own: this worker's, skipped; invalid: refused; "
+            "other_format: of another release's layout, refused).",
             ["outcome"],
             registry=reg,
         ),
         model_sync_steps=Counter(
             "persona_model_sync_steps",
-            "Item-level learn steps shared between workers, by outcome (sent; applied: "
-            "another worker's, learned here; skipped: did not fit; dropped: not sent).",
+            "Learned events shared between workers, summed in deltas, by outcome (sent; "
+            "applied: another worker's, applied here; dropped: summed but never sent).",
             ["outcome"],
+            registry=reg,
+        ),
+        model_sync_entries=Counter(
+            "persona_model_sync_entries",
+            "Distinct entries (items, pairs, factor rows) of other workers' deltas applied "
+            "here: what applying them costs in proportion to.",
+            registry=reg,
+        ),
+        model_sync_bytes=Counter(
+            "persona_model_sync_bytes",
+            "Bytes of the deltas this worker sent on the model-updates topic.",
             registry=reg,
         ),
     )
     _preset(found["checkpoints"], outcome=("saved", "failed", "restored", "rolled_back"))
     _preset(found["checkpoint_load_failures"], reason=CHECKPOINT_FAILURE_REASONS)
-    _preset(found["model_sync_batches"], outcome=("sent", "applied", "own", "invalid"))
-    _preset(found["model_sync_steps"], outcome=("sent", "applied", "skipped", "dropped"))
+    _preset(found["model_sync_batches"],
+            outcome=("sent", "applied", "own", "invalid", "other_format"))
+    _preset(found["model_sync_steps"], outcome=("sent", "applied", "dropped"))
     return found
 
 

@@ -95,7 +95,7 @@ class Runtime:
         self.pseudonymize = Pseudonymizer(settings.require_secret_key())
         _warn_if_key_file_open(settings)
         self.engine = Engine(settings.engine_config())
-        if settings.model_sync:  # record item-level learn steps for the other workers
+        if settings.model_sync:  # sum what the item models learn, for the other workers
             self.engine.sync = Outbox()
         self.bidder = _bidder(settings, self.campaigns)
         self.segments = Segments(settings.segments)

@@ -7,7 +7,8 @@ Every choice is recorded with the probability it had, so later off-policy evalua
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 from models.checks import check_number
 from models.recommenders.base import check_half_life, check_item_id
@@ -108,6 +109,20 @@ class EpsilonGreedy:
                 self._count[a] *= keep
         self._sum[arm] += r
         self._count[arm] += 1.0
+
+    def apply_delta(self, steps: int, arms: Mapping[str, tuple[float, float]]) -> None:
+        """Age every arm by ``steps`` updates, then add each arm's (observations, reward)
+        sums as of the last of them (another copy's, models/sync.py); unknown arms and
+        non-finite sums are skipped."""
+        keep = self._keep ** steps
+        if keep != 1.0:
+            for a in self.arms:
+                self._sum[a] *= keep
+                self._count[a] *= keep
+        for arm, (n, r) in arms.items():
+            if arm in self._sum and math.isfinite(n) and math.isfinite(r) and n >= 0:
+                self._count[arm] += n
+                self._sum[arm] += r
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per arm: decayed observations, estimate and current propensity."""

@@ -4,7 +4,7 @@ serves new items and sparse users, and feeds a hybrid's exploration slot."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from models.checks import check_int, check_non_negative, check_number, check_positive
@@ -171,6 +171,11 @@ class ContentTfidf:
     ) -> None:
         """``learn_one`` once its arguments are checked by the caller."""
         self._items.count(item_id)
+
+    def count_interactions(self, counts: Mapping[str, int]) -> None:
+        """Count each item's interactions learned elsewhere (another worker's delta)."""
+        for item_id, n in counts.items():
+            self._items.count(item_id, n)
 
     # -- serving ----------------------------------------------------------------------------
 

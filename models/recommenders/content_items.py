@@ -127,16 +127,17 @@ class ItemSlots:
         self.pending.pop(item_id, None)
         return self.release(item_id) if item_id in self.index else None
 
-    def count(self, item_id: str) -> None:
-        """Count one interaction; an item stops being new at ``new_item_max_interactions``."""
+    def count(self, item_id: str, n: int = 1) -> None:
+        """Count ``n`` interactions; an item stops being new at
+        ``new_item_max_interactions``."""
         slot = self.index.get(item_id)
         if slot is None:
             # Re-inserted last, so the bound drops the id counted least recently.
-            self.pending[item_id] = self.pending.pop(item_id, 0) + 1
+            self.pending[item_id] = self.pending.pop(item_id, 0) + n
             if len(self.pending) > self.max_items:
                 del self.pending[next(iter(self.pending))]
             return
-        self._clicks[slot] += 1
+        self._clicks[slot] += n
         if self.new[slot] and self._clicks[slot] >= self.new_item_max_interactions:
             self.new[slot] = False
             del self.arrivals[item_id]

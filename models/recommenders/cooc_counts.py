@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from models.recommenders.cooc_rows import add_to_row, add_to_rows
+from models.recommenders.cooc_rows import add_new_to_row, add_to_row, add_to_rows
 
 _INITIAL_CAPACITY = 1024
+# Cells of the (rows x columns) lookup table add_weighted_pairs may build (int16: 8 MB).
+_DENSE_CELLS = 4_000_000
 
 
 class CoocCounts:
@@ -91,6 +93,96 @@ class CoocCounts:
         cols = np.array(js, dtype=np.int32)
         add_to_row(self.nb[i], self.co[i], i, cols, w)
         add_to_rows(self.nb, self.co, cols, i, w)
+
+    def add_weighted_pairs(self, rows: np.ndarray, cols: np.ndarray, w: np.ndarray) -> None:
+        """Add ``w[n]`` to the count of ``cols[n]`` in row ``rows[n]`` (distinct (row, col)
+        pairs, one way: give both ways for a symmetric update). Existing pairs are added in
+        one vectorized pass; new ones fill a row's empty slots heaviest first, then
+        displace its weakest pairs that are no stronger."""
+        if not rows.size:
+            return
+        nb, co = self.nb, self.co
+        slot = self._slots(rows, cols)
+        found = slot >= 0
+        co[rows[found], slot[found]] += w[found]
+        new = ~found
+        if not new.any():
+            return
+        rows, cols, w = rows[new], cols[new], w[new]
+        order = np.lexsort((-w, rows))
+        rows, cols, w = rows[order], cols[order], w[order]
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        starts = np.flatnonzero(first)
+        urows = rows[starts]
+        # Rows fill their slots lowest first, so their empty slots are usually the last
+        # ones: the k-th new neighbour of such a row goes to slot (occupied + k) in one
+        # vectorized step; rows it does not fit (full, or with holes) go one by one.
+        empty = nb[urows] == urows[:, None]
+        occupied = self.max_neighbours - empty.sum(axis=1)
+        suffix = empty.all(axis=1) | (empty.argmax(axis=1) == occupied)
+        per_row = np.diff(np.r_[starts, rows.size])
+        rank = np.arange(rows.size) - np.repeat(starts, per_row)
+        slot = np.repeat(occupied, per_row) + rank
+        easy = np.repeat(suffix & (occupied + per_row <= self.max_neighbours), per_row)
+        nb[rows[easy], slot[easy]] = cols[easy]
+        co[rows[easy], slot[easy]] = w[easy]
+        if easy.all():
+            return
+        # Full rows: the k-th heaviest new pair of a row takes the row's k-th weakest slot
+        # if that pair is no stronger (as one at a time would, but for ties between new
+        # pairs and the ones they displaced).
+        full = np.repeat(occupied == self.max_neighbours, per_row) & (rank < self.max_neighbours)
+        if full.any():
+            frows, franks, fcols, fw = rows[full], rank[full], cols[full], w[full]
+            ufull = np.unique(frows)
+            counts = co[ufull]
+            k = int(franks.max()) + 1  # only each row's k weakest slots are needed
+            if k < counts.shape[1]:
+                candidates = np.argpartition(counts, k - 1, axis=1)[:, :k]
+            else:
+                candidates = np.argsort(counts, axis=1)
+            order = np.argsort(np.take_along_axis(counts, candidates, 1), axis=1,
+                               kind="stable")
+            weakest = np.take_along_axis(candidates, order, 1)
+            slot = weakest[np.searchsorted(ufull, frows), franks]
+            ok = co[frows, slot] <= fw
+            nb[frows[ok], slot[ok]] = fcols[ok]
+            co[frows[ok], slot[ok]] = fw[ok]
+        hard = ~(easy | full)
+        if not hard.any():
+            return
+        rows, cols, w = rows[hard], cols[hard], w[hard]
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        ends = np.r_[starts[1:], rows.size]
+        for r, a, b in zip(rows[starts].tolist(), starts.tolist(), ends.tolist(),
+                           strict=True):
+            add_new_to_row(nb[r], co[r], r, cols[a:b], w[a:b])
+
+    def _slots(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The slot of ``cols[n]`` in row ``rows[n]`` (-1: not a neighbour there).
+
+        Each distinct row's neighbours are read once and placed in a (rows x cols) table
+        of this call's distinct rows and columns, instead of scanning a whole row for each
+        pair (several times fewer element reads when rows recur); past ``_DENSE_CELLS``
+        cells, the scan."""
+        urows, u_of = np.unique(rows, return_inverse=True)
+        ucols, c_of = np.unique(cols, return_inverse=True)
+        if urows.size * ucols.size > _DENSE_CELLS:
+            match = self.nb[rows] == cols[:, None]
+            slot = match.argmax(axis=1)
+            return np.where(match[np.arange(rows.size), slot], slot, -1)
+        column = self.column
+        column[ucols] = np.arange(ucols.size)
+        try:
+            local = column[self.nb[urows]]  # each neighbour's column here, -1 if none
+        finally:
+            column[ucols] = -1
+        # One spare last column takes every neighbour that is not a column here (-1).
+        table = np.full((urows.size, ucols.size + 1), -1, dtype=np.int16)
+        width = local.shape[1]
+        table[np.arange(urows.size)[:, None], local] = np.arange(width, dtype=np.int16)
+        # (an empty slot, row r holding r, is never asked for: no pair joins r to r)
+        return table[u_of, c_of].astype(np.intp)
 
     def rescale(self, unit: float) -> None:
         """Divide every count and total by ``unit``."""

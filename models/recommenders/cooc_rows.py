@@ -65,3 +65,25 @@ def add_to_rows(nb: np.ndarray, co: np.ndarray, rows: np.ndarray, j: int, w: flo
     rows, slot = rows[has_empty], slot[has_empty]
     nb[rows, slot] = j
     co[rows, slot] = w
+
+
+def add_new_to_row(nb: np.ndarray, co: np.ndarray, i: int, cols: np.ndarray, w: np.ndarray
+                   ) -> None:
+    """Give row ``i`` the new neighbours ``cols`` (not in it, distinct, heaviest first)
+    with counts ``w``, in place: the empty slots first, then each displaces the row's
+    weakest pair if that is no stronger.
+
+    >>> nb, co = np.array([0, 5, 0]), np.array([0.0, 2.0, 0.0], dtype=np.float32)
+    >>> add_new_to_row(nb, co, 0, np.array([7, 9, 8]), np.array([3.0, 1.5, 1.0]))
+    >>> nb.tolist(), co.tolist()
+    ([7, 5, 9], [3.0, 2.0, 1.5])
+    """
+    empty = np.flatnonzero(nb == i)[: cols.size]
+    k = empty.size
+    nb[empty] = cols[:k]
+    co[empty] = w[:k]
+    for c, x in zip(cols[k:].tolist(), w[k:].tolist(), strict=True):
+        j = int(co.argmin())
+        if co[j] <= x:
+            nb[j] = c
+            co[j] = x

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -155,6 +155,41 @@ class ItemCooccurrence:
         self._counts.rescale(unit)
         self._total /= unit
         self._unit = 1.0
+
+    def apply_delta(
+        self, steps: int, totals: Mapping[str, float], items: Sequence[str],
+        pairs_a: np.ndarray, pairs_b: np.ndarray, weights: np.ndarray,
+        total: float | None = None,
+    ) -> None:
+        """Age the counts by ``steps`` events, then add item ``totals`` and the weights of
+        the unordered pairs ``(items[pairs_a[n]], items[pairs_b[n]])``, all decayed counts
+        as of the last of those events (another worker's delta, models/sync.py): what
+        learning those events here would have done, in time proportional to the items and
+        pairs touched. ``total`` (N, for "pearson") defaults to the sum of ``totals``. A
+        pair with an item this model does not know is skipped, as ``learn_one`` skips
+        unknown history.
+        """
+        self._step += steps
+        self._unit *= self._growth ** steps
+        if self._unit > _RENORMALIZE_ABOVE:
+            self._renormalize()
+        unit, counts = self._unit, self._counts
+        self._total += (sum(totals.values()) if total is None else total) * unit
+        index = counts.index
+        for item_id, w in totals.items():
+            i = index.get(item_id)
+            if i is None:
+                i = counts.add(item_id)
+            counts.count(i, w * unit, self._step)
+        if not len(pairs_a):
+            return
+        rows = np.array([index.get(i, -1) for i in items], dtype=np.intp)
+        rows_a, rows_b = rows[pairs_a], rows[pairs_b]
+        known = (rows_a >= 0) & (rows_b >= 0)
+        w32 = (np.asarray(weights, dtype=np.float64)[known] * unit).astype(np.float32)
+        counts.add_weighted_pairs(np.concatenate([rows_a[known], rows_b[known]]),
+                                  np.concatenate([rows_b[known], rows_a[known]]),
+                                  np.concatenate([w32, w32]))
 
     # -- serving ----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ model as ``Context.user_state[state_key]``, so the model never holds a user id.
 from __future__ import annotations
 
 import binascii
+import zlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -211,7 +212,10 @@ class _FactorModel:
         i = items.index.get(item_id)
         if i is None:
             row = np.zeros(items.table.shape[1], dtype=np.float32)
-            row[: self.n_factors] = self._rng.normal(0.0, self.init_std, self.n_factors)
+            # Drawn from (seed, item id): every worker starts an item at the same factors,
+            # so the summed deltas they exchange (models/sync.py) move the same vectors.
+            rng = np.random.default_rng([self.seed, zlib.crc32(item_id.encode())])
+            row[: self.n_factors] = rng.normal(0.0, self.init_std, self.n_factors)
             i = items.add(item_id, row)
         items.touch(i)
         return i
@@ -319,6 +323,12 @@ class ImplicitMF(_FactorModel):
         w = min(w, _MAX_WEIGHT)
         state = _user_state(context)
         rows = self._rows(self._row_of(item_id), seen)
+        before = self.__dict__.get("_before")
+        if before is not None:
+            table, ids = self._items.table, self._items.ids
+            for r in rows.tolist():
+                if r not in before:
+                    before[r] = (ids[r], table[r].copy())
         if state is None:
             self._learn_biases(rows, w)
             return
@@ -328,6 +338,60 @@ class ImplicitMF(_FactorModel):
         if rows.size > 1:
             user = self._learn_pairs(user, rows, w)
         state[self.state_key] = encode_vector(user[:-1])
+
+    # -- sharing what was learned (models/sync.py) --------------------------------------------
+
+    def record_changes(self) -> None:
+        """Start keeping each learned row as it was before this model first changed it,
+        so ``take_changes`` can return the summed change (idempotent)."""
+        if self.__dict__.get("_before") is None:
+            self._before: dict[int, tuple[str, np.ndarray]] | None = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What is being recorded for the other workers stays out of checkpoints.
+        state = self.__dict__.copy()
+        state.pop("_before", None)
+        return state
+
+    def take_changes(self) -> tuple[list[str], np.ndarray]:
+        """The items learned since the last call and the change of each one's row
+        (factors then bias), summed over every step; starts over. A row forgotten and
+        reused for another item in between is left out (its change is lost)."""
+        before = self.__dict__.get("_before")
+        if not before:
+            return [], np.zeros((0, self.n_factors + 1))
+        table, ids = self._items.table, self._items.ids
+        rows = [r for r, (item_id, _) in before.items() if ids[r] == item_id]
+        old = np.array([before[r][1] for r in rows], dtype=np.float32).reshape(
+            len(rows), table.shape[1])
+        delta = table[rows].astype(np.float64) - old
+        self._before = {}
+        changed = np.flatnonzero(np.abs(delta).max(axis=1) > 0)
+        return [ids[rows[c]] for c in changed.tolist()], delta[changed]
+
+    def apply_changes(self, item_ids: Sequence[str], deltas: np.ndarray) -> int:
+        """Add another copy's ``take_changes`` to these rows (new items start at the
+        same factors everywhere); the rows applied (none if they do not fit)."""
+        if not len(item_ids) or deltas.shape != (len(item_ids), self.n_factors + 1):
+            return 0
+        items = self._items
+        index = items.index
+        found = [index.get(i) for i in item_ids]
+        rows = np.array([self._row_of(i) if r is None else r
+                         for i, r in zip(item_ids, found, strict=True)], dtype=np.intp)
+        items.last[rows] = items.step + np.arange(1, rows.size + 1)  # learned: recent
+        items.step += rows.size
+        table = items.table
+        new = table[rows] + deltas.astype(np.float32)
+        if not _fits(new):
+            return 0
+        table[rows] = new
+        before = self.__dict__.get("_before")
+        if before:  # what others learned is not ours to send back
+            for r, d in zip(rows.tolist(), deltas, strict=True):
+                if r in before:
+                    before[r] = (before[r][0], before[r][1] + d.astype(np.float32))
+        return len(rows)
 
     def _new_user(self) -> np.ndarray:
         user = np.zeros(self.n_factors + 1, dtype=np.float32)

@@ -113,6 +113,22 @@ class Popularity:
         if old is None and len(self._counts) > self.max_items:
             self._forget_weakest()
 
+    def apply_delta(self, steps: int, increments: Mapping[str, float]) -> None:
+        """Age the counts by ``steps`` events, then add ``increments`` (decayed counts as
+        of the last of those events): what learning them here would have done, in time
+        proportional to the items touched (another worker's delta, models/sync.py)."""
+        self._unit *= self._growth ** steps
+        if self._unit > _RENORMALIZE_ABOVE:
+            self._renormalize()
+        unit, counts = self._unit, self._counts
+        for item_id, w in increments.items():
+            old = counts.get(item_id)
+            new = (0.0 if old is None else old) + w * unit
+            counts[item_id] = new
+            self._place(item_id, old, new)
+            if old is None and len(counts) > self.max_items:
+                self._forget_weakest()
+
     def score(self, item_id: str) -> float:
         """The decayed count of ``item_id`` as of the last step (0.0 if unknown)."""
         return self._counts.get(item_id, 0.0) / self._unit
@@ -284,6 +300,23 @@ class SegmentPopularity:
                 del self._segments[next(iter(self._segments))]
         self._segments[segment] = pop
         pop._learn_checked(item_id, history, w)
+
+    def apply_delta(self, steps: int, increments: Mapping[str, float],
+                    segments: Mapping[str, tuple[int, Mapping[str, float]]]) -> None:
+        """``Popularity.apply_delta`` overall and in each of ``segments`` (its own steps
+        and increments)."""
+        self.overall.apply_delta(steps, increments)
+        for segment, (seg_steps, incs) in segments.items():
+            pop = self._segments.pop(segment, None)
+            if pop is None:
+                pop = Popularity(
+                    half_life=self.half_life, max_items=self.max_items_per_segment,
+                    catalogue=self.catalogue, reason=f"popular in {segment}",
+                )
+                if len(self._segments) >= self.max_segments:
+                    del self._segments[next(iter(self._segments))]
+            self._segments[segment] = pop
+            pop.apply_delta(seg_steps, incs)
 
     def rank(
         self, history: Sequence[str], exclude: Collection[str], k: int,

@@ -23,7 +23,8 @@ def test_scaleout_bench_runs_two_workers_and_reports_sane_figures(
     assert 0.0 <= run["recall"] <= 1.0 and run["rate"] > 0 and run["cpu_us_per_event"] > 0
     assert run["catalogue"] == [1682, 1682]  # every item on both workers
     assert sum(run["per_worker_events"]) == n
-    # Every step one worker learned was applied by the other.
-    assert run["sync"]["steps_sent"] == n == run["sync"]["steps_applied"]
+    # Every event one worker's deltas summed was applied by the other; a delta waits
+    # until it sums five users' events, so the last few of a short run may not leave.
+    assert 0 < run["sync"]["steps_sent"] == run["sync"]["steps_applied"] <= n
     o = out["overhead"]
-    assert o["events"] == 300 and o["apply_us"] > 0 and o["bytes_per_step"] > 50
+    assert o["events"] == 300 and o["apply_us"] > 0 and o["bytes_per_event"] > 50

@@ -223,14 +223,14 @@ def test_a_read_only_recommendation_changes_no_model_state(strategy: str) -> Non
     from models.sync import Outbox
 
     e = Engine(EngineConfig(top_k=4, new_item_rate=1.0, new_item_budget=3, strategy=strategy))
-    e.sync = Outbox()
+    e.sync = Outbox(min_users=1)
     for i in range(12):
         e.upsert_item(f"i{i}", f"Title {i}", [f"c{i % 3}"], "a few words")
     state, _ = feed(e, [(f"u{n % 3}", f"i{n % 6}", "click") for n in range(12)])
     # the catalogue moves on after the last event: a read finds the text index behind
     e.upsert_item("i12", "Another title", ["c1"], "other words")
     e.upsert_item("i7", "Retitled", ["c2"], "a few words more")
-    e.sync.drain("w", 1)
+    e.drain_sync("w", 1)
     before, explored = e.snapshot(), dict(e._explored)
     pending = {u: (ids, f.tobytes(), c, k) for u, (ids, f, c, k) in e.hybrid._pending.items()}
     lists = [e.recommend(state[f"u{n % 3}"][0], 4, key=f"web:{n}", user=f"u{n % 3}",

@@ -223,7 +223,7 @@ def test_the_segmenter_learns_then_the_outbox_notes_the_profile_as_learned() -> 
     step({"c": 3, "m": 5.0, "sg": "s0"}, FakeSegmenter("s1", log), outbox=outbox, prof=prof)
     # Noted before the segment moves, with the profile's own fields.
     assert log == [f"learn s0 {NOW}", f"note s0 {NOW}"]
-    assert outbox.segments == [(NOW, segment_input(prof))]
+    assert outbox._segment_inputs == [(NOW, segment_input(prof))]
 
 
 def test_a_real_segmenter_keeps_a_settled_user_where_they_are() -> None:
@@ -374,7 +374,7 @@ def test_group_step_matches_the_former_agent_code(seed: int) -> None:
         former_store[user], store[user] = former_profile, profile
         users[user] = UserProfile.from_dict(profile)
     assert seg.summary() == former_seg.summary()
-    assert box.segments == former_box.segments
+    assert box._segment_inputs == former_box._segment_inputs
     # Not vacuous: users moved between segments, joined and left audiences.
     assert min(emitted.count(k) for k in ("segments", "join", "leave")) > 10
 
