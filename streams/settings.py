@@ -332,13 +332,15 @@ class Settings:
     changelog_max_compaction_lag_s: float = 86_400.0
     # PERSONA_CHECKPOINT_INTERVAL_S: seconds between model checkpoints (0: only at shutdown).
     checkpoint_interval_s: float = 30.0
-    # PERSONA_MODEL_SYNC: publish each worker's item-level learn steps on the internal
-    # <app id>-model-updates topic and apply the other workers' (docs/scaling.md): with
-    # several workers every one learns from every event. Off: each learns from its own.
+    # PERSONA_MODEL_SYNC: publish what each worker's item models learn (summed deltas) on
+    # the internal <app id>-model-updates topic and apply the other workers'
+    # (docs/scaling.md): with several workers every one learns from every event. Off:
+    # each learns from its own.
     model_sync: bool = True
-    # PERSONA_MODEL_SYNC_INTERVAL_S: how often a worker publishes its learn steps (one
-    # batch per interval): the delay before the other workers learn them.
-    model_sync_interval_s: float = 0.05
+    # PERSONA_MODEL_SYNC_INTERVAL_S: how often a worker publishes what it learned (one
+    # summed delta per interval): the delay before the other workers learn it. Longer
+    # intervals sum more events per delta, which costs the others less per event.
+    model_sync_interval_s: float = 0.5
     # PERSONA_CHECKPOINT_KEEP: model checkpoint versions kept on disk.
     checkpoint_keep: int = 3
     # PERSONA_DRIFT_DELTA: confidence of the ADWIN drift detectors on model quality
@@ -385,6 +387,12 @@ class Settings:
     # Under load batches fill anyway (one request in flight per broker), so a short
     # linger costs little (bench.e2e: 10 -> 2 ms halved a trivial agent's p50 at 100/s).
     producer_linger_ms: float = 2.0
+    # PERSONA_BATCH_MAX: at most this many events-topic messages per profile-agent batch
+    # (one table write per user per batch; outputs sent together, input acked after).
+    batch_max: int = 300
+    # PERSONA_BATCH_WAIT_MS: how long a batch waits, after its first message, for more
+    # than were already queued; the most a lone event is held (0: never wait).
+    batch_wait_ms: float = 2.0
     topics: Topics = field(default_factory=Topics)
 
     @property
@@ -670,6 +678,8 @@ class Settings:
             ),
             producer_linger_ms=_float(env, "PERSONA_PRODUCER_LINGER_MS",
                                       d.producer_linger_ms, 0.0, 1000.0),
+            batch_max=_int(env, "PERSONA_BATCH_MAX", d.batch_max, 1, 10_000),
+            batch_wait_ms=_float(env, "PERSONA_BATCH_WAIT_MS", d.batch_wait_ms, 0.0, 1000.0),
             topics=topics,
         )
         settings.kafka_ssl_context()  # unreadable CA or key files fail here, clearly

@@ -47,11 +47,29 @@ async def send_dead_letter(
 ) -> None:
     """Publish to dead-letters and count it, without a key: an input key may be a raw
     user id."""
+    record = counted_dead_letter(source_topic, partition, offset, error, detail, raw, form)
+    await topics.dead_letters.send(key=None, value=record.encode())
+
+
+def counted_dead_letter(
+    source_topic: str, partition: int, offset: int, error: str, detail: str,
+    raw: bytes | None, form: str | None = None,
+) -> DeadLetter:
+    """``dead_letter_record``, counted and logged: for a caller that sends it later
+    (without a key), with the rest of its batch."""
     record = dead_letter_record(source_topic, partition, offset, error, detail, raw, form)
     current().metrics.dead_letters.labels(error=error).inc()
     # Offsets, codes and detail only: the payload could hold personal data.
     log.info("dead letter %s from %s[%d]@%d", error, source_topic, partition, offset)
-    await topics.dead_letters.send(key=None, value=record.encode())
+    return record
+
+
+def failure_letter(agent: str, msg, exc: BaseException) -> DeadLetter:  # type: ignore[no-untyped-def]
+    """``contain_failure``'s dead letter, counted and logged, for the caller to send."""
+    log.error("%s failed on %s[%d]@%d: %s", agent, msg.topic, msg.partition, msg.offset,
+              type(exc).__name__)
+    return counted_dead_letter(msg.topic, msg.partition, msg.offset, "internal_error",
+                               type(exc).__name__, msg.value)
 
 
 async def contain_failure(agent: str, msg, exc: BaseException) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,16 @@ Privacy, in short (docs/contract.md, "Privacy requests"):
   erase time) stays for PERSONA_ERASE_GRACE_S: the user's events from before the erase
   that arrive after it are dropped (counted ``erased``), not learned.
 - rate-limited events (``"rl": true`` from ingest) are counted in the profile only.
+
+Batches (``_profile_batch``; reading and acking in ``streams.agents.batches``): the agent
+takes up to PERSONA_BATCH_MAX messages at a time, waiting at most PERSONA_BATCH_WAIT_MS
+after the first. It handles them in order, each as it would be alone (the model work is
+still per event), against the users' records kept in memory for the batch
+(``_Pending``); then writes each touched user's record once (the last state and the
+position of the last event applied), sends the batch's outputs, and only then are the
+batch's messages acked: Faust flushes the producer before it commits their offsets, so
+no message counts as done before its effects are on the broker. A failure on one
+message dead-letters that message (``internal_error``); the batch goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from models.ads.pctr import user_view
 from models.engine import MODELS, Result, reasons
@@ -43,7 +54,8 @@ from models.recommenders.base import ScoredItem
 from models.users.erasure import before_erase, make_marker, marker_expired
 from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
-from streams.agents.deadletter import run_guarded, send_dead_letter
+from streams.agents.batches import run_batched, use_event
+from streams.agents.deadletter import contain_failure, counted_dead_letter, failure_letter
 from streams.app import app, settings
 from streams.messages import (
     AdRequestMsg,
@@ -157,7 +169,7 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
     engine, metrics, running = rt.engine, rt.metrics, rt.running
     user, kind = ev.user_id, ev.kind
     learn = not ev.rl
-    stored = tables.profiles.get(user) or {}
+    stored = _pending.get(user) or {}
     src = ev.origin.src or "clicks"
     if before_erase(tables.erasures.get(user), ev.ts_ms):
         # Made before the user's erase and overtaken by it on another input topic: not
@@ -205,13 +217,13 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
     if amount:
         metrics.revenue.inc(amount)
     if not learn:
-        tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+        _pending.set(user, tables.make_record(res.profile, res.dedupe, at=at))
         return res.outcome, None, []
     if arm.experiment is not None:
         _account_experiment(rt, res.profile, arm, res.attributed,
                             amount if kind == "purchase" else 0.0)
     changed = update_groups(user, res.profile, int(ev.ts_ms), res.user_profile, rt)
-    tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+    _pending.set(user, tables.make_record(res.profile, res.dedupe, at=at))
     for model in MODELS:
         child(metrics.model_updates, model=model).inc()
     _count_served(rt, credit_step(res, arm, kind, amount))
@@ -227,7 +239,7 @@ def _suppressed(rt: Runtime, ev: Click | Purchase, res: Result,
     recommendation to send, unless the event was rate-limited."""
     assert res.profile is not None and res.dedupe is not None
     user = ev.user_id
-    tables.profiles[user] = tables.make_record(res.profile, res.dedupe, at=at)
+    _pending.set(user, tables.make_record(res.profile, res.dedupe, at=at))
     metrics = rt.metrics
     child(metrics.events, topic=ev.origin.src or "clicks", outcome="suppressed").inc()
     if ev.rl:
@@ -298,7 +310,7 @@ def with_ad_view(req: AdRequestMsg) -> AdRequestMsg:
     """
     if before_erase(tables.erasures.get(req.user_id), req.ts_ms):
         return replace(req, view={})
-    stored = tables.stored_profile(tables.profiles.get(req.user_id))
+    stored = tables.stored_profile(_pending.get(req.user_id))
     profile = None if stored is None else UserProfile.from_dict(stored)
     opted_out = profile is not None and profile.opted_out
     view = user_view(profile, int(req.ts_ms), current().settings.interest_half_life_ms,
@@ -344,14 +356,14 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     """
     rt = current()
     user, action = req.user_id, req.action
-    record = tables.profiles.get(user)
+    record = _pending.get(user)
     stored_profile = tables.stored_profile(record)
     if action == "erase":
         left = _forget_in_memory(rt, user, stored_profile)
         tables.erasures[user] = make_marker(int(req.ts_ms), int(time.time() * 1000),
                                             tables.erasures.get(user))
         if record is not None:
-            del tables.profiles[user]
+            _pending.delete(user)
         rt.pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
         return action, left
     profile = UserProfile.from_dict(stored_profile or {})
@@ -363,11 +375,11 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
         minimal = opted_out_profile().to_dict()
         if stored_profile != minimal:
             left = _forget_in_memory(rt, user, stored_profile)
-            tables.profiles[user] = tables.make_record(minimal, dedupe, at=at)
+            _pending.set(user, tables.make_record(minimal, dedupe, at=at))
             return action, left
     elif profile.opted_out:  # opt_in
         profile.opted_out = False
-        tables.profiles[user] = tables.make_record(profile.to_dict(), dedupe, at=at)
+        _pending.set(user, tables.make_record(profile.to_dict(), dedupe, at=at))
     return action, []
 
 
@@ -389,13 +401,13 @@ def handle_expire(order: Expire) -> tuple[bool, list[Output]]:
     if order.erased_before_ms and marker_expired(tables.erasures.get(user),
                                                  int(order.erased_before_ms)):
         del tables.erasures[user]
-    record = tables.profiles.get(user)
+    record = _pending.get(user)
     if record is None or not is_expired(record.get("p"), tables.touched_ms(record),
                                         int(order.before_ms)):
         return False, []
     rt = current()
     left = _forget_in_memory(rt, user, record.get("p"))
-    del tables.profiles[user]
+    _pending.delete(user)
     rt.metrics.profiles_expired.inc()
     return True, left
 
@@ -446,48 +458,182 @@ async def sweep_expired(now_ms: int | None = None) -> int:
     return len(messages)
 
 
-async def _profile(msg) -> None:  # type: ignore[no-untyped-def]
-    rt = current()
+# One output of a batch: (topic, key, value, the message it came from).
+Send = tuple[Any, bytes | None, bytes, Any]
+
+
+def _apply(msg, out: list[Send], rt: Runtime) -> int:  # type: ignore[no-untyped-def]
+    """Handle one message of a batch: change the user's record (``_pending``) and the
+    models, and add what to send to ``out``. The event's ingest time (ms; 0: none)."""
     m = decode_event_message(msg.value)
     if isinstance(m, AdRequestMsg):
-        await topics.ads.send(key=None, value=with_ad_view(m).encode())
-        return
+        out.append((topics.ads, None, with_ad_view(m).encode(), msg))
+        return 0
     if isinstance(m, PrivacyMsg):
         _, changed = handle_privacy(m)
         forward = forward_to_ads(m)
         if forward is not None:
-            await topics.ads.send(key=None, value=forward.encode())
-        await _emit(changed)
+            out.append((topics.ads, None, forward.encode(), msg))
+        _emit(changed, msg, out)
         rt.metrics.events.labels(topic="privacy", outcome="accepted").inc()
-        return
+        return 0
     if isinstance(m, Expire):
         _, changed = handle_expire(m)
-        await _emit(changed)
-        return
+        _emit(changed, msg, out)
+        return 0
     outcome, record, changed = handle_event(m, (msg.partition, msg.offset), rt)
     if outcome == "conflict":
-        await send_dead_letter(
+        letter = counted_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
             "event_id already seen with a different payload", msg.value,
         )
+        out.append((topics.dead_letters, None, letter.encode(), msg))
     if record is not None:
-        await topics.recommendations.send(key=record.user_id.encode("utf-8"),
-                                          value=record.encode())
-    await _emit(changed)
-    kts = m.origin.kts
-    if kts:
-        rt.metrics.event_lag_seconds.observe(max(0.0, time.time() - kts / 1000.0))
+        out.append((topics.recommendations, record.user_id.encode("utf-8"),
+                    record.encode(), msg))
+    _emit(changed, msg, out)
+    return int(m.origin.kts or 0)
 
 
-async def _emit(changed: list[Output]) -> None:
+def _emit(changed: list[Output], msg, out: list[Send]) -> None:  # type: ignore[no-untyped-def]
     for change in changed:
         topic = topics.segments if isinstance(change, SegmentRecord) else topics.audiences
-        await topic.send(key=change.user_id.encode("utf-8"), value=change.encode())
+        out.append((topic, change.user_id.encode("utf-8"), change.encode(), msg))
+
+
+async def _profile_batch(events: Sequence[Any]) -> None:
+    """Handle a batch of the events topic (``streams.agents.batches``), in order.
+
+    Each message is handled as it would be alone (the model work still runs event by
+    event), against ``_pending``: each user's record stays in memory across the batch
+    and is written once at its end, the last state, carrying the position of the last
+    event applied to it (one user's events share one partition, in offset order, so it
+    covers each earlier one: ``tables.already_applied``). Then the batch's outputs
+    (recommendations, segment and audience changes, ads forwards, dead letters) are
+    sent together, in the order of their events; the caller acks the batch only after.
+    Every event keeps its recommendation: several events of one user in one batch get
+    one each, as they would one by one (docs/contract.md).
+
+    A failure on one message is contained to it: its outputs are dropped, it goes to
+    dead-letters as ``internal_error``, and the batch goes on. Everything up to the
+    sends runs without an await, so no other task (the retention sweep, a view) ever
+    sees the table half-way through a batch.
+    """
+    rt = current()
+    out: list[Send] = []
+    kts: list[int] = []
+    _pending.begin()
+    try:
+        for event in events:
+            msg = event.message
+            use_event(event)  # table writes of this message go to its partition
+            _pending.event = event
+            mark = len(out)
+            try:
+                t = _apply(msg, out, rt)
+            except Exception as exc:  # a bug on this message: contain it, go on
+                del out[mark:]
+                out.append((topics.dead_letters, None,
+                            failure_letter("profile", msg, exc).encode(), msg))
+            else:
+                if t:
+                    kts.append(t)
+        for msg, exc in _pending.flush():
+            out.append((topics.dead_letters, None,
+                        failure_letter("profile", msg, exc).encode(), msg))
+    finally:
+        _pending.end()
+    for topic, key, value, msg in out:
+        try:
+            await topic.send(key=key, value=value)
+        except Exception as exc:  # acked with its batch: keep the message in dead-letters
+            await contain_failure("profile", msg, exc)
+    now = time.time()
+    for t in kts:
+        rt.metrics.event_lag_seconds.observe(max(0.0, now - t / 1000.0))
+
+
+class _Pending:
+    """The ``profiles`` table as the batch being handled sees it.
+
+    Reads see the batch's own changes; each user changed is written once, by ``flush``
+    at the end of the batch: their last record (or a tombstone first, if it was deleted
+    on the way), under the last event that changed it (its partition). Outside a batch
+    (tests and tools calling the handlers directly) reads and writes go straight to the
+    table. Records are values: a handler builds a new one rather than change one read.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.event: Any = None  # the event being handled
+        self._records: dict[str, dict | None] = {}
+        self._deleted: set[str] = set()
+        self._last: dict[str, Any] = {}  # user -> the last event that changed them
+        self._by: dict[str, list[Any]] = {}  # user -> the messages that changed them
+
+    def begin(self) -> None:
+        self.active = True
+
+    def end(self) -> None:
+        self.active = False
+        self.event = None
+        self._records.clear()
+        self._deleted.clear()
+        self._last.clear()
+        self._by.clear()
+
+    def get(self, user: str) -> dict | None:
+        if self.active and user in self._records:
+            return self._records[user]
+        return tables.profiles.get(user)
+
+    def set(self, user: str, record: dict) -> None:
+        if not self.active:
+            tables.profiles[user] = record
+            return
+        self._records[user] = record
+        self._touch(user)
+
+    def delete(self, user: str) -> None:
+        if not self.active:
+            del tables.profiles[user]
+            return
+        self._records[user] = None
+        self._deleted.add(user)
+        self._touch(user)
+
+    def _touch(self, user: str) -> None:
+        event = self.event
+        self._last[user] = event
+        by = self._by.setdefault(user, [])
+        if not by or by[-1] is not event:
+            by.append(event)
+
+    def flush(self) -> list[tuple[Any, Exception]]:
+        """Write each changed user's record once; (message, error) for every message
+        that changed a user whose write failed (to dead-letter)."""
+        failed: list[tuple[Any, Exception]] = []
+        profiles = tables.profiles
+        for user, record in self._records.items():
+            use_event(self._last[user])
+            try:
+                if user in self._deleted and user in profiles:
+                    del profiles[user]
+                if record is not None:
+                    profiles[user] = record
+            except Exception as exc:  # this user's changes are lost: keep their events
+                failed.extend((event.message, exc) for event in self._by[user])
+        return failed
+
+
+_pending = _Pending()
 
 
 @app.agent(topics.events, name="persona.profile", concurrency=1)
 async def profile(stream):  # type: ignore[no-untyped-def]
-    await run_guarded(stream, "profile", _profile)
+    config = current().settings
+    await run_batched(stream, "profile", config.batch_max, config.batch_wait_ms / 1000.0,
+                      _profile_batch)
 
 
 if settings.profile_ttl_ms > 0 or settings.erase_grace_ms > 0:

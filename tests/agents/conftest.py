@@ -30,6 +30,9 @@ SETTINGS = Settings.from_env({
     # The tests use fixed timestamps while test_context() stamps each message with the
     # wall clock: no age limit here (test_ingest_catalogue.py sets one where it is tested).
     "PERSONA_MAX_EVENT_AGE_S": "0",
+    # A test reads the tables as soon as its put() returns: a batch must not wait for
+    # more (tests/agents/test_profile_batches.py sets a wait where it is tested).
+    "PERSONA_BATCH_WAIT_MS": "0",
 })
 # Installed before any test module is imported: modules may read ``current()`` at import.
 RUNTIME = install(Runtime(SETTINGS))
