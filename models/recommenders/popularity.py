@@ -290,7 +290,12 @@ class SegmentPopularity:
         segment = context.segment if context is not None else None
         if not segment:
             return
-        pop = self._segments.pop(segment, None)  # re-inserted last: dict order is recency
+        self._touch(segment)._learn_checked(item_id, history, w)
+
+    def _touch(self, segment: str) -> Popularity:
+        """``segment``'s model, made if new (the least recently touched one goes when
+        there are ``max_segments``), and moved last: dict order is recency."""
+        pop = self._segments.pop(segment, None)
         if pop is None:
             pop = Popularity(
                 half_life=self.half_life, max_items=self.max_items_per_segment,
@@ -299,7 +304,7 @@ class SegmentPopularity:
             if len(self._segments) >= self.max_segments:
                 del self._segments[next(iter(self._segments))]
         self._segments[segment] = pop
-        pop._learn_checked(item_id, history, w)
+        return pop
 
     def apply_delta(self, steps: int, increments: Mapping[str, float],
                     segments: Mapping[str, tuple[int, Mapping[str, float]]]) -> None:
@@ -307,16 +312,7 @@ class SegmentPopularity:
         and increments)."""
         self.overall.apply_delta(steps, increments)
         for segment, (seg_steps, incs) in segments.items():
-            pop = self._segments.pop(segment, None)
-            if pop is None:
-                pop = Popularity(
-                    half_life=self.half_life, max_items=self.max_items_per_segment,
-                    catalogue=self.catalogue, reason=f"popular in {segment}",
-                )
-                if len(self._segments) >= self.max_segments:
-                    del self._segments[next(iter(self._segments))]
-            self._segments[segment] = pop
-            pop.apply_delta(seg_steps, incs)
+            self._touch(segment).apply_delta(seg_steps, incs)
 
     def rank(
         self, history: Sequence[str], exclude: Collection[str], k: int,

@@ -17,6 +17,7 @@ from streams.agents.profile import expire_messages
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
 from streams.runtime import current
+from tests.agents.wire import event_wire, metric
 
 rt = current()
 engine, metrics, segments = rt.engine, rt.metrics, rt.segments
@@ -26,16 +27,6 @@ ADS = settings.ads_topic
 DAY_MS = 86_400_000
 
 
-def _value(name: str, **labels: str) -> float:
-    v = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if v is None else v
-
-
-def _wire(eid: str, user: str, item: str, ts: int, kind: str = "click", **extra) -> bytes:
-    d = {"kind": kind, "event_id": eid, "user_id": user, "item_id": item, "ts": ts,
-         "fp": f"fp-{eid}-{item}", "src": "clicks" if kind == "click" else "purchases"}
-    d.update(extra)
-    return orjson.dumps(d)
 
 
 def _erase(user: str, ts: int) -> bytes:
@@ -60,39 +51,39 @@ def test_older_events_after_an_erase_are_dropped_and_newer_ones_start_afresh(
     monkeypatch.setattr(rt, "audiences", {a.name: a for a in rules})
     user, other = pseudonymize("zed", KEY), pseudonymize("zed-other", KEY)
     key = user.encode()
-    erased = {t: _value("persona_events_total", topic=t, outcome="erased")
+    erased = {t: metric("persona_events_total", topic=t, outcome="erased")
               for t in ("clicks", "purchases")}
 
     async def run():
         async with profile_agent.test_context() as agent:
             for n in range(1, 5):  # items the models can recommend
-                await agent.put(_wire(f"zo{n}", other, f"zo-{n}", 1000 * n),
+                await agent.put(event_wire(f"zo{n}", other, f"zo-{n}", 1000 * n),
                                 key=other.encode())
-            await agent.put(_wire("z1", user, "zi-1", 1000), key=key)
-            await agent.put(_wire("z2", user, "zi-2", 2000, kind="purchase", price=9.0,
+            await agent.put(event_wire("z1", user, "zi-1", 1000), key=key)
+            await agent.put(event_wire("z2", user, "zi-2", 2000, kind="purchase", price=9.0,
                                   quantity=1), key=key)
             await agent.put(_ad_request("zq1", user, 2500), key=key)
             before = tables.stored_profile(tables.profiles[user])
             await agent.put(_erase(user, 3000), key=key)
-            sizes, updates = _segment_sizes(), _value("persona_model_updates_total",
+            sizes, updates = _segment_sizes(), metric("persona_model_updates_total",
                                                       model="cooccurrence")
             mark = len(sent)
             # the user's older events, overtaken by the erase on their way
-            await agent.put(_wire("z3", user, "zi-3", 1500), key=key)
-            await agent.put(_wire("z4", user, "zi-4", 2900, kind="purchase", price=50.0,
+            await agent.put(event_wire("z3", user, "zi-3", 1500), key=key)
+            await agent.put(event_wire("z4", user, "zi-4", 2900, kind="purchase", price=50.0,
                                   quantity=1), key=key)
-            await agent.put(_wire("z5", user, "zi-5", 3000), key=key)  # at the erase
-            await agent.put(_wire("z6", user, "zi-6", 2950, rl=True), key=key)
+            await agent.put(event_wire("z5", user, "zi-5", 3000), key=key)  # at the erase
+            await agent.put(event_wire("z6", user, "zi-6", 2950, rl=True), key=key)
             await agent.put(_ad_request("zq2", user, 2990), key=key)
             after_old = (tables.profiles.get(user), _segment_sizes(),
-                         _value("persona_model_updates_total", model="cooccurrence"),
+                         metric("persona_model_updates_total", model="cooccurrence"),
                          list(sent[mark:]),
-                         _value("persona_events_total", topic="clicks", outcome="erased"))
+                         metric("persona_events_total", topic="clicks", outcome="erased"))
             # a newer event: the user is back, with a fresh profile
-            await agent.put(_wire("z7", user, "zi-7", 4000), key=key)
+            await agent.put(event_wire("z7", user, "zi-7", 4000), key=key)
             fresh = tables.stored_profile(tables.profiles[user])
             mark = len(sent)
-            await agent.put(_wire("z8", user, "zi-8", 2000), key=key)  # a later straggler
+            await agent.put(event_wire("z8", user, "zi-8", 2000), key=key)  # a later straggler
             await agent.put(_ad_request("zq3", user, 2000), key=key)
             await agent.put(_ad_request("zq4", user, 4100), key=key)
             return (before, sizes, updates, after_old, fresh,
@@ -109,13 +100,13 @@ def test_older_events_after_an_erase_are_dropped_and_newer_ones_start_afresh(
     assert kinds == [(ADS, "ad_request")]
     assert orjson.loads(out[0][2])["view"] == {}
     assert erased_clicks == erased["clicks"] + 3
-    assert _value("persona_events_total", topic="purchases",
+    assert metric("persona_events_total", topic="purchases",
                   outcome="erased") == erased["purchases"] + 1
     # newer than the erase: a new profile of that one event; later stragglers still go
     assert (fresh["c"], fresh.get("p", 0), fresh["r"]) == (1, 0, ["zi-7"])
     assert "au" not in fresh
     assert last == fresh
-    assert _value("persona_events_total", topic="clicks",
+    assert metric("persona_events_total", topic="clicks",
                   outcome="erased") == erased["clicks"] + 4
     requests = [orjson.loads(v) for t, _, v in late if t == ADS]
     assert [(r["request_id"], bool(r["view"])) for r in requests] == [
@@ -131,9 +122,9 @@ def test_the_marker_goes_after_the_grace_period_through_the_owning_agent(loop, s
     async def run():
         async with profile_agent.test_context() as agent:
             for who in (user, back):
-                await agent.put(_wire(f"{who[:4]}-1", who, "ya", 1000), key=who.encode())
+                await agent.put(event_wire(f"{who[:4]}-1", who, "ya", 1000), key=who.encode())
                 await agent.put(_erase(who, 2000), key=who.encode())
-            await agent.put(_wire(f"{back[:4]}-2", back, "yb", 3000), key=back.encode())
+            await agent.put(event_wire(f"{back[:4]}-2", back, "yb", 3000), key=back.encode())
             written = [tables.erasures[u]["t"] for u in (user, back)]
             early = dict(expire_messages(min(written) + grace, 0, grace))
             due = dict(expire_messages(max(written) + grace + 1, 0, grace))
@@ -141,7 +132,7 @@ def test_the_marker_goes_after_the_grace_period_through_the_owning_agent(loop, s
                 await agent.put(due[k], key=k)
             # the marker is gone: an old event is learned again (what ingest's age limit
             # refuses by now)
-            await agent.put(_wire(f"{user[:4]}-3", user, "yc", 1500), key=user.encode())
+            await agent.put(event_wire(f"{user[:4]}-3", user, "yc", 1500), key=user.encode())
             return (early, due, tables.erasures.get(user), tables.erasures.get(back),
                     tables.stored_profile(tables.profiles.get(user)),
                     tables.stored_profile(tables.profiles.get(back)))

@@ -19,6 +19,7 @@ from streams import tables
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
 from streams.runtime import current
+from tests.agents.wire import event_wire, metric
 
 rt = current()
 metrics = rt.metrics
@@ -27,16 +28,6 @@ T = settings.topics
 OUTPUTS = {T.recommendations, T.segments, T.audiences, T.dead_letters, settings.ads_topic}
 
 
-def _value(name: str, **labels: str) -> float:
-    v = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if v is None else v
-
-
-def _wire(eid: str, user: str, item: str, ts: int, kind: str = "click", **extra) -> bytes:
-    d = {"kind": kind, "event_id": eid, "user_id": user, "item_id": item, "ts": ts,
-         "fp": f"fp-{eid}-{item}", "src": "clicks" if kind == "click" else "purchases"}
-    d.update(extra)
-    return orjson.dumps(d)
 
 
 @pytest.fixture
@@ -92,12 +83,12 @@ def test_a_batch_writes_each_user_once_and_matches_one_by_one(loop, sent, writes
     user = pseudonymize("batched", KEY)
     other = pseudonymize("batched-other", KEY)
     key, okey = user.encode(), other.encode()
-    msgs = [(_wire("b1", user, "ba", 1000), key),
-            (_wire("b2", user, "bb", 2000), key),
-            (_wire("o1", other, "ba", 2500), okey),
-            (_wire("b3", user, "bc", 3000, kind="purchase", price=4.0, quantity=1), key),
-            (_wire("b2", user, "bb", 2000), key),  # a producer's duplicate, same batch
-            (_wire("b4", user, "bd", 4000), key)]
+    msgs = [(event_wire("b1", user, "ba", 1000), key),
+            (event_wire("b2", user, "bb", 2000), key),
+            (event_wire("o1", other, "ba", 2500), okey),
+            (event_wire("b3", user, "bc", 3000, kind="purchase", price=4.0, quantity=1), key),
+            (event_wire("b2", user, "bb", 2000), key),  # a producer's duplicate, same batch
+            (event_wire("b4", user, "bd", 4000), key)]
     engine, segments = rt.engine, rt.segments
 
     async def one_by_one():
@@ -142,11 +133,11 @@ def test_a_failing_event_mid_batch_is_dead_lettered_and_the_rest_applied_once(
     user = pseudonymize("batch-fail", KEY)
     other = pseudonymize("batch-fail-other", KEY)
     key, okey = user.encode(), other.encode()
-    msgs = [(_wire("f1", user, "fa", 1000), key),
-            (_wire("f2", user, "fb", 2000), key),
-            (_wire("f3", user, "fc", 3000), key),  # fails
-            (_wire("g1", other, "fa", 3500), okey),
-            (_wire("f4", user, "fd", 4000), key)]
+    msgs = [(event_wire("f1", user, "fa", 1000), key),
+            (event_wire("f2", user, "fb", 2000), key),
+            (event_wire("f3", user, "fc", 3000), key),  # fails
+            (event_wire("g1", other, "fa", 3500), okey),
+            (event_wire("f4", user, "fd", 4000), key)]
     engine = rt.engine
     process = engine.process
 
@@ -156,9 +147,9 @@ def test_a_failing_event_mid_batch_is_dead_lettered_and_the_rest_applied_once(
         return process(*args, **kwargs)
 
     monkeypatch.setattr(engine, "process", failing)
-    internal = _value("persona_dead_letters_total", error="internal_error")
-    accepted = _value("persona_events_total", topic="clicks", outcome="accepted")
-    redelivered = _value("persona_redeliveries_total")
+    internal = metric("persona_dead_letters_total", error="internal_error")
+    accepted = metric("persona_events_total", topic="clicks", outcome="accepted")
+    redelivered = metric("persona_redeliveries_total")
     learned = engine.updates
 
     async def run():
@@ -185,11 +176,11 @@ def test_a_failing_event_mid_batch_is_dead_lettered_and_the_rest_applied_once(
     assert (again, again_other) == (record, other_record)
     dead = [orjson.loads(v) for t, _, v in sent if t == T.dead_letters]
     assert [(d["error"], d["offset"]) for d in dead] == [("internal_error", 2)]
-    assert _value("persona_dead_letters_total", error="internal_error") == internal + 1
-    assert _value("persona_events_total", topic="clicks", outcome="accepted") == (
+    assert metric("persona_dead_letters_total", error="internal_error") == internal + 1
+    assert metric("persona_events_total", topic="clicks", outcome="accepted") == (
         accepted + 4)
     assert engine.updates - learned == 4  # f1, f2, g1, f4: nothing learned twice
-    assert _value("persona_redeliveries_total") == redelivered + 5
+    assert metric("persona_redeliveries_total") == redelivered + 5
     recs = [orjson.loads(v) for t, _, v in sent if t == T.recommendations]
     ids = [r["trigger_event_id"] for r in recs]
     assert ids[:4] == ["f1", "f2", "g1", "f4"]
@@ -209,7 +200,7 @@ def test_a_lone_event_leaves_without_waiting_for_a_full_batch(loop, sent, monkey
     async def run():
         async with profile_agent.test_context() as agent:
             started = time.monotonic()
-            await agent.put(_wire("l1", user, "la", 1000), key=user.encode())
+            await agent.put(event_wire("l1", user, "la", 1000), key=user.encode())
             await _until(lambda: any(t == T.recommendations for t, _, _ in sent))
             return time.monotonic() - started
 
@@ -227,10 +218,10 @@ def test_a_batch_waits_for_more_within_the_wait_and_no_longer(loop, sent, writes
 
     async def run():
         async with profile_agent.test_context() as agent:
-            await agent.put(_wire("w1", user, "wa", 1000), key=key)
+            await agent.put(event_wire("w1", user, "wa", 1000), key=key)
             await asyncio.sleep(0.02)  # within the wait: the same batch
             assert not any(t == T.recommendations for t, _, _ in sent)
-            await agent.put(_wire("w2", user, "wb", 2000), key=key)
+            await agent.put(event_wire("w2", user, "wb", 2000), key=key)
             await _until(lambda: sum(t == T.recommendations for t, _, _ in sent) == 2)
             return tables.profiles[user]
 
