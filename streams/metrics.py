@@ -384,7 +384,7 @@ def _drift_metrics(reg: CollectorRegistry) -> dict[str, Any]:
 
 
 def _checkpoint_metrics(reg: CollectorRegistry) -> dict[str, Any]:
-    """Model checkpoints saved and loaded, and the learn steps workers share (docs/scaling.md)."""
+    """Model checkpoints saved and loaded, and the deltas workers share (docs/scaling.md)."""
     found: dict[str, Any] = dict(
         checkpoints=Counter(
             "persona_model_checkpoints",

@@ -417,7 +417,7 @@ class Settings:
 
     @property
     def model_updates_topic(self) -> str:
-        """Internal broadcast topic of the workers' item-level learn steps (every worker
+        """Internal broadcast topic of the workers' summed item-level deltas (every worker
         reads all of its partitions, outside the consumer group; docs/scaling.md)."""
         return f"{self.app_id}-model-updates"
 
@@ -433,7 +433,7 @@ class Settings:
     def topic_configs(self) -> dict[str, dict[str, str]]:
         """Topic configs ``persona topics create`` sets beyond the broker's defaults: the
         model-updates topic keeps an hour (as when a worker creates it, streams/topics.py),
-        so learn steps of an erased user age out.
+        so the segmenter inputs it carries age out.
 
         >>> Settings().topic_configs()[Settings().model_updates_topic]
         {'retention.ms': '3600000'}

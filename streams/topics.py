@@ -30,7 +30,7 @@ events = app.topic(
 ads = app.topic(settings.ads_topic, key_type=bytes, value_type=bytes, partitions=1,
                 internal=True)
 
-# Internal broadcast: every worker's item-level learn steps (models/sync.py). Every
+# Internal broadcast: every worker's summed item-level deltas (models/sync.py). Every
 # worker reads all of its partitions outside the consumer group, from the end at start
 # (streams/agents/modelsync.py), so an hour of retention is plenty.
 model_updates = app.topic(settings.model_updates_topic, key_type=bytes, value_type=bytes,

@@ -333,8 +333,9 @@ def test_end_to_end_and_restart(service):
     assert found["user_id"] == pseudonymize(raw_user(3), SECRET.encode())
     # warm after the restart: the models came back from the shutdown checkpoint
     assert len(found["items"]) == 10
-    if found["strategy"] in ("hybrid", "cooccurrence"):
-        assert any(i["reason"].startswith("similar to") for i in found["items"])
     m = worker.metrics()
+    if found["strategy"] in ("hybrid", "cooccurrence"):
+        assert any(i["reason"].startswith("similar to") for i in found["items"]), (
+            found, {k: v for k, v in m.items() if "checkpoint" in k or "model_items" in k})
     assert m['persona_model_checkpoints_total{outcome="restored"}'] == 1
     assert m['persona_model_items{model="cooccurrence"}'] >= 20  # learned before the restart
