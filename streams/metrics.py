@@ -48,6 +48,7 @@ class Metrics:
     registry: CollectorRegistry
     events: Counter
     redeliveries: Counter
+    routed: Counter
     processing_seconds: Histogram
     event_lag_seconds: Histogram
     recommendations: Counter
@@ -164,8 +165,16 @@ def _ingest_metrics(reg: CollectorRegistry) -> dict[str, Any]:
         ),
         redeliveries=Counter(
             "persona_redeliveries",
-            "Events-topic messages seen again after a crash or rebalance, recognized by "
+            "Clicks and purchases seen again after a crash or rebalance, recognized by "
             "their offset and not applied twice (also counted as duplicate events).",
+            registry=reg,
+        ),
+        routed=Counter(
+            "persona_input_routed",
+            "Valid clicks, purchases, ad requests and privacy requests by path: direct "
+            "(applied on the user's home partition where they arrived) or rekeyed (sent "
+            "once to the events topic, to that partition).",
+            ["path"],
             registry=reg,
         ),
         ingest_anomalies=Counter(
@@ -192,6 +201,7 @@ def _ingest_metrics(reg: CollectorRegistry) -> dict[str, Any]:
     _preset(found["events"], topic=INPUT_TOPICS, outcome=OUTCOMES)
     _preset(found["ingest_anomalies"], topic=USER_TOPICS, kind=ANOMALY_KINDS)
     _preset(found["pii_fields_dropped"], topic=INGEST_TOPICS)
+    _preset(found["routed"], path=("direct", "rekeyed"))
     _preset(found["dead_letters"], error=(*ERROR_CODES, *AGENT_ERROR_CODES))
     return found
 

@@ -96,8 +96,9 @@ def _table(name: str, cls: type[_Table] = _Table,
 
 # One record per user (models.users.compact.make_record): {"p": profile dict (UserProfile.to_dict),
 # "d": dedupe window (models.users.dedupe), "t": wall-clock ms of the last write (for the
-# retention sweep, PERSONA_PROFILE_TTL_DAYS), "o": [partition, offset] of the last
-# events-topic message applied (redeliveries, ``already_applied``)}. One record, so
+# retention sweep, PERSONA_PROFILE_TTL_DAYS), "o": the user's home partition and the
+# offset of the last message applied from each of ``SOURCES`` (redeliveries,
+# ``already_applied``; the sweep's expiry goes to that partition)}. One record, so
 # all change in one changelog write: a crash can never leave the dedupe window out of
 # step with the profile. Changelog-backed, so a restarted worker recovers them exactly; an erased or
 # expired user's record is deleted (a changelog tombstone).
@@ -134,24 +135,64 @@ def stored_profile(record: dict | None) -> dict | None:
     return None if record is None else record.get("p")
 
 
-def already_applied(record: dict | None, partition: int, offset: int) -> bool:
-    """True if ``record`` already holds the events-topic message at (partition, offset).
+# The input topics whose messages the profile agent applies, by their place in a
+# record's positions (``"o"``: [partition, offset on each of these in this order]; -1: none
+# applied yet). The events topic comes first, so a record written before the others
+# were applied directly ([partition, offset]) reads the same.
+SOURCES = (settings.events_topic, settings.topics.clicks, settings.topics.purchases)
 
-    One user's events are all on one partition of the events topic, in offset order,
-    and the record keeps the position of the last message applied to it, written in the
-    same table write as the change itself. So a message redelivered after a crash or a
-    rebalance is recognized exactly, however many of the user's events were replayed:
-    the event-id window (``d``) stays for duplicates the producers send. A record from
-    another partition (the topic was repartitioned) proves nothing.
+
+def already_applied(record: dict | None, partition: int, offset: int,
+                    source: int = 0) -> bool:
+    """True if ``record`` already holds the message at (partition, offset) of the
+    ``source``-th topic of ``SOURCES`` (0: the events topic).
+
+    One user's messages on each of those topics are all on one partition (their home:
+    ``streams.placement``), in offset order, and the record keeps the position of the
+    last one applied from each topic, written in the same table write as the change
+    itself. So a message redelivered after a crash or a rebalance is recognized exactly,
+    however many of the user's events were replayed: the event-id window (``d``) stays
+    for duplicates the producers send. A record from another partition (the topic was
+    repartitioned) proves nothing.
 
     >>> already_applied({"o": [3, 41]}, 3, 41), already_applied({"o": [3, 41]}, 3, 42)
     (True, False)
     >>> already_applied({"o": [3, 41]}, 2, 7), already_applied(None, 0, 0)
     (False, False)
+    >>> already_applied({"o": [3, 41, -1, 8]}, 3, 8, 2), already_applied({"o": [3, 41]}, 3, 0, 1)
+    (True, False)
     """
     at = None if record is None else record.get("o")
-    return (isinstance(at, list) and len(at) == 2 and at[0] == partition
-            and isinstance(at[1], int) and offset <= at[1])
+    if not (isinstance(at, list) and len(at) > source + 1 and at[0] == partition):
+        return False
+    last = at[source + 1]
+    return isinstance(last, int) and 0 <= offset <= last
+
+
+def advance(record: dict | None, partition: int, offset: int | None = None,
+            source: int = 0) -> list[int]:
+    """The positions ("o") of ``record`` once the message at (partition, offset) of the
+    ``source``-th topic of ``SOURCES`` is applied too (``offset`` None: only the
+    partition). Positions of another partition are dropped: they say nothing here.
+
+    >>> advance({"o": [3, 41]}, 3, 9, 2), advance({"o": [3, 41]}, 1, 5), advance(None, 2)
+    ([3, 41, -1, 9], [1, 5], [2])
+    """
+    at = None if record is None else record.get("o")
+    out = ([int(x) for x in at] if isinstance(at, list) and at and at[0] == partition
+           and all(isinstance(x, int) for x in at) else [int(partition)])
+    if offset is not None:
+        while len(out) < source + 2:
+            out.append(-1)
+        out[source + 1] = int(offset)
+    return out
+
+
+def partition_of(record: dict | None) -> int | None:
+    """The partition a record was last written from (None: not known, a record written
+    without a position)."""
+    at = None if record is None else record.get("o")
+    return at[0] if isinstance(at, list) and at and isinstance(at[0], int) else None
 
 
 def touched_ms(record: dict | None) -> int | None:

@@ -18,11 +18,20 @@ ad_events = app.topic(t.ad_events, key_type=bytes, value_type=bytes, partitions=
 privacy = app.topic(t.privacy, key_type=bytes, value_type=bytes, partitions=_n)
 control = app.topic(t.control, key_type=bytes, value_type=bytes, partitions=_n)
 
-# Internal: validated events keyed by the pseudonymous user id, so one user's events
-# (whatever key the producer used) reach one partition and one profile owner, in order.
+# Internal: validated events keyed by the pseudonymous user id, sent to the user's home
+# partition (streams/placement.py), so one user's events (whatever key and partitioner
+# the producer used) reach one profile owner: those not applied where they arrived, and
+# the retention sweep's expiries.
 events = app.topic(
     settings.events_topic, key_type=bytes, value_type=bytes, partitions=_n, internal=True
 )
+
+# What the profile agent reads: the input topics that name a user, applied where they
+# arrive when on the user's home partition, and the events topic for the rest
+# (streams/placement.py). One agent, so partition p of all five is one worker's.
+profile_inputs = app.topic(t.clicks, t.purchases, t.ad_requests, t.privacy,
+                           settings.events_topic, key_type=bytes, value_type=bytes,
+                           partitions=_n)
 
 # Internal, ONE partition: ad requests (with the user's ad view, after the profile
 # agent), ad events, control commands and clock ticks, in one order for one owner, so

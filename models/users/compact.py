@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import orjson
@@ -52,17 +52,16 @@ def decode(raw: bytes | None) -> Any:
 
 
 def make_record(profile: dict, dedupe: list, now_ms: int | None = None,
-                at: tuple[int, int] | None = None) -> dict:
+                at: Sequence[int] | None = None) -> dict:
     """A ``profiles`` table record, stamped with the time of this write (``now_ms``,
     default now): ``{"t": wall-clock ms of this write, "p": profile dict
     (models.users.profile.UserProfile.to_dict), "d": dedupe window (models.users.dedupe), "o":
-    [partition, offset] of the events-topic message applied}`` (streams/tables.py says
-    what each is for).
+    the partition, then the offset of the last message applied from each input the
+    worker applies}`` (streams/tables.py says what each is for).
 
     Wall-clock, not the events' own time: a replay of old events (MovieLens is from
     1998) is fresh activity, and must not be expired by the next sweep. ``at`` is the
-    (partition, offset) of the events-topic message this write applies ("o"): see
-    ``streams.tables.already_applied``.
+    positions after this write ("o"): see ``streams.tables.already_applied``.
 
     "t" comes first, so its JSON bytes start with it: a scan can skip the records
     touched since a cutoff without decoding them (``raw_touched_ms``).
@@ -73,7 +72,7 @@ def make_record(profile: dict, dedupe: list, now_ms: int | None = None,
     record = {"t": int(time.time() * 1000) if now_ms is None else int(now_ms),
               "p": profile, "d": dedupe}
     if at is not None:
-        record["o"] = [int(at[0]), int(at[1])]
+        record["o"] = [int(x) for x in at]
     return record
 
 

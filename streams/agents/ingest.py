@@ -1,9 +1,12 @@
-"""Ingest agents: validate, normalize and pseudonymize every input topic but ``items``.
+"""Ingest: validate, normalize and pseudonymize every input topic but ``items``.
 
-Clicks, purchases, ad requests and privacy requests go on to the internal events topic
-keyed by the pseudonymous user id (one user, one partition, one order); ad events and
-control commands, which carry no user, go to the one-partition ads topic. Anything
-invalid goes to dead-letters with its reason. Nothing escapes the loop.
+``accept`` checks one message of any input topic. Clicks, purchases, ad requests and
+privacy requests are checked by the profile agent as they arrive: applied there when
+they are on the user's home partition, else forwarded once to the internal events topic,
+keyed by the pseudonymous user id, to that partition (``streams.placement``: one user,
+one partition). The ingest agents here take ad events and control commands, which carry
+no user, to the one-partition ads topic. Anything invalid goes to dead-letters with its
+reason. Nothing escapes the loop.
 
 Beyond the value itself, ingest checks what only it sees (docs/contract.md): the Kafka
 key against the payload's user (``key_mismatch``; a missing key is counted, not refused),
@@ -75,6 +78,16 @@ ROUTES: dict[str, Route] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid input message as it goes on (``accept``)."""
+
+    route: Route
+    record: Inbound  # under the pseudonym, with its origin (and fingerprint, rate flag)
+    pseudonym: str | None  # None: the message names no user
+    raw_user: str | None  # the producer's user id, for its home partition: never stored
+
+
 def ingest_one(
     topic: str,
     value: bytes | None,
@@ -84,13 +97,30 @@ def ingest_one(
     key: bytes | None = None,
     rt: Runtime | None = None,
 ) -> tuple[str, bytes | None, bytes]:
-    """Validate one raw message; return (destination, key, value) to forward.
+    """Validate one raw message; return (destination, key, value) to forward (see
+    ``accept``)."""
+    got = accept(topic, value, kafka_ts_ms, partition, offset, key, rt)
+    key_out = None if got.pseudonym is None else got.pseudonym.encode("utf-8")
+    return got.route.destination, key_out, got.record.encode()
+
+
+def accept(
+    topic: str,
+    value: bytes | None,
+    kafka_ts_ms: int | None,
+    partition: int = 0,
+    offset: int = 0,
+    key: bytes | None = None,
+    rt: Runtime | None = None,
+) -> Accepted:
+    """Validate one raw message of an input topic (``ROUTES``): the record to forward
+    or apply.
 
     Raises ValidationError for bad input (the value, a key naming another user, an event
-    time too far from ``kafka_ts_ms``). The raw user id stops here: the outgoing key
-    and payload carry only its keyed hash. ``at`` keeps the message's origin, so a later
-    stage can dead-letter it with its real topic, partition and offset. ``rt``: the
-    runtime (the installed one if None).
+    time too far from ``kafka_ts_ms``). The raw user id stops here: the record carries
+    only its keyed hash. Its ``origin`` keeps the message's topic, partition and offset,
+    so a later stage can dead-letter it by its real position. ``rt``: the runtime (the
+    installed one if None).
     """
     rt = rt or current()
     metrics, time_limits = rt.metrics, rt.time_limits
@@ -113,10 +143,9 @@ def ingest_one(
     # or the PII-named fields just dropped): a later refusal names the input by ``at``.
     origin = Origin(label, (topic, partition, offset), kafka_ts_ms)
     if user is None:
-        return route.destination, None, replace(msg, origin=origin).encode()
+        return Accepted(route, replace(msg, origin=origin), None, None)
     pseudonym = rt.pseudonymize(user)
-    out = _forward(rt, route, msg, pseudonym, origin)
-    return route.destination, pseudonym.encode("utf-8"), out.encode()
+    return Accepted(route, _forward(rt, route, msg, pseudonym, origin), pseudonym, user)
 
 
 def _forward(rt: Runtime, route: Route, msg: Inbound, user: str, origin: Origin) -> Inbound:
@@ -137,7 +166,7 @@ def _forward(rt: Runtime, route: Route, msg: Inbound, user: str, origin: Origin)
     return replace(msg, user_id=user, origin=origin)
 
 
-def _ts_ms(kafka_ts_s: float | None) -> int | None:
+def record_ts_ms(kafka_ts_s: float | None) -> int | None:
     """Faust gives the Kafka record timestamp in seconds (float); none is -1 or 0."""
     return None if not kafka_ts_s or kafka_ts_s <= 0 else int(kafka_ts_s * 1000)
 
@@ -146,7 +175,7 @@ async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
     rt = current()
     try:
         destination, key, value = ingest_one(
-            msg.topic, msg.value, _ts_ms(msg.timestamp), msg.partition, msg.offset, msg.key,
+            msg.topic, msg.value, record_ts_ms(msg.timestamp), msg.partition, msg.offset, msg.key,
             rt,
         )
     except ValidationError as exc:
@@ -162,6 +191,9 @@ async def _ingest(msg) -> None:  # type: ignore[no-untyped-def]
 
 
 # One agent per input topic (one body): each message knows the topic it came from.
+# Clicks, purchases, ad requests and privacy requests are read by the profile agent
+# itself (``streams.agents.profile``, through ``accept``): it applies those on the
+# user's home partition where they arrive and re-keys the rest (``streams.placement``).
 def _ingest_agent(topic, name: str):  # type: ignore[no-untyped-def]
     async def ingest(stream):  # type: ignore[no-untyped-def]
         await run_guarded(stream, "ingest", _ingest)
@@ -169,9 +201,5 @@ def _ingest_agent(topic, name: str):  # type: ignore[no-untyped-def]
     return app.agent(topic, name=name)(ingest)
 
 
-ingest_clicks = _ingest_agent(topics.clicks, "persona.ingest-clicks")
-ingest_purchases = _ingest_agent(topics.purchases, "persona.ingest-purchases")
-ingest_ad_requests = _ingest_agent(topics.ad_requests, "persona.ingest-ad-requests")
 ingest_ad_events = _ingest_agent(topics.ad_events, "persona.ingest-ad-events")
-ingest_privacy = _ingest_agent(topics.privacy, "persona.ingest-privacy")
 ingest_control = _ingest_agent(topics.control, "persona.ingest-control")

@@ -1,5 +1,11 @@
 """Profile agent: dedupe, update the user's profile, learn, recommend, emit.
 
+Reads clicks, purchases, ad requests and privacy requests as they arrive, and the
+internal events topic. An input message is validated and pseudonymized here
+(``streams.agents.ingest.accept``); on its user's home partition it is applied at once,
+else it is sent once to the events topic, to that partition (``streams.placement``),
+and applied when it comes back, on the worker that owns the user.
+
 Owns the ``profiles`` table (concurrency 1: tables change only here). Ad requests pass
 through here too, to pick up the user's ad view (interests, recency, consent) from the
 profile on this partition before the ads agent bids; privacy requests (erase, opt_out,
@@ -56,6 +62,7 @@ from models.users.profile import UserProfile, is_expired, opted_out_profile
 from streams import tables, topics
 from streams.agents.batches import run_batched, use_event
 from streams.agents.deadletter import contain_failure, counted_dead_letter, failure_letter
+from streams.agents.ingest import ROUTES, accept, record_ts_ms
 from streams.app import app, settings
 from streams.messages import (
     AdRequestMsg,
@@ -72,6 +79,8 @@ from streams.messages import (
 from streams.messages import AudienceChange as AudienceRecord
 from streams.messages import SegmentChange as SegmentRecord
 from streams.metrics import child
+from streams.placement import Placement, home_partition
+from streams.records import ValidationError
 from streams.runtime import Runtime, current
 
 # What the profile agent publishes besides recommendations: segment and audience changes.
@@ -149,12 +158,13 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     return out
 
 
-def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
+def handle_event(ev: Click | Purchase, at: tuple[int, ...] | None = None,
                  rt: Runtime | None = None) -> tuple[str, Recommendation | None, list[Output]]:
     """Apply one validated event to the tables and models; return (outcome, the
     recommendation record or None, the other records to emit: segment and audience
-    changes). ``at`` is the message's (partition, offset) on the events topic:
-    a message the user's record already holds is a redelivery, counted as a duplicate.
+    changes). ``at`` is the message's (partition, offset[, source]): its position on the
+    ``source``-th topic of ``tables.SOURCES`` (0, the events topic, if not given). A
+    message the user's record already holds is a redelivery, counted as a duplicate.
 
     An event at or before the user's erase marker (``tables.erasures``) is ``erased``:
     dropped and counted, so it cannot rebuild the erased profile.
@@ -181,6 +191,7 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
         child(metrics.events, topic=src, outcome="duplicate").inc()
         metrics.redeliveries.inc()
         return "duplicate", (None if not learn else _reserve(rt, ev, stored)), []
+    pos = None if at is None else tables.advance(stored, *at)
     stored_p = stored.get("p") or {}
     amount = float(ev.amount) if isinstance(ev, Purchase) else 0.0
     rec_id = recommendation_id(ev.event_id, user)
@@ -212,18 +223,18 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
         return res.outcome, None, []
     assert res.profile is not None and res.dedupe is not None
     if res.outcome == "suppressed":
-        return res.outcome, _suppressed(rt, ev, res, at, rec_id), []
+        return res.outcome, _suppressed(rt, ev, res, pos, rec_id), []
     child(metrics.events, topic=src, outcome="accepted").inc()
     if amount:
         metrics.revenue.inc(amount)
     if not learn:
-        _pending.set(user, tables.make_record(res.profile, res.dedupe, at=at))
+        _pending.set(user, tables.make_record(res.profile, res.dedupe, at=pos))
         return res.outcome, None, []
     if arm.experiment is not None:
         _account_experiment(rt, res.profile, arm, res.attributed,
                             amount if kind == "purchase" else 0.0)
     changed = update_groups(user, res.profile, int(ev.ts_ms), res.user_profile, rt)
-    _pending.set(user, tables.make_record(res.profile, res.dedupe, at=at))
+    _pending.set(user, tables.make_record(res.profile, res.dedupe, at=pos))
     for model in MODELS:
         child(metrics.model_updates, model=model).inc()
     _count_served(rt, credit_step(res, arm, kind, amount))
@@ -234,7 +245,7 @@ def handle_event(ev: Click | Purchase, at: tuple[int, int] | None = None,
 
 
 def _suppressed(rt: Runtime, ev: Click | Purchase, res: Result,
-                at: tuple[int, int] | None, rec_id: str) -> Recommendation | None:
+                at: list[int] | None, rec_id: str) -> Recommendation | None:
     """An opted-out user's event: keep its id (dedupe) and count it; the non-personal
     recommendation to send, unless the event was rate-limited."""
     assert res.profile is not None and res.dedupe is not None
@@ -335,7 +346,8 @@ def _forget_in_memory(rt: Runtime, user: str,
     return out
 
 
-def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
+def handle_privacy(req: PrivacyMsg,
+                   partition: int | None = None) -> tuple[str, list[Output]]:
     """Apply an opt_out, opt_in or erase to the user's stored state; return the action
     and the audience "leave" events to emit.
 
@@ -352,7 +364,8 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     - opt_in: the flag goes; personalization starts afresh from their next event.
 
     Erase and opt_out are also forwarded to the ads agent (``forward_to_ads``), which
-    drops the user's stored ad features.
+    drops the user's stored ad features. ``partition``: the user's home partition, kept
+    with what is written (the retention sweep sends its expiry there).
     """
     rt = current()
     user, action = req.user_id, req.action
@@ -360,17 +373,21 @@ def handle_privacy(req: PrivacyMsg) -> tuple[str, list[Output]]:
     stored_profile = tables.stored_profile(record)
     if action == "erase":
         left = _forget_in_memory(rt, user, stored_profile)
-        tables.erasures[user] = make_marker(int(req.ts_ms), int(time.time() * 1000),
-                                            tables.erasures.get(user))
+        marker = make_marker(int(req.ts_ms), int(time.time() * 1000),
+                             tables.erasures.get(user))
+        if partition is not None:
+            marker["k"] = int(partition)
+        tables.erasures[user] = marker
         if record is not None:
             _pending.delete(user)
         rt.pseudonymize.clear()  # this worker's cache of raw ids: the erased one among them
         return action, left
     profile = UserProfile.from_dict(stored_profile or {})
     dedupe = (record or {}).get("d") or []
-    # The position of the last event applied stays with the record (redeliveries).
+    # The positions of the last events applied stay with the record (redeliveries).
     o = (record or {}).get("o")
-    at = (o[0], o[1]) if isinstance(o, list) and len(o) == 2 else None
+    at = (tables.advance(record, partition) if partition is not None
+          else o if isinstance(o, list) else None)
     if action == "opt_out":
         minimal = opted_out_profile().to_dict()
         if stored_profile != minimal:
@@ -449,7 +466,7 @@ async def sweep_expired(now_ms: int | None = None) -> int:
     config = current().settings
     messages = expire_messages(now, config.profile_ttl_ms, config.erase_grace_ms)
     for n, (key, value) in enumerate(messages, start=1):
-        await topics.events.send(key=key, value=value)
+        await topics.events.send(key=key, value=value, partition=_home_of(key.decode()))
         if n % 1000 == 0:
             await asyncio.sleep(0)  # let the agents run during a long sweep
     if messages:
@@ -458,39 +475,101 @@ async def sweep_expired(now_ms: int | None = None) -> int:
     return len(messages)
 
 
-# One output of a batch: (topic, key, value, the message it came from).
-Send = tuple[Any, bytes | None, bytes, Any]
+def _home_of(user: str) -> int:
+    """The partition the user's record and marker were written from: where their
+    expiry must go. A record written before positions named it (or with none) was
+    written from the partition the pseudonym's key chose, as the events topic's default
+    partitioner sends it."""
+    for held in (tables.partition_of(tables.profiles.get(user)),
+                 (tables.erasures.get(user) or {}).get("k")):
+        if isinstance(held, int):
+            return held
+    return home_partition(user, placement.events_partitions())
+
+
+# One output of a batch: (topic, key, value, the message it came from, the partition
+# to send it to: None lets the key choose).
+Send = tuple[Any, bytes | None, bytes, Any, int | None]
+
+# The input topics the profile agent reads besides the events topic (validated here).
+_INPUTS = frozenset({settings.topics.clicks, settings.topics.purchases,
+                     settings.topics.ad_requests, settings.topics.privacy})
+# A topic's place in a record's positions (``tables.SOURCES``). Ad requests (nothing
+# stored) and privacy requests (idempotent) need none: -1.
+_SOURCE = {topic: n for n, topic in enumerate(tables.SOURCES)}
+
+
+def _count_partitions(topic: str) -> int | None:
+    return app.consumer.topic_partitions(topic)
+
+
+# Which input is applied where it arrives and which is re-keyed (streams/placement.py).
+placement = Placement(_count_partitions, settings.events_topic, settings.partitions)
 
 
 def _apply(msg, out: list[Send], rt: Runtime) -> int:  # type: ignore[no-untyped-def]
     """Handle one message of a batch: change the user's record (``_pending``) and the
     models, and add what to send to ``out``. The event's ingest time (ms; 0: none)."""
+    if msg.topic in _INPUTS:
+        return _apply_input(msg, out, rt)
     m = decode_event_message(msg.value)
-    if isinstance(m, AdRequestMsg):
-        out.append((topics.ads, None, with_ad_view(m).encode(), msg))
-        return 0
-    if isinstance(m, PrivacyMsg):
-        _, changed = handle_privacy(m)
-        forward = forward_to_ads(m)
-        if forward is not None:
-            out.append((topics.ads, None, forward.encode(), msg))
-        _emit(changed, msg, out)
-        rt.metrics.events.labels(topic="privacy", outcome="accepted").inc()
-        return 0
     if isinstance(m, Expire):
         _, changed = handle_expire(m)
         _emit(changed, msg, out)
         return 0
-    outcome, record, changed = handle_event(m, (msg.partition, msg.offset), rt)
+    return _apply_record(m, msg, (msg.partition, msg.offset, 0), out, rt)
+
+
+def _apply_input(msg, out: list[Send], rt: Runtime) -> int:  # type: ignore[no-untyped-def]
+    """An input message: refused (a dead letter), applied here (on the user's home
+    partition), or sent on once to the events topic, to the home partition."""
+    topic = msg.topic
+    kts = record_ts_ms(msg.timestamp)
+    try:
+        got = accept(topic, msg.value, kts, msg.partition, msg.offset, msg.key, rt)
+    except ValidationError as exc:
+        child(rt.metrics.events, topic=ROUTES[topic].label, outcome="invalid").inc()
+        letter = counted_dead_letter(topic, msg.partition, msg.offset, exc.code, exc.detail,
+                                     msg.value)
+        out.append((topics.dead_letters, None, letter.encode(), msg, None))
+        return 0
+    assert got.raw_user is not None and got.pseudonym is not None  # every route here names one
+    home = placement.home(got.raw_user)
+    if not placement.applies_here(topic, msg.partition, home):
+        child(rt.metrics.routed, path="rekeyed").inc()
+        out.append((topics.events, got.pseudonym.encode("utf-8"), got.record.encode(), msg,
+                    home))
+        return 0
+    child(rt.metrics.routed, path="direct").inc()
+    return _apply_record(got.record, msg, (msg.partition, msg.offset, _SOURCE.get(topic, -1)),
+                         out, rt)
+
+
+def _apply_record(m, msg, at: tuple[int, int, int], out: list[Send],  # type: ignore[no-untyped-def]
+                  rt: Runtime) -> int:
+    """Apply one validated record (``m``) of ``msg``, at ``at``: (partition, offset,
+    source; -1: not positioned)."""
+    if isinstance(m, AdRequestMsg):
+        out.append((topics.ads, None, with_ad_view(m).encode(), msg, None))
+        return 0
+    if isinstance(m, PrivacyMsg):
+        _, changed = handle_privacy(m, at[0])
+        forward = forward_to_ads(m)
+        if forward is not None:
+            out.append((topics.ads, None, forward.encode(), msg, None))
+        _emit(changed, msg, out)
+        rt.metrics.events.labels(topic="privacy", outcome="accepted").inc()
+        return 0
+    outcome, record, changed = handle_event(m, at, rt)
     if outcome == "conflict":
         letter = counted_dead_letter(
             msg.topic, msg.partition, msg.offset, "event_conflict",
             "event_id already seen with a different payload", msg.value,
         )
-        out.append((topics.dead_letters, None, letter.encode(), msg))
+        out.append((topics.dead_letters, None, letter.encode(), msg, None))
     if record is not None:
         out.append((topics.recommendations, record.user_id.encode("utf-8"),
-                    record.encode(), msg))
+                    record.encode(), msg, None))
     _emit(changed, msg, out)
     return int(m.origin.kts or 0)
 
@@ -498,7 +577,7 @@ def _apply(msg, out: list[Send], rt: Runtime) -> int:  # type: ignore[no-untyped
 def _emit(changed: list[Output], msg, out: list[Send]) -> None:  # type: ignore[no-untyped-def]
     for change in changed:
         topic = topics.segments if isinstance(change, SegmentRecord) else topics.audiences
-        out.append((topic, change.user_id.encode("utf-8"), change.encode(), msg))
+        out.append((topic, change.user_id.encode("utf-8"), change.encode(), msg, None))
 
 
 async def _profile_batch(events: Sequence[Any]) -> None:
@@ -534,18 +613,18 @@ async def _profile_batch(events: Sequence[Any]) -> None:
             except Exception as exc:  # a bug on this message: contain it, go on
                 del out[mark:]
                 out.append((topics.dead_letters, None,
-                            failure_letter("profile", msg, exc).encode(), msg))
+                            failure_letter("profile", msg, exc).encode(), msg, None))
             else:
                 if t:
                     kts.append(t)
         for msg, exc in _pending.flush():
             out.append((topics.dead_letters, None,
-                        failure_letter("profile", msg, exc).encode(), msg))
+                        failure_letter("profile", msg, exc).encode(), msg, None))
     finally:
         _pending.end()
-    for topic, key, value, msg in out:
+    for topic, key, value, msg, partition in out:
         try:
-            await topic.send(key=key, value=value)
+            await topic.send(key=key, value=value, partition=partition)
         except Exception as exc:  # acked with its batch: keep the message in dead-letters
             await contain_failure("profile", msg, exc)
     now = time.time()
@@ -629,7 +708,7 @@ class _Pending:
 _pending = _Pending()
 
 
-@app.agent(topics.events, name="persona.profile", concurrency=1)
+@app.agent(topics.profile_inputs, name="persona.profile", concurrency=1)
 async def profile(stream):  # type: ignore[no-untyped-def]
     config = current().settings
     await run_batched(stream, "profile", config.batch_max, config.batch_wait_ms / 1000.0,

@@ -9,13 +9,14 @@ import orjson
 import pytest
 
 from models.users.privacy import pseudonymize
-from streams import tables
+from streams import tables, topics
 from streams.agents.ads import ads as ads_agent
-from streams.agents.ingest import ingest_ad_events, ingest_ad_requests, ingest_control
+from streams.agents.ingest import ingest_ad_events, ingest_control
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
 from streams.gauges import refresh_ad_gauges
 from streams.runtime import current
+from tests.agents.wire import input_agent
 
 rt = current()
 bidder, metrics = rt.bidder, rt.metrics
@@ -55,7 +56,7 @@ def ad_event(eid: str, rid: str, ad: str, kind: str, ts: int, cost: float = 0.0)
 
 def test_ingest_routes_ad_requests_by_user_and_ad_events_to_the_ads_topic(loop, sent):
     async def run():
-        async with ingest_ad_requests.test_context() as agent:
+        async with input_agent(topics.ad_requests) as agent:
             await agent.put(orjson.dumps(request("q1", "raw-ann")), key=b"raw-ann")
         async with ingest_ad_events.test_context() as agent:
             await agent.put(orjson.dumps({"event_id": "e1", "request_id": "q1",

@@ -12,12 +12,12 @@ from faust.exceptions import PartitionsMismatch
 from models.engine import STRATEGIES
 from models.recommenders.base import Context
 from models.users.privacy import pseudonymize
-from streams import tables
-from streams.agents.ingest import ingest_clicks, ingest_purchases
+from streams import tables, topics
 from streams.agents.items import items as items_agent
 from streams.agents.profile import profile as profile_agent
 from streams.app import app, settings
 from streams.runtime import current
+from tests.agents.wire import input_agent
 
 rt = current()
 engine, metrics, segments = rt.engine, rt.metrics, rt.segments
@@ -38,7 +38,7 @@ def click(eid: str, user: str, item: str, ts: int = 1_700_000_000_000) -> bytes:
 
 def test_ingest_valid_click_is_pseudonymized_and_rekeyed(loop, sent):
     async def run():
-        async with ingest_clicks.test_context() as agent:
+        async with input_agent(topics.clicks) as agent:
             await agent.put(click("c1", "alice-raw", "sku-1"), key=b"alice-raw")
 
     loop.run_until_complete(run())
@@ -59,7 +59,7 @@ def test_ingest_invalid_goes_to_dead_letters_with_code_and_offset(loop, sent):
                         "price": -3, "quantity": 1})
 
     async def run():
-        async with ingest_purchases.test_context() as agent:
+        async with input_agent(topics.purchases) as agent:
             await agent.put(b"{}", key=b"bob", partition=2)  # offset 0
             await agent.put(raw, key=b"bob", partition=2)  # offset 1
 
@@ -80,7 +80,7 @@ def test_ingest_invalid_goes_to_dead_letters_with_code_and_offset(loop, sent):
 
 def test_ingest_survives_garbage_and_keeps_going(loop, sent):
     async def run():
-        async with ingest_clicks.test_context() as agent:
+        async with input_agent(topics.clicks) as agent:
             await agent.put(b"\xff\xfe", key=None)
             await agent.put(None, key=b"x")
             await agent.put(click("c2", "carol", "sku-2"), key=b"carol")

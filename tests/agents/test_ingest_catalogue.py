@@ -19,21 +19,15 @@ import pytest
 
 from models.users.privacy import pseudonymize
 from models.users.ratelimit import UserRateLimiter
-from streams import tables
-from streams.agents.ingest import (
-    ingest_ad_events,
-    ingest_ad_requests,
-    ingest_clicks,
-    ingest_one,
-    ingest_privacy,
-    ingest_purchases,
-)
+from streams import tables, topics
+from streams.agents.ingest import ingest_ad_events, ingest_one
 from streams.agents.profile import profile as profile_agent
 from streams.app import settings
 from streams.messages import MAX_DEAD_LETTER_RAW
 from streams.profile_view import profile_summary
 from streams.runtime import TimeLimits, current
 from streams.settings import Settings
+from tests.agents.wire import input_agent
 from tests.unit.test_input_catalogue import (
     USER,
     Case,
@@ -47,9 +41,13 @@ state_pseudonymize = rt.pseudonymize
 KEY = rt.settings.require_secret_key()
 T = settings.topics
 EVENTS = settings.events_topic
-AGENTS = {"clicks": ingest_clicks, "purchases": ingest_purchases,
-          "ad_requests": ingest_ad_requests, "ad_events": ingest_ad_events,
-          "privacy": ingest_privacy}
+# Where each input topic's messages go in: the profile agent reads the topics that name
+# a user itself.
+AGENTS = {"clicks": lambda: input_agent(topics.clicks),
+          "purchases": lambda: input_agent(topics.purchases),
+          "ad_requests": lambda: input_agent(topics.ad_requests),
+          "ad_events": ingest_ad_events.test_context,
+          "privacy": lambda: input_agent(topics.privacy)}
 LABELS = {"clicks": "clicks", "purchases": "purchases", "ad_requests": "ad-requests",
           "ad_events": "ad-events", "privacy": "privacy"}
 
@@ -72,7 +70,7 @@ def default_limits(monkeypatch):
 def _run(loop, cases: list[Case]) -> None:
     async def go():
         for case in cases:
-            async with AGENTS[case.topic].test_context() as agent:
+            async with AGENTS[case.topic]() as agent:
                 # partition 3, so the dead letter's position is checked too
                 await agent.put(case.value, key=case.kafka_key, partition=3,
                                 timestamp=time.time())
@@ -144,7 +142,7 @@ def test_a_bot_burst_is_forwarded_flagged_and_counted_never_lost(loop, sent,
     limited_before = _value("persona_events_total", topic="clicks", outcome="rate_limited")
 
     async def go():
-        async with ingest_clicks.test_context() as agent:
+        async with input_agent(topics.clicks) as agent:
             for i in range(n):  # 10k events for one user, their ts spread over 1 s
                 ev = {"event_id": f"bot-{i}", "user_id": "bot-7", "item_id": f"i{i % 50}",
                       "ts": start + i // 10}
@@ -177,7 +175,7 @@ def test_duplicates_conflicts_and_out_of_order_events_for_one_user(loop, sent,
             click("o1", "zzz", now - 1_000)]  # same id, other payload
 
     async def go():
-        async with ingest_clicks.test_context() as agent:
+        async with input_agent(topics.clicks) as agent:
             for raw in msgs:
                 await agent.put(raw, key=user.encode(), timestamp=now / 1000)
         forwarded = [(k, v) for t, k, v in sent if t == EVENTS]

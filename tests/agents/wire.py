@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -23,3 +25,16 @@ def event_wire(eid: str, user: str, item: str, ts: int, kind: str = "click",
          "fp": f"fp-{eid}-{item}", "src": "clicks" if kind == "click" else "purchases"}
     d.update(extra)
     return orjson.dumps(d)
+
+
+@asynccontextmanager
+async def input_agent(topic: Any) -> AsyncIterator[Any]:
+    """The profile agent in a test context, its messages arriving on ``topic`` (an input
+    topic it reads: clicks, purchases, ad requests, privacy). With no broker here the
+    topics' partition counts are unknown, so every valid message is re-keyed onto the
+    events topic unless a test says otherwise (``streams.agents.profile.placement``)."""
+    from streams.agents.profile import profile
+
+    async with profile.test_context() as agent:
+        agent.original_channel = topic  # the topic name its test messages carry
+        yield agent

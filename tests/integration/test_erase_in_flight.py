@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 
 from models.users.privacy import pseudonymize
 from streams.local.worker_proc import WorkerProcess
+from streams.settings import Settings
 from tests.integration.service import running_service
 from tests.integration.test_privacy import Reader, key_text, metric, wait_for
 
@@ -168,8 +169,10 @@ def test_older_events_behind_an_erase_bring_nothing_back(service):
     assert late_bid["ad"] == "books-1" and late_bid["x"]  # a bid on context only
     assert "u" not in late_bid
     markers = latest(f"{app_id}-erasures-changelog")
-    assert set(orjson.loads(markers[gone])) == {"t", "e"}
-    assert orjson.loads(markers[gone])["e"] == erase_ts  # the erase time and nothing else
+    marker = orjson.loads(markers[gone])
+    assert set(marker) == {"t", "e", "k"}
+    # the erase time, and the partition the sweep sends its expiry to: nothing else
+    assert marker["e"] == erase_ts and 0 <= marker["k"] < Settings().partitions
 
     # --- a newer click: the user is back, with a profile of that one click
     recs.close()

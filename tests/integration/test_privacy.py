@@ -30,6 +30,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from models.users.privacy import pseudonymize
 from streams.local.worker_proc import WorkerProcess
+from streams.placement import home_partition
 from tests.integration.service import INPUTS, ITEMS, running_service
 
 pytestmark = pytest.mark.integration
@@ -178,6 +179,16 @@ def send(service, topic: str, raw_user: str | None, value: dict) -> None:
                              value=orjson.dumps(value))
 
 
+def send_astray(service, topic: str, raw_user: str, value: dict) -> None:
+    """Without a key, to a partition other than the user's home: the worker re-keys it
+    through the internal events topic (streams/placement.py), whose messages the scan
+    then reads too."""
+    name = service["topics"][topic]
+    n = len(service["producer"].partitions_for(name))
+    service["producer"].send(name, key=None, value=orjson.dumps(value),
+                             partition=(home_partition(raw_user, n) + 1) % n)
+
+
 def scan_topics(bootstrap: str, names: Iterable[str]) -> dict[str, int]:
     """Every message (key, value, headers) of ``names``: raw ids found -> fail. Returns the
     number of messages scanned per topic."""
@@ -235,6 +246,8 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
                   "ts": t + n, "context": {"page": "home", "phone": PII[1]}, "email": PII[0]}
             if n in (2, 5):
                 send(service, "purchases", raw, ev | {"price": 9.5, "quantity": 1})
+            elif n == 1:
+                send_astray(service, "clicks", raw, ev)
             else:
                 send(service, "clicks", raw, ev)
             triggers.add(eid)
@@ -249,7 +262,7 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
         for n in range(2):
             rid = f"req-{u}-{n}"
             requests.add(rid)
-            send(service, "ad_requests", raw, {
+            (send if n == 0 else send_astray)(service, "ad_requests", raw, {
                 "request_id": rid, "user_id": raw, "ts": t + 10 + n, "slot": "top",
                 "floor_price": 0.0, "context": {"device": "mobile"},
                 "candidates": [{"ad_id": "books-1", "campaign_id": "books",
@@ -257,8 +270,11 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     service["producer"].flush()
     wait_for(bids, requests, "request_id", timeout=30)
     # a privacy round trip too (the privacy route carries raw ids): opt_out, then opt_in
-    send(service, "privacy", RAW[2], {"user_id": RAW[2], "action": "opt_out", "ts": t + 20})
-    send(service, "privacy", RAW[2], {"user_id": RAW[2], "action": "opt_in", "ts": t + 21})
+    send_astray(service, "privacy", RAW[2],
+                {"user_id": RAW[2], "action": "opt_out", "ts": t + 20})
+    # both the same way: two requests of one user keep their order on one partition
+    send_astray(service, "privacy", RAW[2],
+                {"user_id": RAW[2], "action": "opt_in", "ts": t + 21})
     for u, raw_id in enumerate(RAW):  # shown and clicked: pCTR learns from the users' features
         for n, kind in enumerate(("impression", "click")):
             send(service, "ad_events", None, {"event_id": f"ae-{u}-{n}",

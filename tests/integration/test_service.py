@@ -168,8 +168,13 @@ def test_end_to_end_and_restart(service):
     valid = make_valid_events()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2,
                              max_request_size=1_048_576)
-    for kind, ev in valid:
-        producer.send(topics[kind], key=ev["user_id"].encode(), value=orjson.dumps(ev))
+    # Keyed by the user (kafka-python's partitioner: the user's home partition) but every
+    # fifth event, sent with no key to whatever partition: those take the events topic.
+    unkeyed = 0
+    for n, (kind, ev) in enumerate(valid):
+        key = None if n % 5 == 0 else ev["user_id"].encode()
+        unkeyed += key is None
+        producer.send(topics[kind], key=key, value=orjson.dumps(ev))
     for kind, value, _code in INVALID:
         producer.send(topics[kind], key=raw_user(1).encode(), value=value)
     redelivered = valid[:10]
@@ -241,6 +246,14 @@ def test_end_to_end_and_restart(service):
     dup = (m['persona_events_total{outcome="duplicate",topic="clicks"}']
            + m['persona_events_total{outcome="duplicate",topic="purchases"}'])
     assert dup == len(redelivered)
+    direct = m['persona_input_routed_total{path="direct"}']
+    rekeyed = m['persona_input_routed_total{path="rekeyed"}']
+    assert direct + rekeyed == N_VALID + len(redelivered)
+    # Every keyed event was applied where it arrived; an unkeyed one only when it
+    # happened to land on its user's home partition (1 in 4 here).
+    assert direct >= N_VALID + len(redelivered) - unkeyed and 0 < rekeyed <= unkeyed
+    assert m['persona_ingest_anomalies_total{kind="missing_key",topic="clicks"}'] + m[
+        'persona_ingest_anomalies_total{kind="missing_key",topic="purchases"}'] == unkeyed
     expected_codes: dict[str, int] = {}
     for _, _, code in INVALID:
         expected_codes[code] = expected_codes.get(code, 0) + 1
@@ -298,11 +311,12 @@ def test_end_to_end_and_restart(service):
 
     # --- raw user ids never pass ingest: not in the events topic, the changelog or the log
     app_id = worker.env["PERSONA_APP_ID"]
-    # The changelog holds one write per user per batch of the profile agent: at least one
-    # per user, fewer than one per event when a batch holds several of a user's events.
-    for internal, least in ((f"{app_id}-events", N_VALID),
+    # The events topic holds the re-keyed events only; the changelog one write per user
+    # per batch of the profile agent: at least one per user, fewer than one per event
+    # when a batch holds several of a user's events.
+    for internal, least in ((f"{app_id}-events", int(rekeyed)),
                             (f"{app_id}-profiles-changelog", N_USERS)):
-        msgs = consume_all(bootstrap, internal, N_VALID, timeout=60, idle=1.0)
+        msgs = consume_all(bootstrap, internal, least, timeout=60, idle=1.0)
         assert len(msgs) >= least, internal
         for msg in msgs:
             blob = (msg.key or b"") + (msg.value or b"")

@@ -151,6 +151,6 @@ def test_the_worker_module_registers_every_agent_and_view() -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     agents, metrics_view = out.stdout.splitlines()
-    for name in ("persona.profile", "persona.ads", "persona.items", "persona.ingest-clicks"):
+    for name in ("persona.profile", "persona.ads", "persona.items", "persona.ingest-control"):
         assert name in agents
     assert metrics_view == "True"

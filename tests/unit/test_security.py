@@ -236,7 +236,7 @@ def test_every_topic_and_table_uses_raw_or_json() -> None:
                  or conf.value_serializer)
         return key, value
 
-    channels = {f"topic {t.get_topic_name()}": t for t in vars(topics).values()
+    channels = {f"topic {'+'.join(t.topics)}": t for t in vars(topics).values()
                 if isinstance(t, faust.topics.Topic)}
     for name, agent in app.agents.items():
         channels[f"agent {name}"] = agent.channel
