@@ -4,12 +4,13 @@ In one run, on one broker, one after the other, for each target:
 
 - ``trivial``: ``bench.trivial_agent``, a Faust agent that consumes a bytes topic and
   produces each value to an output topic, built with persona's Faust settings;
-- ``skeleton``: ``bench.skeleton_agent``, persona's message pattern with no models (one
-  agent re-keys each click onto an internal topic, a second writes one table record and
-  sends one output per event), same settings: the framework's floor for what persona
-  does per event; ``skeleton-take`` (not in the default run) is the same reading
-  through ``stream.take_events`` (``--take N,SECONDS``), one table write per user per
-  batch;
+- ``skeleton``: ``bench.skeleton_agent``, persona's message pattern for keyed input with
+  no models (one agent reads each click, writes one table record and sends one output),
+  same settings: the framework's floor for what persona does per event;
+  ``skeleton-rekey`` (not in the default run) is the pattern before input was applied
+  where it arrives (a first agent re-keys each click onto an internal topic);
+  ``skeleton-take`` (not in the default run) reads through ``stream.take_events``
+  (``--take N,SECONDS``), one table write per user per batch;
 - ``persona``: a ``persona worker`` process (``streams.local.worker_proc.WorkerProcess``), its
   models warmed with a MovieLens prefix; input ``clicks``, output ``recommendations``
   (matched by ``trigger_event_id``).
@@ -592,7 +593,14 @@ class AgentProcess:
 AGENTS: dict[str, tuple[str, str, str]] = {
     "trivial": ("bench.trivial_agent", "BENCH_TRIVIAL", "event_id"),
     "skeleton": ("bench.skeleton_agent", "BENCH_SKELETON", "trigger_event_id"),
+    "skeleton-rekey": ("bench.skeleton_agent", "BENCH_SKELETON", "trigger_event_id"),
     "skeleton-take": ("bench.skeleton_agent", "BENCH_SKELETON", "trigger_event_id"),
+}
+# Each skeleton variant's settings (bench.skeleton_agent); --take adds its batch.
+SKELETON_ENV: dict[str, dict[str, str]] = {
+    "skeleton": {"BENCH_SKELETON_REKEY": "0"},
+    "skeleton-rekey": {"BENCH_SKELETON_REKEY": "1"},
+    "skeleton-take": {"BENCH_SKELETON_REKEY": "0"},
 }
 
 
@@ -774,6 +782,7 @@ FIGURES = (("max_sustainable", "max sustainable events/s", ">= 0.5"),
            ("cpu_ms_per_event", "worker CPU ms per event (burst)", "<= 3"),
            ("p99_ms", "p99 ms at {rate}/s (send to receipt)", "<= 1.5"))
 RATIOS = (("persona", "trivial"), ("skeleton", "trivial"), ("persona", "skeleton"),
+          ("skeleton-rekey", "trivial"), ("skeleton-rekey", "skeleton"),
           ("skeleton-take", "trivial"), ("skeleton-take", "skeleton"))
 
 
@@ -825,7 +834,8 @@ def _versions() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="trivial,skeleton,persona",
-                    help="comma-separated: trivial, skeleton, skeleton-take, persona "
+                    help="comma-separated: trivial, skeleton, skeleton-rekey, skeleton-take, "
+                         "persona "
                          "(default: trivial,skeleton,persona)")
     ap.add_argument("--take", default="500,0.005", metavar="N,SECONDS",
                     help="skeleton-take: stream.take_events(N, within=SECONDS)")
@@ -918,8 +928,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             try:
                 for name in AGENTS:  # in the order of AGENTS: trivial first
                     if name in args.targets:
-                        env = ({"BENCH_SKELETON_TAKE": args.take}
-                               if name == "skeleton-take" else {})
+                        env = dict(SKELETON_ENV.get(name, {}))
+                        if name == "skeleton-take":
+                            env["BENCH_SKELETON_TAKE"] = args.take
                         result["targets"][name] = run_agent(
                             bench, home, args.partitions, session_s, tag, name, env)
                 if "persona" in args.targets:

@@ -1,14 +1,16 @@
-"""The floor of ``bench.e2e`` for persona's message pattern: two Faust agents, no models.
+"""The floor of ``bench.e2e`` for persona's message pattern: Faust agents, no models.
 
-As persona's worker, per click: an ingest agent reads the input topic and re-keys each
-message by its user id onto an internal topic (persona: ingest -> ``<app>-events``); a
-second agent reads that topic, reads and writes the user's record in a changelog-backed
-table (persona: the profile agent's ``profiles`` table; here raw JSON bytes) and sends
-one output per event, keyed by user, with the event's id as ``trigger_event_id`` (persona:
-the recommendation). What it leaves out is persona's work per event (validation,
-pseudonymization, dedupe, the models), so ``persona / skeleton`` is what that work costs
-and ``skeleton / trivial`` what the extra messages cost. The app is built by
-``streams.app.build_app`` from the same PERSONA_* settings as the worker and
+As persona's worker, per click: with ``BENCH_SKELETON_REKEY=1``, an ingest agent reads
+the input topic and re-keys each message by its user id onto an internal topic (persona
+before input was applied where it arrives; now only for input off its user's home
+partition); ``BENCH_SKELETON_REKEY=0`` (``bench.e2e``'s ``skeleton``: persona's pattern
+for keyed input) leaves that out. The last agent reads and writes the user's record in a
+changelog-backed table (persona: the profile agent's ``profiles`` table; here raw JSON
+bytes) and sends one output per event, keyed by user, with the event's id as
+``trigger_event_id`` (persona: the recommendation). What it leaves out is persona's work
+per event (validation, pseudonymization, dedupe, the models), so ``persona / skeleton``
+is what that work costs and ``skeleton / trivial`` what the extra messages cost. The app
+is built by ``streams.app.build_app`` from the same PERSONA_* settings as the worker and
 ``bench.trivial_agent``.
 
 Variants, by environment (``bench.hops`` compares them to price each message):
