@@ -22,8 +22,10 @@ from collections.abc import Callable
 from kafka.partitioner.default import murmur2
 
 # How long a topic's partition count is trusted before it is read again (a topic can
-# gain partitions while the worker runs; it cannot lose any).
+# gain partitions while the worker runs; it cannot lose any), and how soon an unknown
+# one is asked for again (the consumer's metadata arrives just after the start).
 _RECHECK_S = 10.0
+_RECHECK_UNKNOWN_S = 1.0
 
 
 def home_partition(raw_user: str, partitions: int) -> int:
@@ -55,7 +57,7 @@ class Placement:
         """``topic``'s partition count, read at most every few seconds."""
         now = time.monotonic()
         hit = self._known.get(topic)
-        if hit is not None and now - hit[1] < _RECHECK_S:
+        if hit is not None and now - hit[1] < (_RECHECK_S if hit[0] else _RECHECK_UNKNOWN_S):
             return hit[0]
         try:
             n = self._count(topic)
