@@ -12,10 +12,39 @@ from streams import placement as placement_module
 from streams.placement import Placement, home_partition
 
 
+class Cluster:
+    """The part of kafka-python's ClusterMetadata its partitioner reads."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def topics(self) -> set[str]:
+        return {"clicks"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.n))
+
+
 @given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
 def test_home_is_where_kafka_python_puts_a_message_keyed_by_the_user(user: str, n: int):
-    parts = list(range(n))
-    assert home_partition(user, n) == DefaultPartitioner()(user.encode("utf-8"), parts, parts)
+    key = user.encode("utf-8")
+    chosen = DefaultPartitioner().partition("clicks", key, key, None, None, Cluster(n))
+    assert home_partition(user, n) == chosen
+
+
+# Java's Utils.murmur2 on these keys (Apache Kafka's UtilsTest), as signed 32-bit ints:
+# the Java client's default partitioner puts a keyed message on (hash & 0x7fffffff) % n.
+JAVA_MURMUR2 = {"21": -973932308, "foobar": -790332482,
+                "a-little-bit-long-string": -985981536, "abc": 479470107}
+
+
+@pytest.mark.parametrize("key", sorted(JAVA_MURMUR2))
+def test_home_is_where_the_java_client_puts_it(key: str):
+    for n in (1, 3, 4, 8, 12):
+        assert home_partition(key, n) == (JAVA_MURMUR2[key] & 0x7FFFFFFF) % n
 
 
 class Clock:
