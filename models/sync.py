@@ -4,8 +4,9 @@
 Each worker learns from the events of its own partitions. Between two flushes the
 :class:`Outbox` sums what its item-level learning changed: co-occurrence pair and item
 increments, popularity and trending count increments (per segment too), content
-interaction counts, the bandit's reward statistics, the blend's gradient steps and new
-items' exploration showings; the engine adds the matrix-factorization models' summed
+interaction counts, the bandit's reward statistics, the blend's gradient steps, new
+items' exploration showings and what the segmenter learned (per segment: profiles,
+summed features and category shares); the engine adds the matrix-factorization models' summed
 item factor and bias deltas at the flush. The service publishes the encoded delta on a
 broadcast topic and every other worker applies it (``Engine.learn_shared``) in time
 proportional to the distinct entries it touches, not to the events behind it.
@@ -16,9 +17,10 @@ per-event decay to the power k, and the receiver first ages its own counts by th
 event count, then adds. Applied at once, that is exactly what learning the events would
 have done; the float32 co-occurrence counts agree to rounding.
 
-No user id, raw or pseudonymous, no user vector and no user's item sequence is in a
-delta: ids are sent sorted (never in the order a user met them), pairs unordered, and a
-delta is held back until it sums the events of at least ``min_users`` distinct users.
+No user id, raw or pseudonymous, no user vector, no user's item sequence and no one
+user's profile numbers are in a delta: ids are sent sorted (never in the order a user met
+them), pairs unordered, a delta is held back until it sums the events of at least
+``min_users`` distinct users, and so is each segment group.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ import numpy as np
 import orjson
 
 from models.checks import is_id, is_in_range
+from models.marketing.segments import BASE_FEATURES, SPEND_BINS, GroupSum, SegmentSums
 from models.users.profile import UserProfile
 
 # Version of the delta layout; a batch of another version is refused, not guessed at
-# (1: the per-event learn steps of earlier releases, which carried per-user data).
-FORMAT = 2
+# (1: the per-event learn steps of earlier releases, which carried per-user data; 2: the
+# segmenter's inputs went per user, not summed).
+FORMAT = 3
 # Bounds on what a batch may hold (a malformed or hostile batch is refused whole).
 MAX_ID_CHARS = 256
 MAX_ITEMS = 200_000
@@ -46,8 +50,7 @@ MAX_SEGMENTS = 256
 MAX_BLEND = 64
 MAX_FACTORS = 1_024
 MAX_EVENTS = 10**9
-MAX_STEPS = 10_000  # segment inputs in one batch
-MAX_INTERESTS = 256
+MAX_INTERESTS = 256  # categories of one segment group
 # Array layouts on the wire (little-endian): item indices, summed counts, factor deltas.
 INDEX, COUNT, FACTOR = "<i4", "<f8", "<f4"
 # Distinct users a delta must sum before it leaves (a delta of one user's events says
@@ -140,8 +143,9 @@ class Outbox:
     _bandit_r: Decayed = field(default_factory=Decayed)
     _blend: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
     _explored: dict[str, int] = field(default_factory=dict)
-    # (ts, segment_input) the segmenter learned from, in order: see note_segment.
-    _segment_inputs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # What the segmenter learned, summed per segment: see note_segment. Kept across
+    # drains until a group sums enough users.
+    _segment_sums: SegmentSums = field(default_factory=SegmentSums)
 
     def __post_init__(self) -> None:
         self._reset()
@@ -165,7 +169,6 @@ class Outbox:
         self._bandit_n, self._bandit_r = Decayed(g.bandit), Decayed(g.bandit)
         self._blend = {}
         self._explored = {}
-        self._segment_inputs = []
 
     def record(
         self, item_id: str, recent: Sequence[str], weight: float, segment: str | None,
@@ -212,32 +215,26 @@ class Outbox:
             self.dropped += self.events
             self._reset()
 
-    def note_segment(self, profile: UserProfile, now_ms: int) -> None:
-        """Record that the segmenter learned from ``profile`` as of ``now_ms``.
-
-        Not summed: the online k-means is seeded from each worker's first points, so sums
-        per cluster would not mean the same cluster on another worker. The few profile
-        numbers it reads go instead (``segment_input``: no id, no items, no model state),
-        so every worker's segments are learned from every user, as before the deltas.
-        Sums that keep the clusters aligned are still to be built (docs/scaling.md)."""
-        if len(self._segment_inputs) >= MAX_STEPS:
-            self._segment_inputs.pop(0)
-            self.dropped += 1
-        self._segment_inputs.append((int(now_ms), segment_input(profile)))
+    def note_segment(self, profile: UserProfile, now_ms: int, segment: str,
+                     user: str) -> None:
+        """Sum what the segmenter learned from ``profile`` as of ``now_ms`` into the group
+        of ``segment``, the one ``user`` was assigned (``SegmentSums``: the group leaves
+        with a drain once it sums ``min_users`` distinct users; ``user`` is never sent)."""
+        self._segment_sums.add(segment, profile, now_ms, user)
 
     def add_explored(self, item_id: str) -> None:
         """Record one exploration showing of a new item."""
         self._explored[item_id] = self._explored.get(item_id, 0) + 1
 
     def __len__(self) -> int:
-        return self.events + len(self._explored) + len(self._segment_inputs)
+        return self.events + len(self._explored) + len(self._segment_sums)
 
     def ready(self) -> bool:
         """Whether a drain would send: something summed, over enough distinct users
         (exploration showings alone go at once: they name no user's events)."""
         if self.events:
             return len(self._users) >= self.min_users
-        return bool(self._explored or self._segment_inputs)
+        return bool(self._explored)
 
     def drain(self, origin: str, seq: int,
               blend: Sequence[Sequence[float]] | None = None,
@@ -308,8 +305,10 @@ class Outbox:
         }
         if blend is not None:
             d["w"] = [list(row) for row in blend]
-        if self._segment_inputs:
-            d["s"] = [[ts, fields] for ts, fields in self._segment_inputs]
+        groups = self._segment_sums.take(self.min_users)
+        if groups:
+            d["g"] = {seg: [g.n, g.base, g.shares, sorted(g.spend.items())]
+                      for seg, g in sorted(groups.items())}
         return orjson.dumps(d)
 
 
@@ -358,8 +357,8 @@ class Batch:
     blend_steps: list[tuple[int, int, list[float]]]
     factors: dict[str, tuple[list[str], np.ndarray]]
     blend: list[list[float]] | None = None
-    # (ts, profile numbers) the sender's segmenter learned from, in order.
-    segment_inputs: list[tuple[int, UserProfile]] = field(default_factory=list)
+    # What the sender's segmenter learned, summed per segment (SegmentSums).
+    segment_sums: dict[str, GroupSum] = field(default_factory=dict)
 
     @property
     def entries(self) -> int:
@@ -428,31 +427,32 @@ def _table(value: object, items: list[str], *, counts: bool = False) -> dict[str
     return dict(zip([items[r] for r in rows.tolist()], v.tolist(), strict=True))
 
 
-def segment_input(profile: UserProfile) -> dict[str, Any]:
-    """The profile fields the segmenter learns from, in ``UserProfile.to_dict`` keys (no
-    id, no items, no model state).
+def _group(row: object) -> GroupSum:
+    """One segment group of a batch, checked: features in [0, 1] summed over n profiles
+    can be at most n, and so can a category's summed share."""
+    n, base, shares, spend = _list(row, 4)
+    n = _count(n)
+    if n < 1 or len(_list(base, len(BASE_FEATURES))) != len(BASE_FEATURES) \
+            or type(shares) is not dict or len(shares) > MAX_INTERESTS:
+        raise ValueError("bad segment group in a sync batch")
+    limit = n * (1.0 + 1e-9)
+    base_sums = [_number(v) for v in base]
+    share_sums = {_id(c): _number(v) for c, v in shares.items()}
+    if any(not 0.0 <= v <= limit for v in (*base_sums, *share_sums.values())):
+        raise ValueError("bad segment group in a sync batch")
+    bins: dict[int, int] = {}
+    for pair in _list(spend, SPEND_BINS):
+        b, hits = _list(pair, 2)
+        if type(b) is not int or not 0 <= b < SPEND_BINS or b in bins:
+            raise ValueError("bad spend bins in a sync batch")
+        bins[b] = _count(hits, n)
+    return GroupSum(n, base_sums, share_sums, bins)
 
-    >>> segment_input(UserProfile(clicks=2, spend=5.0, interests={"Drama": 1.5}))
-    {'c': 2, 'i': {'Drama': 1.5}, 'm': 5.0}
-    """
-    d = profile.to_dict()
-    return {k: d[k] for k in ("c", "p", "i", "m", "f", "l") if k in d}
 
-
-def _segment_input(row: object) -> tuple[int, UserProfile]:
-    ts, fields = _list(row, 2)
-    if type(ts) is not int or type(fields) is not dict or not set(fields) <= set("cpimfl"):
-        raise ValueError("bad segment input in a sync batch")
-    interests = fields.get("i", {})
-    if type(interests) is not dict or len(interests) > MAX_INTERESTS:
-        raise ValueError("bad interests in a sync batch")
-    for cat, score in interests.items():
-        _id(cat)
-        _number(score)
-    for key in "cpmfl":
-        if key in fields:
-            _number(fields[key])
-    return ts, UserProfile.from_dict(fields)
+def _groups(value: object) -> dict[str, GroupSum]:
+    if type(value) is not dict or len(value) > MAX_SEGMENTS:
+        raise ValueError("bad segment groups in a sync batch")
+    return {_id(seg): _group(row) for seg, row in value.items()}
 
 
 def _blend(value: object) -> list[list[float]] | None:
@@ -534,7 +534,7 @@ def decode_batch(raw: bytes) -> Batch:
             cooccurrence=dict(zip(learned, cooc.tolist(), strict=True)), pairs=(pa, pb, pw),
             popularity=dict(zip(learned, pop.tolist(), strict=True)),
             trending=dict(zip(learned, trend.tolist(), strict=True)),
-            segment_inputs=[_segment_input(r) for r in _list(d.get("s", []), MAX_STEPS)],
+            segment_sums=_groups(d.get("g", {})),
             segments=segments, content=dict(zip(learned, content.tolist(), strict=True)),
             explored=_table(d.get("x"), items, counts=True),
             bandit_steps=_count(bandit_steps), bandit=bandit, blend_steps=blend_steps,

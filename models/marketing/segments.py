@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import count, repeat
 from numbers import Integral
 from typing import Any
 
@@ -132,12 +133,24 @@ def _interest_scores(p: UserProfile) -> dict[str, float]:
             else _clean(s, MAX_SCORE) for c, s in interests.items()}
 
 
+def _positions(cats: Sequence[str]) -> dict[str, list[int]]:
+    """Each category's feature columns (a category listed twice has two)."""
+    at: dict[str, list[int]] = {}
+    for j, cat in enumerate(cats, len(BASE_FEATURES)):
+        if cat:
+            at.setdefault(cat, []).append(j)
+    return at
+
+
 def _feature_list(
     p: UserProfile, now: int, cats: Sequence[str], scales: FeatureScales,
-    scores: dict[str, float] | None = None,
+    scores: dict[str, float] | None = None, positions: dict[str, list[int]] | None = None,
 ) -> list[float]:
+    """``positions``: ``_positions(cats)``, if the caller keeps it."""
     # Plain floats, one numpy array at the end: element-wise numpy writes cost more than
-    # the arithmetic (this runs twice per event). Every value is finite by construction.
+    # the arithmetic (this runs twice per event). Every value is finite by construction
+    # and none is negative; only the log-scaled ones can pass 1 (shares are parts of a
+    # total at least as large, and a sum of non-negative floats is at least each term).
     base = len(BASE_FEATURES)
     x = [0.0] * (base + len(cats) + 1)
     last = _timestamp(p.last_seen_ms)
@@ -146,14 +159,15 @@ def _feature_list(
     if last is None:
         x[RECENCY] = 1.0
     else:
-        x[RECENCY] = math.log1p(max(0, now - last) / DAY_MS) / recency_norm
+        x[RECENCY] = min(1.0, math.log1p(max(0, now - last) / DAY_MS) / recency_norm)
     if first is not None:
-        x[TENURE] = math.log1p(max(0, now - first) / DAY_MS) / recency_norm
+        x[TENURE] = min(1.0, math.log1p(max(0, now - first) / DAY_MS) / recency_norm)
     clicks = _clean(p.clicks, MAX_SCORE)
     purchases = _clean(p.purchases, MAX_SCORE)
     events = clicks + purchases
-    x[FREQUENCY] = math.log1p(events) / math.log1p(scales.frequency_cap)
-    x[MONETARY] = math.log1p(_clean(p.spend, MAX_SCORE)) / math.log1p(scales.spend_cap)
+    x[FREQUENCY] = min(1.0, math.log1p(events) / math.log1p(scales.frequency_cap))
+    x[MONETARY] = min(1.0, math.log1p(_clean(p.spend, MAX_SCORE))
+                      / math.log1p(scales.spend_cap))
     if events > 0:
         x[PURCHASE_RATIO] = purchases / events
     if scores is None:
@@ -161,15 +175,20 @@ def _feature_list(
     total = sum(scores.values())
     if total > 0.0:
         norm = max(total, INTEREST_FLOOR)
-        get = scores.get
-        for j, cat in enumerate(cats, base):
-            if cat:
-                x[j] = get(cat, 0.0) / norm
-        # A category listed twice is still counted once towards "other".
-        shown = sum([get(cat, 0.0) for cat in set(cats) if cat])
+        if positions is None:
+            positions = _positions(cats)
+        # Over the profile's categories, not every column: most columns are not among
+        # them. A category listed twice is still counted once towards "other".
+        shown = 0.0
+        at = positions.get
+        for cat, score in scores.items():
+            columns = at(cat)
+            if columns is not None:
+                shown += score
+                for j in columns:
+                    x[j] = score / norm
         x[-1] = max(0.0, total - shown) / norm
-    # Clipped to [0, 1] (as np.clip: the values are finite, never NaN).
-    return [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in x]
+    return x
 
 
 class OnlineKMeans:
@@ -247,8 +266,18 @@ class OnlineKMeans:
         self._learn(self._check(x))
 
     def _learn(self, v: npt.NDArray[np.float64]) -> None:
+        self._learn_values(v.tolist(), v)
+
+    def _learn_values(
+        self, x: list[float], v: npt.NDArray[np.float64] | None = None
+    ) -> list[float] | None:
+        """Learn the point ``x`` (``v``: the same point as an array, if there is one); the
+        distances from it to each centroid once learned, or None while warming up.
+
+        Plain floats after warm-up: k distances and one centroid's move cost less so
+        than as a dozen numpy calls on arrays this small."""
         if self._buffer is not None:
-            self._buffer.append(v)
+            self._buffer.append(np.array(x) if v is None else v)
             self._centroids = None
             if len(self._buffer) >= self.warmup:
                 points = np.array(self._buffer)
@@ -258,23 +287,28 @@ class OnlineKMeans:
                 self._spread = float(((points - centroids[labels]) ** 2).sum(axis=1).mean())
                 self._centroids = centroids
                 self._buffer = None
-            return
+            return None
         c = self._centroids
         assert c is not None
-        d2 = ((c - v) ** 2).sum(axis=1)
-        j = int(d2.argmin())
-        nearest = float(d2[j])
+        rows = c.tolist()
+        d = [math.dist(row, x) for row in rows]
+        j = min(range(len(d)), key=d.__getitem__)  # the first nearest, as argmin
+        nearest = d[j] * d[j]
         counts = self._counts
-        if nearest > SPAWN_FACTOR * self._spread and not counts.all():
+        if nearest > SPAWN_FACTOR * self._spread and 0 in counts:
             # A centroid that won nothing at seeding (the warm-up points were fewer
             # distinct ones than k) takes the first point that fits no cluster.
             j = int(np.argmin(counts))
-            c[j] = v
+            c[j] = x
             counts[j] = 1
-            return
+            d[j] = 0.0
+            return d
         counts[j] += 1
         memory = self.memory
-        c[j] += (v - c[j]) / min(int(counts[j]), memory)
+        n = min(int(counts[j]), memory)
+        moved = [a + (b - a) / n for a, b in zip(rows[j], x, strict=True)]
+        c[j] = moved
+        d[j] = math.dist(moved, x)
         # Counts only grow: once their sum reaches memory it stays there (no more sums).
         if self.__dict__.get("_full", False):
             seen = memory
@@ -282,6 +316,61 @@ class OnlineKMeans:
             seen = min(int(counts.sum()), memory)
             self._full = seen == memory
         self._spread += (nearest - self._spread) / seen
+        return d
+
+    def learn_weighted(self, x: Sequence[float], n: int) -> None:
+        """Learn ``n`` points all equal to ``x`` (a group's mean, from another worker's
+        sums) as ``n`` calls of ``learn_one(x)`` would, in O(k) after warm-up.
+
+        The nearest centroid moves to ``x + (c - x) * keep``: with equal points its
+        sequential steps ``1 / min(count, memory)`` multiply to ``keep = count0 / (count0
+        + a) * (1 - 1 / memory) ** (n - a)``, ``a`` of them below the memory. The spread
+        moves by the group's share of the points seen. Warm-up takes the points one by
+        one (at most ``warmup`` of them).
+
+        >>> one, many = OnlineKMeans(k=1, warmup=1), OnlineKMeans(k=1, warmup=1)
+        >>> for km in (one, many):
+        ...     km.learn_one([0.0])
+        >>> for _ in range(3):
+        ...     one.learn_one([1.0])
+        >>> many.learn_weighted([1.0], 3)
+        >>> one.centroids().tolist() == many.centroids().tolist(), many.counts().tolist()
+        (True, [4])
+        """
+        n = int(n)
+        point = [float(v) for v in x]
+        self._check_length(len(point))
+        if not all(math.isfinite(v) for v in point):
+            raise ValueError("a point must be finite")
+        while n > 0 and self._buffer is not None:
+            self._learn_values(point)
+            n -= 1
+        if n <= 0:
+            return
+        c = self._centroids
+        assert c is not None
+        rows = c.tolist()
+        d = [math.dist(row, point) for row in rows]
+        j = min(range(len(d)), key=d.__getitem__)
+        nearest = d[j] * d[j]
+        counts = self._counts
+        if nearest > SPAWN_FACTOR * self._spread and 0 in counts:
+            j = int(np.argmin(counts))  # as learn_one: a spare centroid takes the group
+            c[j] = point
+            counts[j] = n
+            return
+        memory = self.memory
+        before = int(counts[j])
+        a = max(0, min(n, memory - before))
+        keep = (before / (before + a) if a > 0 else 1.0) * (1.0 - 1.0 / memory) ** (n - a)
+        c[j] = [b + (r - b) * keep for r, b in zip(rows[j], point, strict=True)]
+        counts[j] += n
+        if self.__dict__.get("_full", False):
+            seen = memory
+        else:
+            seen = min(int(counts.sum()), memory)
+            self._full = seen == memory
+        self._spread += (nearest - self._spread) * min(1.0, n / seen)
 
     def predict_one(self, x: npt.ArrayLike) -> int:
         """Index of the nearest centroid (ties: the lowest index; 0 before any point)."""
@@ -296,7 +385,8 @@ class OnlineKMeans:
         c = self._current()
         if c is None:
             return np.zeros(0)
-        return np.sqrt(((c - v) ** 2).sum(axis=1))
+        x = v.tolist()  # as learning measures them (math.dist), so both agree on ties
+        return np.array([math.dist(row, x) for row in c.tolist()])
 
     def reset_feature(self, j: int, value: float = 0.0) -> None:
         """Set feature ``j`` of every centroid (and buffered point) to ``value``: for when
@@ -350,12 +440,14 @@ class OnlineKMeans:
     def _trusted(self, x: list[float]) -> npt.NDArray[np.float64]:
         """``x`` as a point, for the segmenter's own features: finite by construction,
         so only their length is checked."""
-        v = np.array(x)
+        self._check_length(len(x))
+        return np.array(x)
+
+    def _check_length(self, size: int) -> None:
         if self._dim is None:
-            self._dim = v.size
-        elif v.size != self._dim:
-            raise ValueError(f"points have {self._dim} features, got {v.size}")
-        return v
+            self._dim = size
+        elif size != self._dim:
+            raise ValueError(f"points have {self._dim} features, got {size}")
 
     def _check(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         try:
@@ -378,6 +470,81 @@ def _nearest_all(
 ) -> npt.NDArray[np.intp]:
     d2 = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
     return np.argmin(d2, axis=1)
+
+
+@dataclass
+class GroupSum:
+    """What a segmenter learned from ``n`` profiles of one segment, summed, in a form
+    that needs no vocabulary: the base features, each category's interest share (as
+    ``profile_features`` computes a share column, for every category of the profile),
+    and the monetary feature's spend-histogram bins."""
+
+    n: int = 0
+    base: list[float] = field(default_factory=lambda: [0.0] * len(BASE_FEATURES))
+    shares: dict[str, float] = field(default_factory=dict)
+    spend: dict[int, int] = field(default_factory=dict)
+
+
+class SegmentSums:
+    """A segmenter's learning between two model-sync flushes, summed per segment.
+
+    Summed per the segment each user was assigned: a group's mean stands for its users,
+    so another worker's segmenter learns the group as that many profiles at the mean
+    (``Segmenter.learn_sums``; k-means moves a centroid to the mean of its points, so a
+    group's mean moves it as its points would). A group leaves only once it sums at
+    least ``min_users`` distinct users (``take``): no one user's numbers go out alone.
+
+    >>> sums = SegmentSums()
+    >>> for user in ("u1", "u2"):
+    ...     sums.add("s0", UserProfile(clicks=1, interests={"Drama": 2.0}), 0, user)
+    >>> sums.take(3), len(sums)
+    ({}, 2)
+    >>> taken = sums.take(2)
+    >>> taken["s0"].n, taken["s0"].shares, len(sums)
+    (2, {'Drama': 2.0}, 0)
+    """
+
+    def __init__(self, scales: FeatureScales = DEFAULT_SCALES) -> None:
+        self.scales = scales
+        self.groups: dict[str, GroupSum] = {}
+        self._users: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return sum(g.n for g in self.groups.values())
+
+    def add(self, segment: str, profile: UserProfile, now_ms: int, user: str) -> None:
+        """Sum ``profile`` (learned as of ``now_ms``) into ``segment``'s group."""
+        now = check_ts("now_ms", now_ms)
+        scores = _interest_scores(profile)
+        x = _feature_list(profile, now, (), self.scales, scores, {})
+        g = self.groups.get(segment)
+        if g is None:
+            g = self.groups[segment] = GroupSum()
+            self._users[segment] = set()
+        self._users[segment].add(user)
+        g.n += 1
+        for i in range(len(BASE_FEATURES)):
+            g.base[i] += x[i]
+        total = sum(scores.values())
+        if total > 0.0:
+            norm = max(total, INTEREST_FLOOR)
+            shares = g.shares
+            for cat, score in scores.items():
+                if score > 0.0 and isinstance(cat, str) and cat:
+                    shares[cat] = shares.get(cat, 0.0) + score / norm
+        monetary = x[MONETARY]
+        if monetary > 0.0:
+            b = min(int(monetary * SPEND_BINS), SPEND_BINS - 1)
+            g.spend[b] = g.spend.get(b, 0) + 1
+
+    def take(self, min_users: int) -> dict[str, GroupSum]:
+        """Remove and return the groups of at least ``min_users`` distinct users."""
+        out = {seg: g for seg, g in self.groups.items()
+               if len(self._users[seg]) >= min_users}
+        for seg in out:
+            del self.groups[seg]
+            del self._users[seg]
+        return out
 
 
 class Segmenter:
@@ -473,6 +640,44 @@ class Segmenter:
         """Learn from one profile as of ``now_ms``: vocabulary, spend levels, centroids."""
         self._learn(profile, check_ts("now_ms", now_ms))
 
+    def learn_sums(self, groups: dict[str, GroupSum]) -> None:
+        """Learn another worker's summed groups (``SegmentSums``), in name order: each as
+        its ``n`` profiles at the group's mean (vocabulary weights, spend histogram,
+        k-means through ``OnlineKMeans.learn_weighted``). The mean point is built in
+        this segmenter's own vocabulary, so the workers' vocabularies need not agree.
+
+        >>> seg = Segmenter(k=1, warmup=1)
+        >>> seg.learn_sums({"s0": GroupSum(2, [0.0, 0.0, 0.5, 0.0, 0.0], {"Drama": 1.0})})
+        >>> seg.n_learned, seg.vocabulary()
+        (2, ['Drama'])
+        """
+        for name in sorted(groups):
+            g = groups[name]
+            n = int(g.n)
+            if n <= 0:
+                continue
+            shares = {c: v / n for c, v in g.shares.items() if v > 0.0}
+            self._learn_vocabulary(shares, n)
+            keep_n = self._keep ** n
+            self._spend_hist *= keep_n
+            for b, hits in g.spend.items():
+                if 0 <= b < SPEND_BINS and hits > 0:
+                    self._spend_hist[b] += hits
+            slots = self._slots
+            x = [v / n for v in g.base] + [0.0] * (len(slots) + 1)
+            base = len(BASE_FEATURES)
+            positions = self._positions()
+            shown = 0.0
+            for cat, share in shares.items():
+                columns = positions.get(cat)
+                if columns is not None:
+                    shown += share
+                    for j in columns:
+                        x[j] = share
+            x[-1] = max(0.0, sum(shares.values()) - shown)
+            x[:base] = [min(1.0, max(0.0, v)) for v in x[:base]]
+            self._kmeans.learn_weighted(x, n)
+
     def learn_assign(self, previous: str | None, profile: UserProfile, now_ms: int) -> str:
         """``learn_one`` then ``assign`` (the same result), computing the features once:
         what a service does with each new profile.
@@ -481,21 +686,32 @@ class Segmenter:
         >>> seg.learn_assign(None, UserProfile(clicks=1), now_ms=0) in seg.names
         True
         """
-        return self._assign(previous, self._learn(profile, check_ts("now_ms", now_ms)))
+        x, d = self._learn(profile, check_ts("now_ms", now_ms))
+        if d is None:  # warming up: the distances to the seeding so far
+            d = self._kmeans._distances(np.array(x)).tolist()
+        return self._assign(previous, d)
 
-    def _learn(self, profile: UserProfile, now: int) -> npt.NDArray[np.float64]:
-        """Learn ``profile``; its feature vector (after the vocabulary learned from it)."""
+    def _learn(self, profile: UserProfile, now: int) -> tuple[list[float], list[float] | None]:
+        """Learn ``profile``; its feature vector (after the vocabulary learned from it) and
+        its distances to the centroids once learned (None while k-means warms up)."""
         scores = _interest_scores(profile)
         self._learn_vocabulary(scores)
-        x = _feature_list(profile, now, self._slots, self.scales, scores)
+        x = _feature_list(profile, now, self._slots, self.scales, scores, self._positions())
         self._spend_hist *= self._keep
         monetary = x[MONETARY]
         if monetary > 0.0:
             self._spend_hist[min(int(monetary * SPEND_BINS), SPEND_BINS - 1)] += 1.0
         kmeans = self._kmeans
-        v = kmeans._trusted(x)
-        kmeans._learn(v)
-        return v
+        kmeans._check_length(len(x))
+        return x, kmeans._learn_values(x)
+
+    def _positions(self) -> dict[str, list[int]]:
+        """``_positions`` of the vocabulary slots, kept while the slots stay the same."""
+        kept = self.__dict__.get("_kept_positions")
+        slots = self._slots
+        if kept is None or kept[0] != slots:
+            kept = self._kept_positions = (list(slots), _positions(slots))
+        return kept[1]
 
     def predict_one(self, profile: UserProfile, now_ms: int) -> str:
         """The nearest segment, with no hysteresis and no counting."""
@@ -505,16 +721,18 @@ class Segmenter:
         """The user's segment now, given the one they had: ``previous`` is kept unless
         another centroid is closer by the factor ``1 - switch_margin``. Sizes follow:
         a new user (``previous`` None or not a current name) adds one, a move shifts one."""
-        return self._assign(previous, self._kmeans._trusted(
-            _feature_list(profile, check_ts("now_ms", now_ms), self._slots, self.scales)))
+        kmeans = self._kmeans
+        x = kmeans._trusted(_feature_list(profile, check_ts("now_ms", now_ms), self._slots,
+                                          self.scales, positions=self._positions()))
+        return self._assign(previous, kmeans._distances(x).tolist())
 
-    def _assign(self, previous: str | None, x: npt.NDArray[np.float64]) -> str:
-        d = self._kmeans._distances(x)
+    def _assign(self, previous: str | None, d: list[float]) -> str:
+        """The segment for a user who had ``previous``, ``d`` from each centroid."""
         prev = self._index.get(previous) if previous is not None else None
-        if not d.size:  # nothing learned yet: nothing to move anyone for
+        if not d:  # nothing learned yet: nothing to move anyone for
             best = 0 if prev is None else prev
         else:
-            best = int(d.argmin())
+            best = min(range(len(d)), key=d.__getitem__)  # the first nearest, as argmin
             if prev is not None and not d[best] < (1.0 - self.switch_margin) * d[prev]:
                 best = prev
         if prev != best:
@@ -548,9 +766,10 @@ class Segmenter:
             for j, name in enumerate(self._names)
         ]
 
-    def _learn_vocabulary(self, cleaned: dict[str, float]) -> None:
-        """Learn the category weights from a profile's cleaned interest scores."""
-        self._scale /= self._keep
+    def _learn_vocabulary(self, cleaned: dict[str, float], n: int = 1) -> None:
+        """Learn the category weights from a profile's cleaned interest scores (``n``:
+        from that many profiles with these scores)."""
+        self._scale /= self._keep if n == 1 else self._keep ** n
         weights = self._weights
         if self._scale > 1e100:
             for cat in weights:
@@ -560,17 +779,21 @@ class Segmenter:
         total = sum(scores.values())
         if total <= 0.0:
             return
+        scale = self._scale if n == 1 else self._scale * n
         for cat, s in scores.items():
-            weights[cat] = weights.get(cat, 0.0) + self._scale * s / total
+            weights[cat] = weights.get(cat, 0.0) + scale * s / total
         slots = self._slots
         taken = set(slots)
-        newcomers = sorted((c for c in scores if c not in taken), key=lambda c: (-weights[c], c))
+        in_slots = self._positions()  # the slots' categories, kept between calls
+        newcomers = [c for c in scores if c not in in_slots]
+        if len(newcomers) > 1:
+            newcomers.sort(key=lambda c: (-weights[c], c))
         for cat in newcomers:
             if "" in taken:
                 j = slots.index("")
             else:
                 # The weakest slot (ties: the smaller name, then the lower index).
-                j = min([(weights.get(c, 0.0), c, i) for i, c in enumerate(slots)])[2]
+                j = min(zip(map(weights.get, slots, repeat(0.0)), slots, count()))[2]
                 if not weights[cat] > VOCAB_MARGIN * weights.get(slots[j], 0.0):
                     break  # newcomers are sorted: no later one can pass either
                 self._kmeans.reset_feature(len(BASE_FEATURES) + j)

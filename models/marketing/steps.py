@@ -130,6 +130,7 @@ def group_step(
     categories_of: Callable[[str], Sequence[str]],
     half_life_ms: float,
     sync_outbox: Outbox | None = None,
+    user: str = "",
 ) -> GroupUpdate:
     """Learn the segmenter from the user's new profile, (re)assign their segment and
     their audiences as of ``ts_ms``; what changed.
@@ -137,7 +138,9 @@ def group_step(
     ``prof`` is ``profile`` already parsed (``Result.user_profile``; None: parsed here,
     only if there is a segmenter or an audience). Neither is changed: the caller stores
     the update. The segmenter learns in place, and ``sync_outbox`` notes the profile it
-    learned (for the other workers' segmenters), before the segment is compared.
+    learned (for the other workers' segmenters, summed per segment over at least its
+    ``min_users`` distinct ``user``s: the pseudonym stays in memory), before the segment
+    is compared.
 
     >>> from models.marketing.audiences import load_audiences
     >>> auds = {a.name: a for a in load_audiences(
@@ -163,7 +166,7 @@ def group_step(
         # Learn, then assign, computing the profile's features once.
         segment = segmenter.learn_assign(current, prof, ts_ms)
         if sync_outbox is not None:  # the other workers' segmenters learn it too
-            sync_outbox.note_segment(prof, ts_ms)
+            sync_outbox.note_segment(prof, ts_ms, segment, user)
         if segment != prof.segment:
             new_segment = current = segment
             found.append(SegmentChange(segment))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_all = np.logical_and.reduce  # ndarray.all's Python wrapper costs more than the work
+
 
 def add_to_row(nb: np.ndarray, co: np.ndarray, i: int, cols: np.ndarray, w: float) -> None:
     """Add ``w`` to row ``i``'s counts with each of ``cols`` (distinct, not ``i``, most
@@ -18,13 +20,19 @@ def add_to_row(nb: np.ndarray, co: np.ndarray, i: int, cols: np.ndarray, w: floa
     >>> nb.tolist(), co.tolist()
     ([5, 7, 8], [3.0, 1.0, 1.0])
     """
-    match = nb[None, :] == cols[:, None]
-    found = match.any(axis=1)
-    co[match.argmax(axis=1)[found]] += w
-    new = cols[~found]
-    if not new.size:
-        return
-    empty = np.flatnonzero(nb == i)[: new.size]
+    # A neighbour is in a row at most once: the flat positions of the matches give the
+    # found columns and their slots (per-row reductions cost several times more).
+    hit = (nb[None, :] == cols[:, None]).ravel().nonzero()[0]
+    new = cols
+    if hit.size:
+        found, slots = np.divmod(hit, nb.size)
+        co[slots] += w
+        if hit.size == cols.size:
+            return
+        unseen = np.ones(cols.size, dtype=bool)
+        unseen[found] = False
+        new = cols[unseen]
+    empty = (nb == i).nonzero()[0][: new.size]
     rest = new[empty.size:]  # most recent history first: they get the free slots
     if rest.size:
         # Full row: the new pairs displace the weakest older ones that are no stronger.
@@ -47,22 +55,26 @@ def add_to_rows(nb: np.ndarray, co: np.ndarray, rows: np.ndarray, j: int, w: flo
     >>> nb.tolist(), co.tolist()
     ([[9, 0], [9, 3], [9, 2]], [[2.0, 0.0], [2.0, 4.0], [2.0, 0.0]])
     """
-    row_nb = nb[rows]
-    match = row_nb == j
-    found = match.any(axis=1)
-    co[rows[found], match.argmax(axis=1)[found]] += w
-    if found.all():
-        return
-    rows, row_nb = rows[~found], row_nb[~found]
+    row_nb = nb.take(rows, axis=0)
+    # As in add_to_row: flat positions of the matches, not per-row reductions.
+    hit = (row_nb == j).ravel().nonzero()[0]
+    if hit.size:
+        found, slots = np.divmod(hit, row_nb.shape[1])
+        co[rows[found], slots] += w
+        if hit.size == rows.size:
+            return
+        missing = np.ones(rows.size, dtype=bool)
+        missing[found] = False
+        rows, row_nb = rows[missing], row_nb[missing]
     empty = row_nb == rows[:, None]
-    has_empty = empty.any(axis=1)
-    slot = empty.argmax(axis=1)
-    if not has_empty.all():
+    slot = empty.argmax(axis=1)  # the first empty slot, if there is one
+    has_empty = empty[np.arange(rows.size), slot]
+    if not _all(has_empty):
         full = rows[~has_empty]
         weakest = co[full].argmin(axis=1)
         slot[~has_empty] = weakest
         has_empty[~has_empty] = co[full, weakest] <= w
-    rows, slot = rows[has_empty], slot[has_empty]
+        rows, slot = rows[has_empty], slot[has_empty]
     nb[rows, slot] = j
     co[rows, slot] = w
 

@@ -111,6 +111,8 @@ class ItemCooccurrence:
         self._recency = self.recency_decay ** np.arange(window, dtype=np.float64)
         self._step = 0
         self._counts = CoocCounts(max_items, max_neighbours)
+        # The items the last learn step paired the item with, once record_pairs is called.
+        self.last_pairs: list[str] | None = None
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -140,6 +142,10 @@ class ItemCooccurrence:
         self._total += w
         counts = self._counts
         index = counts.index
+        if self.last_pairs is not None:
+            # As known before the item is added (which may forget some): the other
+            # workers still know them.
+            self.last_pairs = [h for h in recent if h != item_id and h in index]
         i = index.get(item_id)
         if i is None:
             i = counts.add(item_id)
@@ -149,6 +155,12 @@ class ItemCooccurrence:
             counts.add_pairs(i, js, w)
         if self.fallback is not None:
             self.fallback._learn_checked(item_id, history, raw_weight)
+
+    def record_pairs(self) -> None:
+        """Start keeping, after each learn step, the known recent items it paired the item
+        with (``last_pairs``), for the sums other workers apply (models/sync.py)."""
+        if self.last_pairs is None:
+            self.last_pairs = []
 
     def _renormalize(self) -> None:
         unit = self._unit
@@ -259,13 +271,15 @@ class ItemCooccurrence:
 
     def __getstate__(self) -> dict[str, Any]:
         # Flat, with the keys (and order) checkpoints have always had: older ones still load.
-        state = {k: v for k, v in self.__dict__.items() if k != "_counts"}
+        # What is being recorded for the other workers stays out of checkpoints.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_counts", "last_pairs")}
         state.update(self._counts.state())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self._counts = CoocCounts.from_state(state)
+        self.last_pairs = None  # not checkpointed: recording starts again (record_pairs)
         self.__dict__.update(state)
 
     # -- inspection -------------------------------------------------------------------------

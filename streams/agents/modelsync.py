@@ -50,12 +50,8 @@ def apply_batch(key: bytes | None, value: bytes | None) -> None:
         return
     applied = rt.engine.learn_shared(batch)
     segmenter = rt.segments.model
-    if segmenter is not None:
-        for ts_ms, profile in batch.segment_inputs:
-            try:
-                segmenter.learn_one(profile, ts_ms)
-            except ValueError:
-                continue
+    if segmenter is not None and batch.segment_sums:
+        segmenter.learn_sums(batch.segment_sums)
     metrics.model_sync_batches.labels(outcome="applied").inc()
     metrics.model_sync_steps.labels(outcome="applied").inc(applied)
     metrics.model_sync_entries.inc(batch.entries)

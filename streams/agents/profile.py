@@ -141,7 +141,8 @@ def update_groups(user: str, profile: dict, ts_ms: int,
     engine, metrics = rt.engine, rt.metrics
     up = group_step(profile, prof, ts_ms, segmenter=rt.segments.model,
                     audiences=rt.audiences, categories_of=engine.catalogue.categories,
-                    half_life_ms=rt.settings.interest_half_life_ms, sync_outbox=engine.sync)
+                    half_life_ms=rt.settings.interest_half_life_ms, sync_outbox=engine.sync,
+                    user=user)
     if up.segment is not None:
         profile["sg"] = up.segment
     if up.audiences is not None:

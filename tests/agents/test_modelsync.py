@@ -64,8 +64,12 @@ def test_sync_is_on_by_default_and_publishes_what_the_profile_agent_learned(loop
     d = orjson.loads(value)
     assert d["i"] == sorted(d["i"]) and {"sy1", "sy2", "sy3", "sy4"} <= set(d["i"])
     assert d["n"] == 4 and d["w"]  # the events it sums, and the blend weights
-    assert d["s"]  # the segmenter's inputs: profile numbers, no id, no items
-    assert all(set(fields) <= set("cpimfl") for _, fields in d["s"])
+    # What the segmenter learned from the 4 events: summed per segment (no id, no
+    # items); a segment's group leaves once it sums 2 users, the rest waits in the box.
+    groups = d.get("g", {})
+    pending = box._segment_sums
+    assert sum(g[0] for g in groups.values()) + len(pending) == 4
+    assert all(len(pending._users[seg]) < 2 for seg in pending.groups)
     batch = decode_batch(value)
     # sy1-sy2, sy1-sy3, sy2-sy3: the first user's pairs, summed; none with sy4
     pairs = {tuple(sorted((batch.items[a], batch.items[b])))
@@ -113,18 +117,31 @@ def test_a_malformed_or_old_format_batch_is_counted_and_changes_nothing() -> Non
     assert engine.updates == updates
 
 
-def test_the_segmenter_learns_from_the_other_workers_users() -> None:
+def test_the_segmenter_learns_from_the_other_workers_users_as_sums() -> None:
     """Segments mean the same on every worker only if every segmenter learns from every
-    user: the profile numbers it reads ride along (no id, no items)."""
+    user: what the segmenter learned goes summed per segment (no id, no items), and only
+    once a segment's group sums enough distinct users."""
     from models.users.profile import UserProfile
 
     segmenter = rt.segments.model
     assert segmenter is not None
-    box = Outbox(min_users=1)
-    prof = UserProfile.from_dict({"c": 4, "p": 1, "m": 12.5, "i": {"Drama": 2.0}})
-    box.note_segment(prof, 1_700_000_000_000)
-    raw = box.drain("segment-worker", 1)
-    assert raw is not None and b"sync-raw-user" not in raw
+    box = Outbox(min_users=3)
+    profs = [UserProfile.from_dict({"c": 4 + n, "p": 1, "m": 12.5, "i": {"Drama": 2.0}})
+             for n in range(3)]
+    for n, prof in enumerate(profs[:2]):
+        box.note_segment(prof, 1_700_000_000_000, "s1", f"sync-user-{n}")
+        box.record("sy-seg-item", [], 1.0, None, user=f"sync-user-{n}")
+    box.record("sy-seg-item", [], 1.0, None, user="sync-user-x")
+    early = box.drain("segment-worker", 1)
+    # The events' delta goes; the segment group of two users waits for a third.
+    assert early is not None and b'"g"' not in early and len(box) == 2
+    box.note_segment(profs[2], 1_700_000_000_000, "s1", "sync-user-2")
+    for n in range(3):
+        box.record("sy-seg-item", [], 1.0, None, user=f"sync-user-{n}")
+    raw = box.drain("segment-worker", 2)
+    assert raw is not None and b"sync-user" not in raw
+    group = orjson.loads(raw)["g"]["s1"]
+    assert group[0] == 3 and group[2] == {"Drama": 3.0}  # three users, summed shares
     learned = segmenter.n_learned
     modelsync.apply_batch(b"segment-worker", raw)
-    assert segmenter.n_learned == learned + 1
+    assert segmenter.n_learned == learned + 3

@@ -16,7 +16,10 @@ def test_the_sync_bench_prints_a_row_per_delta_size(capsys: pytest.CaptureFixtur
     assert [r["every"] for r in rows] == [50.0, 200.0]
     for r in rows:
         assert r["events"] == 2000.0 and r["bytes_per_event"] > 0
-        assert all(math.isfinite(v) and v >= 0 for k, v in r.items() if k != "record_us")
+        # record_us and sender_ratio are differences of two timings: a few us of
+        # recording overhead can come out below zero on a busy machine.
+        assert all(math.isfinite(v) and (v >= 0 or k in ("record_us", "sender_ratio"))
+                   for k, v in r.items())
     # A bigger delta sums more events into each entry: fewer bytes per event.
     assert rows[1]["bytes_per_event"] < rows[0]["bytes_per_event"]
     assert "| 50 |" in out and "| 200 |" in out and "remote / local" in out

@@ -28,7 +28,7 @@ from models.marketing.steps import (
     group_step,
 )
 from models.recommenders.catalogue import Catalogue
-from models.sync import Outbox, segment_input
+from models.sync import Outbox
 from models.users.profile import UserProfile, apply_click, apply_purchase
 
 HL = 7 * DAY_MS
@@ -190,9 +190,10 @@ class LoggingOutbox(Outbox):
         super().__init__()
         self.log = log
 
-    def note_segment(self, profile: UserProfile, now_ms: int) -> None:
-        self.log.append(f"note {profile.segment} {now_ms}")
-        super().note_segment(profile, now_ms)
+    def note_segment(self, profile: UserProfile, now_ms: int, segment: str,
+                     user: str) -> None:
+        self.log.append(f"note {profile.segment} {now_ms} into {segment}")
+        super().note_segment(profile, now_ms, segment, user)
 
 
 def step(profile: dict, segmenter: Any = None, audiences: dict | None = None,
@@ -221,9 +222,11 @@ def test_the_segmenter_learns_then_the_outbox_notes_the_profile_as_learned() -> 
     outbox = LoggingOutbox(log)
     prof = UserProfile.from_dict({"c": 3, "m": 5.0, "sg": "s0"})
     step({"c": 3, "m": 5.0, "sg": "s0"}, FakeSegmenter("s1", log), outbox=outbox, prof=prof)
-    # Noted before the segment moves, with the profile's own fields.
-    assert log == [f"learn s0 {NOW}", f"note s0 {NOW}"]
-    assert outbox._segment_inputs == [(NOW, segment_input(prof))]
+    # Noted before the segment moves, with the profile's own fields, into the group of
+    # the segment just assigned.
+    assert log == [f"learn s0 {NOW}", f"note s0 {NOW} into s1"]
+    groups = outbox._segment_sums.groups
+    assert list(groups) == ["s1"] and groups["s1"].n == 1
 
 
 def test_a_real_segmenter_keeps_a_settled_user_where_they_are() -> None:
@@ -285,7 +288,7 @@ def _former_update_groups(profile: dict, ts_ms: int, prof: UserProfile | None,
     if segmenter is not None:
         segment = segmenter.learn_assign(prof.segment or None, prof, ts_ms)
         if outbox is not None:
-            outbox.note_segment(prof, ts_ms)
+            outbox.note_segment(prof, ts_ms, segment, "")
         if segment != prof.segment:
             prof.segment = profile["sg"] = segment
             out.append(("metric", {"segment_changes": 1}))
@@ -374,7 +377,7 @@ def test_group_step_matches_the_former_agent_code(seed: int) -> None:
         former_store[user], store[user] = former_profile, profile
         users[user] = UserProfile.from_dict(profile)
     assert seg.summary() == former_seg.summary()
-    assert box._segment_inputs == former_box._segment_inputs
+    assert box._segment_sums.groups == former_box._segment_sums.groups
     # Not vacuous: users moved between segments, joined and left audiences.
     assert min(emitted.count(k) for k in ("segments", "join", "leave")) > 10
 
