@@ -512,19 +512,18 @@ class Engine:
         also summed there for the other workers (``learn_shared`` applies the sums).
         """
         box = self.sync if record else None
-        recent: list[str] = []
         if box is not None:
-            cooc = self._cooc
             if self._recording != (box, self.hybrid):  # first step, or models restored
                 self._start_recording(box)
-            # What the co-occurrence step will pair the item with (known items only).
-            recent = [h for h in cooc._recent(history) if h != item_id and h in cooc]
+            cooc = self._cooc
+            cooc.last_pairs = []  # so a step that skips the model sends no stale pairs
         self.hybrid.learn_one(item_id, history, weight, context)
         self.updates += 1
         if hit is not None and arm in self.bandit.arms:
             self.bandit.update(arm, float(hit))
         if box is not None:
-            box.record(item_id, recent, float(weight), context.segment,
+            # What the co-occurrence step paired the item with (known items only).
+            box.record(item_id, cooc.last_pairs or [], float(weight), context.segment,
                        arm=arm if arm in self.bandit.arms else "", hit=hit,
                        blend=self.hybrid.last_blend_step, user=context.user or "")
 
@@ -535,8 +534,9 @@ class Engine:
         return cooc
 
     def _start_recording(self, box: Outbox) -> None:
-        """Make ``box`` sum for these models' decay rates, and the factor model keep what
-        it changes (after a restore too: the restored models are new objects)."""
+        """Make ``box`` sum for these models' decay rates, the factor model keep what it
+        changes and the co-occurrence model the pairs it learns (after a restore too: the
+        restored models are new objects)."""
         trending = self.hybrid.components["trending"]
         assert isinstance(trending, Popularity)
         box.configure(Growths(cooccurrence=self._cooc._growth,
@@ -546,6 +546,7 @@ class Engine:
         mf = self.hybrid.components["mf"]
         assert isinstance(mf, ImplicitMF)
         mf.record_changes()
+        self._cooc.record_pairs()
         self._recording = (box, self.hybrid)
 
     def learn_shared(self, batch: Batch) -> int:

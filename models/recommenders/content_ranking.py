@@ -13,6 +13,7 @@ from models.recommenders.content_items import ItemSlots
 from models.recommenders.content_taste import Source
 from models.recommenders.popularity import as_lookup
 from models.recommenders.tfidf import TfidfIndex
+from models.recommenders.topk import cut_value
 
 # Scores are compared rounded, so float noise from the incremental norms cannot break a
 # tie that exact arithmetic would make (identical items): ties go to the lower item index.
@@ -31,17 +32,26 @@ def top(
     ([2, 0], [0.9, 0.5], True)
     """
     # Comparisons first: numpy finds the non-zero entries of a bool array much faster.
-    at = np.flatnonzero(scores > 0.0)
-    positive = at.size
+    positives = scores > 0.0
+    positive = int(np.count_nonzero(positives))
     if positive > want:
         # Everything that can round to the cut or above: ties at the cut are all kept, so
-        # the order does not depend on ``want``. Only the positive scores are partitioned:
-        # numpy's partition slows down several times on the many tied zeros.
-        values = scores[at]
-        cut = np.partition(values, positive - want)[positive - want]
-        at = at[values >= cut - _TIE]
+        # the order does not depend on ``want``.
+        if 2 * positive >= scores.size:
+            # Mostly positive: the cut of all scores is the cut of the positive ones, and
+            # finding it there saves collecting them first.
+            low = cut_value(scores, want) - _TIE
+            at = np.flatnonzero(scores >= low if low > 0.0 else positives & (scores >= low))
+        else:
+            # Only the positive scores are partitioned: numpy's partition slows down
+            # several times on many tied zeros.
+            at = np.flatnonzero(positives)
+            values = scores[at]
+            at = at[values >= cut_value(values, want) - _TIE]
+    else:
+        at = np.flatnonzero(positives)
     slots = at if cand is None else cand[at]
-    kept = np.round(scores[at], _SCORE_DECIMALS)
+    kept = scores[at].round(_SCORE_DECIMALS)
     order = np.lexsort((slots, -kept))[:want]
     return slots[order], kept[order], positive > want
 
@@ -53,6 +63,7 @@ def pick(
     """The ``k`` best slots (``top``) whose item is neither in ``exclude`` nor unavailable
     in ``catalogue``, and their scores."""
     excluded = as_lookup(exclude) if exclude else ()
+    unavailable = catalogue.unavailable() if catalogue is not None else ()
     picked: list[int] = []
     picked_scores: list[float] = []
     done = 0
@@ -62,9 +73,7 @@ def pick(
         best, best_scores, more = top(scores, cand, want)
         for c, s in zip(best[done:].tolist(), best_scores[done:].tolist(), strict=True):
             item_id = ids[c]
-            if item_id in excluded:
-                continue
-            if catalogue is not None and catalogue.is_unavailable(item_id):
+            if item_id in excluded or item_id in unavailable:
                 continue
             picked.append(c)
             picked_scores.append(s)

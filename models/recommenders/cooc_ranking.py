@@ -10,6 +10,7 @@ import numpy as np
 from models.recommenders.catalogue import Catalogue
 from models.recommenders.cooc_counts import CoocCounts
 from models.recommenders.popularity import Popularity, as_lookup
+from models.recommenders.topk import cut_value
 
 STRATEGY = "cooccurrence"
 
@@ -41,6 +42,7 @@ def pick(
     round while too many of them are skipped, so a call rarely sorts them all.
     """
     excluded = as_lookup(exclude) if exclude else ()
+    unavailable = catalogue.unavailable() if catalogue is not None else ()
     seen = set(history)
     picked: list[int] = []
     picked_scores: list[float] = []
@@ -50,9 +52,7 @@ def pick(
         best_c, best_scores = best(cands, scores, want)
         for c, score in zip(best_c[done:].tolist(), best_scores[done:].tolist(), strict=True):
             item_id = ids[c]
-            if item_id in seen or item_id in excluded:
-                continue
-            if catalogue is not None and catalogue.is_unavailable(item_id):
+            if item_id in seen or item_id in excluded or item_id in unavailable:
                 continue
             picked.append(c)
             picked_scores.append(score)
@@ -72,7 +72,7 @@ def best(cands: np.ndarray, scores: np.ndarray, want: int) -> tuple[np.ndarray, 
     """
     if cands.size > want:
         # Keep every tie at the cut, so the result does not depend on ``want``.
-        cut = np.partition(scores, cands.size - want)[cands.size - want]
+        cut = cut_value(scores, want)
         keep = np.flatnonzero(scores >= cut)
         cands, scores = cands[keep], scores[keep]
     order = np.lexsort((cands, -scores))[:want]

@@ -136,7 +136,9 @@ class Hybrid:
         best = terms[order].argmax(axis=1)
         # A listed item's feature is >= _FLOOR > 0, an unlisted one's 0.
         unlisted = features[order, best] <= 0.0
-        if unlisted.any():  # zero weight on all its components: its first listing explains it
+        # Zero weight on all its components: its first listing explains it. (any() of k
+        # Python bools costs a fraction of ndarray.any's call.)
+        if any(unlisted.tolist()):
             best[unlisted] = (features[order[unlisted]] > 0.0).argmax(axis=1)
         # Reasons only for the items served, each from the listing that explains it.
         explained: list[tuple[str, str]] = [("", "")] * order.size
@@ -159,7 +161,7 @@ class Hybrid:
         return out
 
     @staticmethod
-    def _rescale(scores: Sequence[float] | np.ndarray) -> list[float] | np.ndarray:
+    def _rescale(scores: Sequence[float] | np.ndarray) -> list[float]:
         # Plain floats: for a list of a few dozen scores, cheaper than numpy calls (and the
         # same IEEE arithmetic, so the same values).
         values: Sequence[float] = scores.tolist() if isinstance(scores, np.ndarray) else scores
@@ -169,9 +171,9 @@ class Hybrid:
             values = finite.tolist()
         lo, hi = min(values), max(values)
         if hi <= lo:
-            return np.ones(len(values))
-        span = hi - lo
-        return [_FLOOR + (1.0 - _FLOOR) * (v - lo) / span for v in values]
+            return [1.0] * len(values)
+        span, floor, rise = hi - lo, _FLOOR, 1.0 - _FLOOR  # locals: read once per value
+        return [floor + rise * (v - lo) / span for v in values]
 
     @staticmethod
     def _context_index(history: Sequence[str]) -> int:

@@ -25,6 +25,7 @@ from models.recommenders.base import (
 )
 from models.recommenders.catalogue import Catalogue
 from models.recommenders.popularity import as_lookup
+from models.recommenders.topk import cut_value
 
 _INITIAL_CAPACITY = 1024
 # No learned value (and no value read from a profile) may exceed this in magnitude, so no
@@ -113,14 +114,19 @@ def decode_vector(value: object, size: int) -> np.ndarray | None:
         return None
     if len(raw) != 4 * size:
         return None
-    out = np.ones(size + 1, dtype=np.float32)
-    out[:size] = np.frombuffer(raw, dtype="<f4")
+    # One numpy call (this runs at every learn step): a bytearray makes it writable.
+    out = np.frombuffer(bytearray(raw + _ONE), dtype="<f4")
     return out if _fits(out) else None
+
+
+_ONE = np.array(1.0, dtype="<f4").tobytes()  # the spare slot of decode_vector
+_max = np.maximum.reduce
 
 
 def _fits(values: np.ndarray) -> bool:
     """Whether all values are finite and within +-``_LIMIT`` (NaN compares False)."""
-    return bool(np.abs(values).max() <= _LIMIT)
+    # The ufunc's reduce, not ndarray.max: its Python wrapper costs more than the work.
+    return bool(_max(np.abs(values), axis=None) <= _LIMIT)
 
 
 def _user_state(context: Context | None) -> dict[str, Any] | None:
@@ -217,7 +223,8 @@ class _FactorModel:
             rng = np.random.default_rng([self.seed, zlib.crc32(item_id.encode())])
             row[: self.n_factors] = rng.normal(0.0, self.init_std, self.n_factors)
             i = items.add(item_id, row)
-        items.touch(i)
+        items.step += 1  # items.touch(i), inlined: once per learned item
+        items.last[i] = items.step
         return i
 
     @property
@@ -406,23 +413,32 @@ class ImplicitMF(_FactorModel):
         if len(uniform) < n:
             # Drawing in batches costs a fraction of one Generator call per event.
             uniform.extend(self._rng.random(max(n, _UNIFORM_BATCH)).tolist())
-        drawn = [int(uniform.pop() * size) for _ in range(n)]
-        # Repeated draws would be updated once by fancy indexing: keep one of each.
-        keep = [j for j in dict.fromkeys(drawn) if j != i and ids[j] and ids[j] not in seen]
-        return np.array([i, *keep], dtype=np.intp)
+        pop = uniform.pop
+        rows = [i]
+        for _ in range(n):
+            j = int(pop() * size)
+            # Repeated draws would be updated once by fancy indexing: keep one of each.
+            if j not in rows and ids[j] and ids[j] not in seen:
+                rows.append(j)
+        return np.array(rows, dtype=np.intp)
 
     def _gradient(self, scores: np.ndarray, w: float) -> np.ndarray:
         """Step-scaled gradient of sum_j log sigmoid(s_i - s_j) w.r.t. [s_i, s_j1, ...]."""
         g = np.tanh((scores[1:] - scores[0]) * 0.5)  # sigmoid(s_j - s_i) = (1 + g) / 2
         g += 1.0
         g *= 0.5 * self.learning_rate * w
-        return np.concatenate(([g.sum()], -g))
+        # Filled in place: np.concatenate and ndarray.sum's wrapper cost more than the
+        # arithmetic at these sizes.
+        c = np.empty(g.size + 1, dtype=g.dtype)
+        c[0] = np.add.reduce(g)
+        np.negative(g, out=c[1:])
+        return c
 
     def _learn_biases(self, rows: np.ndarray, w: float) -> None:
         if rows.size < 2:
             return
         table = self._items.table
-        biases = table[rows, -1]
+        biases = table.take(rows, axis=0)[:, -1]
         new = biases * (1.0 - self.learning_rate * w * self.l2) + self._gradient(biases, w)
         if _fits(new):
             table[rows, -1] = new
@@ -431,20 +447,29 @@ class ImplicitMF(_FactorModel):
         """One step for ``user`` (factors then a 1.0: the bias is a factor users hold at 1)
         and ``rows``; returns the user's new vector (the old one if the step was skipped)."""
         table = self._items.table
-        rows_now = table[rows]  # (n + 1, f + 1): factors then bias, for i and each j
+        m = rows.size
+        # One block: the rows of i and each j (factors then bias), then the user's, so
+        # each element-wise step is one numpy call for all of them (at these sizes a
+        # call costs more than its arithmetic).
+        block = np.empty((m + 1, table.shape[1]), dtype=np.float32)
+        rows_now = block[:m]
+        table.take(rows, axis=0, out=rows_now)
+        block[m] = user
+        change = np.empty_like(block)
         # float32 BLAS kernels on this hardware now and then raise a spurious "invalid"
         # flag on finite inputs (seen once in ~10 identical seeded runs); a real NaN or
         # overflow cannot slip through either way: _fits refuses the step below.
         with np.errstate(invalid="ignore", over="ignore"):
             c = self._gradient(rows_now @ user, w)
-            decay = 1.0 - self.learning_rate * w * self.l2
-            new_user = user * decay + c @ rows_now
-        new_user[-1] = 1.0
-        new_rows = rows_now * decay + c[:, None] * user  # np.outer, without its wrapper
-        if not (_fits(new_user) and _fits(new_rows)):
+            np.multiply(c[:, None], user, out=change[:m])  # np.outer, without its wrapper
+            np.matmul(c, rows_now, out=change[m])
+            block *= 1.0 - self.learning_rate * w * self.l2
+            block += change
+        block[m, -1] = 1.0
+        if not _fits(block):
             return user
-        table[rows] = new_rows
-        return new_user
+        table[rows] = rows_now
+        return block[m]
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -493,6 +518,7 @@ class ImplicitMF(_FactorModel):
         many of them are excluded, so a call rarely sorts every score.
         """
         ids, catalogue = self._items.ids, self.catalogue
+        unavailable = catalogue.unavailable() if catalogue is not None else ()
         n = scores.size
         want = min(n, 2 * k + len(seen))
         done = 0
@@ -500,7 +526,7 @@ class ImplicitMF(_FactorModel):
         while True:
             if want < n:
                 # Keep every tie at the cut, so the result does not depend on ``want``.
-                cut = np.partition(scores, n - want)[n - want]
+                cut = cut_value(scores, want)
                 candidates = np.nonzero(scores >= cut)[0]
             else:
                 candidates = np.arange(n)
@@ -509,7 +535,7 @@ class ImplicitMF(_FactorModel):
                 item_id = ids[c]
                 if not item_id or item_id in seen or item_id in excluded:
                     continue  # "" is a forgotten row
-                if catalogue is not None and catalogue.is_unavailable(item_id):
+                if item_id in unavailable:
                     continue
                 picked.append(c)
                 if len(picked) == k:

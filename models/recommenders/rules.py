@@ -63,22 +63,26 @@ def apply_rules(
     cap = rules.max_per_category
     repeats = rules.max_repeats
     wanted = set(categories) if categories else None
+    unavailable = catalogue.unavailable() if catalogue is not None else ()
+    counts = served_counts if repeats and served_counts else None
+    # Most lists are served with neither a filter nor a cap: no category lookups then.
+    by_category = wanted is not None or cap > 0
     for item in ranked:
         item_id = item.item_id
-        if item_id in seen:
+        if item_id in seen or item_id in unavailable:
             continue
-        if catalogue is not None and catalogue.is_unavailable(item_id):
+        if counts is not None and counts.get(item_id, 0) >= repeats:
             continue
-        if repeats and served_counts and served_counts.get(item_id, 0) >= repeats:
-            continue
-        cats = catalogue.categories(item_id) if catalogue is not None else ()
-        if wanted is not None and wanted.isdisjoint(cats):
-            continue
-        if cap and any(per_category.get(cat, 0) >= cap for cat in cats):
-            continue
+        if by_category:
+            cats = catalogue.categories(item_id) if catalogue is not None else ()
+            if wanted is not None and wanted.isdisjoint(cats):
+                continue
+            if cap:
+                if any(per_category.get(cat, 0) >= cap for cat in cats):
+                    continue
+                for cat in cats:
+                    per_category[cat] = per_category.get(cat, 0) + 1
         seen.add(item_id)
-        for cat in cats:
-            per_category[cat] = per_category.get(cat, 0) + 1
         out.append(item)
         if len(out) == k:
             break

@@ -363,7 +363,8 @@ def score_slots(
     ``factors`` (what one unit of raw item weight under the term scores: q_t * idf_t /
     |q|), 0 for ``blocked`` and ``seen`` slots; and the slot of each score, or None when
     there is one score per slot."""
-    slots = np.concatenate([index.slots[t] for t in terms])
+    # intp from the start: bincount would otherwise copy the int32 postings to convert.
+    slots = np.concatenate([index.slots[t] for t in terms], dtype=np.intp)
     contrib = np.concatenate([index.weights[t] for t in terms])
     contrib *= np.repeat(factors, lens)
     size = len(index.item_terms)
