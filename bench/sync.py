@@ -4,11 +4,13 @@ Engine A learns the first ``--events`` MovieLens events (``Engine.process`` with
 serving: the learn path, with the sync outbox on) and drains one delta every ``--every``
 events, as the worker does once per ``PERSONA_MODEL_SYNC_INTERVAL_S``; engine B decodes
 and applies each delta (``Engine.learn_shared``); engine C learns the same events with
-sync off. The three take turns event by event. Prints microseconds per event of the local
-learn (C), of recording the sums (A minus C), of the sender's drain and encode, the
-sender's overhead as a share of the local learn, the receiver's decode and apply per
-remote event, the ratio of a remote event's cost to a local one's (target <= 10%), and
-the bytes per event on the topic.
+sync off. Each engine has its segmenter, which learns every profile as the worker's
+profile agent has it do (``models.marketing.steps.group_step``; the sender's outbox sums
+it per segment, the receiver learns the sums). The three take turns event by event.
+Prints microseconds per event of the local learn (C), of recording the sums (A minus C),
+of the sender's drain and encode, the sender's overhead as a share of the local learn,
+the receiver's decode and apply per remote event, the ratio of a remote event's cost to
+a local one's (target <= 10%), and the bytes per event on the topic.
 
     .venv/bin/python -m bench.sync [--events 20000] [--every 20,100,500]
 """
@@ -20,6 +22,8 @@ import gc
 import time
 
 from models.engine import Engine
+from models.marketing.segments import Segmenter
+from models.marketing.steps import group_step
 from models.sync import Outbox, decode_batch
 from streams.offline.datasets import load_movielens_100k, load_movielens_items
 
@@ -40,6 +44,17 @@ def measure(n: int, every: int) -> dict[str, float]:
 
     plain, sender, receiver = _engine(catalogue), _engine(catalogue), _engine(catalogue)
     sender.sync = Outbox()
+    segmenters = {id(e): Segmenter() for e in (plain, sender, receiver)}
+    half_life = plain.config.half_life_ms
+
+    def group(engine: Engine, profile: dict, user: str, ts: int) -> None:
+        """The profile agent's segment step, the segment kept in the profile."""
+        up = group_step(profile, None, ts, segmenter=segmenters[id(engine)], audiences={},
+                        categories_of=engine.catalogue.categories, half_life_ms=half_life,
+                        sync_outbox=engine.sync, user=user)
+        if up.segment is not None:
+            profile["sg"] = up.segment
+
     # The three engines take turns event by event, so load from elsewhere on the machine
     # falls on each part alike and the ratios hold even when the absolute figures drift.
     profiles: dict[str, dict | None] = {}
@@ -54,12 +69,14 @@ def measure(n: int, every: int) -> dict[str, float]:
         r = plain.process(kind, user, item, ts, event_id=str(i), fingerprint="",
                           profile=plain_profiles.get(user), dedupe=None, serve=False,
                           amount=amount)
+        group(plain, r.profile, user, ts)
         learning += clock() - t
         plain_profiles[user] = r.profile
         t = clock()
         r = sender.process(kind, user, item, ts, event_id=str(i), fingerprint="",
                            profile=profiles.get(user), dedupe=None, serve=False,
                            amount=amount)
+        group(sender, r.profile, user, ts)
         recording += clock() - t
         profiles[user] = r.profile
         if i % every == 0 or i == len(events):
@@ -69,7 +86,9 @@ def measure(n: int, every: int) -> dict[str, float]:
             if raw is not None:
                 sent += len(raw)
                 t = clock()
-                applied += receiver.learn_shared(decode_batch(raw))
+                batch = decode_batch(raw)
+                applied += receiver.learn_shared(batch)
+                segmenters[id(receiver)].learn_sums(batch.segment_sums)
                 applying += clock() - t
     # A delta waits for enough users' events (MIN_USERS): the last ones may not have
     # left, so the receiver's cost is per event it applied.
