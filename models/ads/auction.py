@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any, Final, NamedTuple, Protocol
 
+from models.ads import pacing
 from models.ads.campaigns import CampaignLimits
-from models.ads.pctr import ad_features
+from models.ads.pctr import RequestFeatures
 from models.ads.requests import AdCandidate, AdRequest
 from models.ads.units import DAY_MS, HOUR_MS, micros_ceil, micros_floor
 
@@ -30,27 +31,26 @@ NO_BID_REASONS: Final = (
 )
 CANDIDATE_REASONS: Final = NO_BID_REASONS[4:]
 _RANK: Final = {r: i for i, r in enumerate(CANDIDATE_REASONS)}
+_BELOW_FLOOR: Final = _RANK["below_floor"]
 
 # What the auction asks of the bidder's state: the micros a campaign has left on a UTC day
-# (None: no budget), and whether pacing lets it take part in a request at a time.
-Remaining = Callable[[CampaignLimits, int], int | None]
-Pace = Callable[[CampaignLimits, str, int], bool]
+# (None: no budget), and the micros it has spent that day (pacing reads them).
+Remaining = Callable[[CampaignLimits, int], tuple[int | None, int]]
 
 
 class ProbabilityModel(Protocol):
-    """What the bidder needs of a click (or conversion) model: ``PctrModel`` fits."""
+    """What the bidder needs of a click (or conversion) model: ``PctrModel`` fits. A
+    model that also has ``predict_ads(features, ads)`` (``PctrModel.predict_ads``: the
+    same predictions) is given the candidates in that form."""
 
     def predict_many(self, xs: Sequence[Sequence[int]]) -> list[float]: ...
 
     def learn_one(self, x: Sequence[int], y: bool | int, weight: float = 1.0) -> None: ...
 
 
-class Entrant(NamedTuple):
-    """A candidate that may bid, with its campaign and the micros its budgets leave."""
-
-    candidate: AdCandidate
-    limits: CampaignLimits
-    left: int | None
+# A candidate that may bid, with its campaign and the micros its budgets leave (a plain
+# tuple: it is made for every candidate of every request).
+Entrant = tuple[AdCandidate, CampaignLimits, int | None]
 
 
 class Win(NamedTuple):
@@ -107,6 +107,8 @@ def probability(p: object) -> float:
     >>> probability(0.25), probability(float("nan")), probability(1.5)
     (0.25, 0.0, 0.0)
     """
+    if type(p) is float:  # what the models give: the ABC check below is slow
+        return p if 0.0 <= p <= 1.0 else 0.0
     f = float(p) if isinstance(p, Real) else math.nan
     return f if 0.0 <= f <= 1.0 else 0.0
 
@@ -115,13 +117,13 @@ def screen(
     req: AdRequest,
     camps: Mapping[str, CampaignLimits],
     remaining: Remaining,
-    pace: Pace | None,
+    pacing_slack: float | None,
 ) -> tuple[list[Entrant], int]:
     """The candidates that may bid, and the rank (in ``CANDIDATE_REASONS``) of the
-    furthest any other got (-1: none refused). ``pace`` None: pacing is off."""
-    day = req.ts_ms // DAY_MS
-    user = _User(req.view)
-    paced: dict[str, bool] = {}  # by campaign: its candidates share the request's draw
+    furthest any other got (-1: none refused). ``pacing_slack`` None: pacing is off."""
+    ts = req.ts_ms
+    day = ts // DAY_MS
+    user: _User | None = None  # made when a targeted campaign asks
     rank = -1
     entrants: list[Entrant] = []
     for cand in req.candidates:
@@ -129,58 +131,62 @@ def screen(
         left: int | None = None
         if k is None:
             why: str | None = "unknown_campaign"
-        elif not k.campaign.active:
+        elif not k.active:
             why = "inactive"
-        elif k.targeted and not user.matches(k):
+        elif k.targeted and not (user or (user := _User(req.view))).matches(k):
             why = "not_targeted"
         else:
-            left = remaining(k, day)
+            left, spent = remaining(k, day)
             why = None
             if left is not None and left <= 0:
                 why = "budget_exhausted"
-            elif pace is not None and k.daily_m is not None:
-                ok = paced.get(k.campaign_id)
-                if ok is None:
-                    ok = paced[k.campaign_id] = pace(k, req.request_id, req.ts_ms)
-                if not ok:
+            elif pacing_slack is not None and k.daily_m is not None:
+                # A campaign's candidates share the request's draw: it is keyed by the
+                # request and campaign ids.
+                share = pacing.rate(spent, k.daily_m, ts, pacing_slack)
+                if share < 1.0 and not pacing.takes_part(share, req.request_id, k.campaign_id):
                     why = "paced"
         if why is not None:
             rank = max(rank, _RANK[why])
         else:
             assert k is not None
-            entrants.append(Entrant(cand, k, left))
+            entrants.append((cand, k, left))
     return entrants, rank
 
 
 def predict(
     entrants: Sequence[Entrant], req: AdRequest, pctr: ProbabilityModel, pcvr: ProbabilityModel
-) -> tuple[list[list[int]], list[float], dict[int, float]]:
-    """The features of each entrant, its pCTR, and the pCVR (by entrant index) of those of
-    conversion campaigns that give a value per conversion. One batch call per model."""
+) -> tuple[RequestFeatures, list[float], dict[int, float]]:
+    """The request's features (``RequestFeatures``), the pCTR of each entrant and the
+    pCVR (by entrant index) of those of conversion campaigns that give a value per
+    conversion. One batch call per model."""
     hour = (req.ts_ms // HOUR_MS) % 24
-    xs = [
-        ad_features(req.view, c.ad_id, c.campaign_id, c.categories, req.slot, hour, req.context)
-        for c, _, _ in entrants
-    ]
-    ps = [probability(p) for p in pctr.predict_many(xs)]
-    conv = [i for i, (c, k, _) in enumerate(entrants)
-            if k.conversion and c.value_per_conversion is not None]
+    rf = RequestFeatures(req.view, req.slot, hour, req.context)
+    ads: list[tuple[str, str, tuple[str, ...]]] = []
+    conv: list[int] = []
+    for i, (c, k, _) in enumerate(entrants):
+        ads.append((c.ad_id, c.campaign_id, c.categories))
+        if k.conversion and c.value_per_conversion is not None:
+            conv.append(i)
+    ps = list(_predict(pctr, rf, ads))
+    for i, p in enumerate(ps):
+        if type(p) is not float or not 0.0 <= p <= 1.0:  # probability's fast path
+            ps[i] = probability(p)
     qs: dict[int, float] = {}
     if conv:
-        qv = pcvr.predict_many([xs[i] for i in conv])
+        qv = _predict(pcvr, rf, [ads[i] for i in conv])
         qs = {i: probability(q) for i, q in zip(conv, qv, strict=True)}
-    return xs, ps, qs
+    return rf, ps, qs
 
 
-def bid_micros(e: Entrant, p: float, q: float | None) -> int:
-    """The entrant's bid before budget and floor: its expected value, capped at max_bid."""
-    c, k = e.candidate, e.limits
-    if q is not None:
-        assert c.value_per_conversion is not None
-        value = p * q * c.value_per_conversion
-    else:
-        value = p * c.value_per_click
-    return min(micros_floor(min(value, k.campaign.max_bid)), k.max_m)
+def _predict(
+    model: ProbabilityModel, rf: RequestFeatures, ads: list[tuple[str, str, tuple[str, ...]]]
+) -> list[float]:
+    predict_ads = getattr(model, "predict_ads", None)
+    if predict_ads is not None:
+        out: list[float] = predict_ads(rf, ads)
+        return out
+    return model.predict_many([rf.features(*ad) for ad in ads])
 
 
 def pick(
@@ -190,12 +196,21 @@ def pick(
     """The highest bid over the floor as (bid micros, entrant index), None if there is
     none; and the refusal rank updated with the entrants that fell short."""
     best: tuple[int, int] | None = None
-    for i, e in enumerate(entrants):
-        bid_m = bid_micros(e, ps[i], qs.get(i))
+    best_m = 0
+    for i, (c, k, left) in enumerate(entrants):
+        q = qs.get(i) if qs else None
+        # The expected value, capped at max_bid.
+        if q is not None:
+            assert c.value_per_conversion is not None
+            value = ps[i] * q * c.value_per_conversion
+        else:
+            value = ps[i] * c.value_per_click
+        bid_m = micros_floor(min(value, k.max_bid))
+        if bid_m > k.max_m:
+            bid_m = k.max_m
         if bid_m <= 0 or bid_m < floor_m:
-            rank = max(rank, _RANK["below_floor"])
+            rank = max(rank, _BELOW_FLOOR)
             continue
-        left = e.left
         if left is not None and left < bid_m:
             # A budget that cannot cover the whole bid bids what it has left, if that
             # still meets the floor.
@@ -203,8 +218,8 @@ def pick(
                 rank = max(rank, _RANK["budget_exhausted"])
                 continue
             bid_m = left
-        if best is None or bid_m > best[0]:
-            best = (bid_m, i)
+        if best is None or bid_m > best_m:
+            best, best_m = (bid_m, i), bid_m
     return best, rank
 
 
@@ -212,16 +227,19 @@ def run(
     req: AdRequest,
     camps: Mapping[str, CampaignLimits],
     remaining: Remaining,
-    pace: Pace | None,
+    pacing_slack: float | None,
     pctr: ProbabilityModel,
     pcvr: ProbabilityModel,
 ) -> Win | str:
-    """The winning bid for ``req`` (which has candidates), or the no-bid reason."""
-    entrants, rank = screen(req, camps, remaining, pace)
+    """The winning bid for ``req`` (which has candidates), or the no-bid reason;
+    ``pacing_slack`` None: pacing is off."""
+    entrants, rank = screen(req, camps, remaining, pacing_slack)
     if entrants:
-        xs, ps, qs = predict(entrants, req, pctr, pcvr)
+        rf, ps, qs = predict(entrants, req, pctr, pcvr)
         best, rank = pick(entrants, ps, qs, micros_ceil(req.floor_price), rank)
         if best is not None:
             bid_m, i = best
-            return Win(entrants[i].candidate, bid_m, xs[i], ps[i], qs.get(i))
+            c = entrants[i][0]
+            x = rf.features(c.ad_id, c.campaign_id, c.categories)
+            return Win(c, bid_m, x, ps[i], qs.get(i))
     return CANDIDATE_REASONS[rank] if rank >= 0 else "unknown_campaign"

@@ -256,10 +256,6 @@ class Bidder:
         spent = self._ledger.spent(k.campaign_id, ts // DAY_MS)
         return pacing.rate(spent, daily_m, ts, self.pacing_slack)
 
-    def _takes_part(self, k: CampaignLimits, request_id: str, ts: int) -> bool:
-        assert k.daily_m is not None  # the auction paces only campaigns with a daily budget
-        return pacing.takes_part(self._rate(k, k.daily_m, ts), request_id, k.campaign_id)
-
     # -- decisions --------------------------------------------------------------------
 
     def decide(self, req: AdRequest, killed: bool = False) -> tuple[Decision, list[Write]]:
@@ -297,8 +293,8 @@ class Bidder:
             return RequestRecord.no_bid(rid, ts, end, "no_candidates")
         if end <= self._ledger.now:
             return RequestRecord.no_bid(rid, ts, end, "expired")
-        pace = self._takes_part if self.pacing else None
-        won = auction.run(req, self._camps, self._ledger.remaining, pace, self._pctr,
+        slack = self.pacing_slack if self.pacing else None
+        won = auction.run(req, self._camps, self._ledger.remaining, slack, self._pctr,
                           self._pcvr)
         if isinstance(won, str):
             return RequestRecord.no_bid(rid, ts, end, won)

@@ -128,12 +128,14 @@ class CampaignLimits:
     (500000, 10000000, None, False)
     """
 
-    __slots__ = ("campaign", "campaign_id", "max_m", "daily_m", "total_m", "segments",
-                 "categories", "targeted", "conversion")
+    __slots__ = ("campaign", "campaign_id", "active", "max_m", "max_bid", "daily_m",
+                 "total_m", "segments", "categories", "targeted", "conversion")
 
     def __init__(self, c: Campaign) -> None:
         self.campaign = c
         self.campaign_id = c.campaign_id
+        self.active = c.active
+        self.max_bid = c.max_bid
         # Floors: a bid or budget in micros never exceeds what was configured.
         self.max_m = micros_floor(c.max_bid)
         self.daily_m = None if c.daily_budget is None else micros_floor(c.daily_budget)

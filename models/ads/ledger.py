@@ -218,16 +218,21 @@ class Ledger:
             return self._reserved.get(cid, 0)
         return self._reserved_day.get((cid, day), 0)
 
-    def remaining(self, k: CampaignLimits, day: int) -> int | None:
-        """Micros left under the tighter budget after spend and reservations; None: no cap."""
+    def remaining(self, k: CampaignLimits, day: int) -> tuple[int | None, int]:
+        """Micros left under the tighter budget after spend and reservations (None: no
+        cap), and micros charged on UTC ``day`` if the campaign has a daily budget (what
+        pacing reads; else 0)."""
         cid = k.campaign_id
+        s = self._spend.get(cid)  # spent() inlined: this runs for every candidate
         left: int | None = None
+        spent = 0
         if k.daily_m is not None:
-            left = k.daily_m - self.spent(cid, day) - self._reserved_day.get((cid, day), 0)
+            spent = 0 if s is None else s.days.get(day, 0)
+            left = k.daily_m - spent - self._reserved_day.get((cid, day), 0)
         if k.total_m is not None:
-            rest = k.total_m - self.spent(cid) - self._reserved.get(cid, 0)
-            left = rest if left is None else min(left, rest)
-        return left
+            rest = k.total_m - (0 if s is None else s.total) - self._reserved.get(cid, 0)
+            left = rest if left is None or rest < left else left
+        return left, spent
 
     # -- requests ---------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ import hashlib
 import json
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def user_view(
     for c, s in top:
         # the entry ["<cat>", 0.123] and its separator; json's \u escapes are never
         # shorter than UTF-8, so this bounds orjson's output too
-        cost = len(json.dumps(c)) + 11
+        cost = _json_len(c) + 11
         if cost > budget:
             break
         budget -= cost
@@ -117,7 +117,13 @@ def user_view(
     return {"i": interests, "r": recency, "f": frequency, "s": segment}
 
 
-def _valid_name(v: object) -> bool:
+@lru_cache(maxsize=1 << 12)
+def _json_len(name: str) -> int:
+    """The length of ``name`` as a JSON string (a view's few categories come back often)."""
+    return len(json.dumps(name))
+
+
+def _valid_name(v: object) -> TypeGuard[str]:
     return isinstance(v, str) and 0 < len(v) <= _MAX_NAME
 
 
@@ -180,7 +186,7 @@ def cross_feature(a: int, b: int) -> int:
     >>> cross_feature(a, b) != cross_feature(b, a)
     True
     """
-    # ad_features inlines this expression on its hot path: keep the two in step.
+    # RequestFeatures inlines this expression on its hot path: keep the two in step.
     return ((a << HASH_BITS | b) * _GOLDEN & _M64) % _DIM1 + 1
 
 
@@ -199,158 +205,256 @@ class _Bounded(dict[Any, Any]):
         self[key] = value
 
 
-# Ad-level part (ad and category indices, the valid categories with their indices),
-# keyed by ad id and checked against the categories given: changed categories recompute.
+# The features of a slot, hour and context, by their values: requests mostly share them.
+_contexts: _Bounded = _Bounded(1 << 10)
+_CAMPAIGNS_PER_CONTEXT: Final = 1 << 7
+# Each ad's own features, (ad id, categories) -> (the ad and category indices, the valid
+# categories with their crosses tables).
 _ad_parts: _Bounded = _Bounded(1 << 14)
 
 
-def _ad_part(
-    ad_id: str, categories: Sequence[str]
-) -> tuple[list[int], tuple[tuple[str, int], ...]]:
-    key = () if isinstance(categories, (str, bytes)) else tuple(categories)
-    if not isinstance(ad_id, str):
-        ad_id = ""  # never a cache key: it may not even be hashable
-    hit = _ad_parts.get(ad_id)
-    if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
-    valid = _valid_name(ad_id)
-    feats = [hash_feature("a=" + ad_id)] if valid else []
-    names = tuple(dict.fromkeys(c for c in key if _valid_name(c)))[:_MAX_CATEGORIES]
-    cats = tuple((c, hash_feature("k=" + c)) for c in names)
-    feats.extend(h for _, h in cats)
-    if valid:
-        _ad_parts.put(ad_id, (key, feats, cats))
-    return feats, cats
+class _Crosses(dict[int, int]):
+    """The crosses of one ad category with users' interests: shifted "i=" index (see
+    _interest_left) -> cross_feature index, computed on first use. The same interests
+    and categories come back request after request, and a lookup costs a fraction of
+    the arithmetic; ``map(table.__getitem__, lefts)`` then runs without Python frames."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def __missing__(self, left: int) -> int:
+        if len(self) >= _CROSSES_PER_CATEGORY:
+            self.clear()
+        x = self[left] = ((left | self.k) * _GOLDEN & _M64) % _DIM1 + 1  # cross_feature
+        return x
 
 
-class _RequestPart:
-    """The features of one request that do not depend on the ad, computed once and
-    reused for each of its candidates."""
+_CROSSES_PER_CATEGORY: Final = 1 << 8
+_cross_tables: _Bounded = _Bounded(1 << 10)
 
-    __slots__ = ("base", "shares", "interests", "context", "slot", "by_campaign", "by_category")
 
-    def __init__(
-        self,
-        base: list[int],
-        interests: Mapping[str, float],
-        context: Sequence[int],
-        slot: int,
-    ) -> None:
+def _crosses_of(k: int) -> _Crosses:
+    table = _cross_tables.get(k)
+    if table is None:
+        table = _Crosses(k)
+        _cross_tables.put(k, table)
+    return table
+
+
+@lru_cache(maxsize=1 << 12)
+def _interest_left(category: str) -> int:
+    """The index of ``i=category`` shifted as a left operand of crosses."""
+    return hash_feature("i=" + category) << HASH_BITS
+
+
+class _ContextPart:
+    """The features of a request's slot, hour and context: everything that depends on
+    neither the user nor the ad."""
+
+    __slots__ = ("base", "slot", "context", "campaigns")
+
+    def __init__(self, slot: object, hour: object, context: object) -> None:
+        base = [0]
+        slot_index = 0
+        if _valid_name(slot):
+            slot_index = hash_feature("s=" + slot)
+            base.append(slot_index)
+        h = _small_int(hour, 0, 23)
+        if h is not None:
+            base.append(hash_feature(f"h={h}"))
+        ctx: list[int] = []
+        if isinstance(context, Mapping):
+            # Sorted, so equal contexts keep the same keys whatever their order.
+            for k, v in sorted((k, v) for k, v in context.items() if _valid_name(k))[
+                :_MAX_CONTEXT
+            ]:
+                sv = _context_value(v)
+                if sv is not None:
+                    ctx.append(hash_feature(f"x={k}={sv}"))
+        base.extend(ctx)
         self.base = base
-        self.shares = dict(interests)
-        # Left operands of crosses, shifted once here (see cross_feature): the user's
-        # "i=category" indices, the "x=k=v" context indices and the slot index.
-        self.interests = tuple(hash_feature("i=" + c) << HASH_BITS for c in interests)
-        self.context = tuple(x << HASH_BITS for x in context)
-        self.slot = slot << HASH_BITS
-        self.by_campaign: dict[str, list[int]] = {}
-        # category index -> (its interest x category crosses, the share of that interest)
-        self.by_category: dict[int, tuple[list[int], float]] = {}
+        # Left operands of crosses, shifted once here (see cross_feature).
+        self.slot = slot_index << HASH_BITS
+        self.context = tuple(x << HASH_BITS for x in ctx)
+        self.campaigns = _Bounded(_CAMPAIGNS_PER_CONTEXT)
 
-    def campaign(self, campaign_id: str) -> list[int]:
-        if not _valid_name(campaign_id):
+    def campaign(self, campaign_id: object) -> list[int]:
+        """The campaign's features here: its index and its crosses with the slot and the
+        context (never to be mutated)."""
+        try:
+            feats: list[int] | None = self.campaigns.get(campaign_id)
+        except TypeError:  # an unhashable id: no features, never a cache key
             return []
-        feats = self.by_campaign.get(campaign_id)
         if feats is None:
-            c = hash_feature("c=" + campaign_id)
-            feats = [c]
-            if self.slot:
-                feats.append(((self.slot | c) * _GOLDEN & _M64) % _DIM1 + 1)
-            feats.extend(((x | c) * _GOLDEN & _M64) % _DIM1 + 1 for x in self.context)
-            self.by_campaign[campaign_id] = feats
+            feats = []
+            if _valid_name(campaign_id):
+                c = hash_feature("c=" + campaign_id)
+                feats.append(c)
+                if self.slot:
+                    feats.append(cross_feature(self.slot >> HASH_BITS, c))
+                feats.extend(((x | c) * _GOLDEN & _M64) % _DIM1 + 1 for x in self.context)
+            self.campaigns.put(campaign_id, feats)
         return feats
 
-    def category(self, category: str, k: int) -> tuple[list[int], float]:
-        hit = self.by_category.get(k)
-        if hit is None:
-            crosses = [((i | k) * _GOLDEN & _M64) % _DIM1 + 1 for i in self.interests]
-            hit = (crosses, self.shares.get(category, 0.0))
-            self.by_category[k] = hit
-        return hit
+
+def _ad_part(ad_id: object, categories: Any) -> tuple[list[int], tuple[tuple[str, _Crosses], ...]]:
+    """The ad's own features (its index, its categories' indices: never to be mutated)
+    and its valid categories with their crosses tables."""
+    cats = categories if type(categories) is tuple else (
+        () if isinstance(categories, (str, bytes)) else tuple(categories)
+    )
+    try:
+        key = (ad_id, cats)
+        hit = _ad_parts.get(key)
+    except TypeError:  # an unhashable id or category: never a cache key
+        key, hit = None, None
+    if hit is None:
+        feats = [hash_feature("a=" + ad_id)] if _valid_name(ad_id) else []
+        names = tuple(dict.fromkeys(c for c in cats if _valid_name(c)))[:_MAX_CATEGORIES]
+        indexed = tuple((c, _crosses_of(hash_feature("k=" + c))) for c in names)
+        feats.extend(t.k for _, t in indexed)
+        hit = (feats, indexed)
+        if key is not None:
+            _ad_parts.put(key, hit)
+    return hit
 
 
-def _request_part(
-    view: Mapping[str, Any],
-    slot: str,
-    hour: int,
-    context: Mapping[str, Any] | None,
-) -> _RequestPart:
-    base = [0]
-    slot_index = 0
-    if _valid_name(slot):
-        slot_index = hash_feature("s=" + slot)
-        base.append(slot_index)
-    h = _small_int(hour, 0, 23)
-    if h is not None:
-        base.append(hash_feature(f"h={h}"))
-    interests: dict[str, float] = {}
-    if isinstance(view, Mapping) and not view.get("np"):
-        raw = view.get("i")
-        if isinstance(raw, (list, tuple)):
-            for pair in raw[:VIEW_INTERESTS]:
-                if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-                    continue
-                cat, share = pair
-                f = _feature_number(share)
-                if _valid_name(cat) and cat not in interests and f is not None and 0.0 < f <= 1.0:
-                    interests[cat] = f
-        for key, lo, cap in (("r", -1, RECENCY_CAP), ("f", 0, FREQUENCY_CAP)):
-            v = _small_int(view.get(key), lo, cap)
-            if v is not None:
-                base.append(hash_feature(f"{key}={v}"))
-        seg = view.get("s")
-        if _valid_name(seg):
-            base.append(hash_feature(f"g={seg}"))
-    ctx: list[int] = []
-    if isinstance(context, Mapping):
-        # Sorted, so equal contexts keep the same keys whatever their order.
-        for k, v in sorted((k, v) for k, v in context.items() if _valid_name(k))[:_MAX_CONTEXT]:
-            sv = _context_value(v)
-            if sv is not None:
-                x = hash_feature(f"x={k}={sv}")
-                ctx.append(x)
-                base.append(x)
-    return _RequestPart(base, interests, ctx, slot_index)
-
-
-# The last request's part: (slot, hour, copies of view and context, part). A hit needs
-# equal values only: equal values always give equal features (see _feature_number), and the
-# copies make a view mutated since the last call a miss.
-_last: tuple[Any, Any, Any, Any, _RequestPart] | None = None
-
-
-def _copy_plain(obj: Any) -> Any:
-    """A copy of the dicts, lists and tuples in ``obj``, sharing only the leaves."""
-    if isinstance(obj, Mapping):
-        return {k: _copy_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_copy_plain(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_copy_plain(v) for v in obj)
-    return obj
-
-
-def _new_part(
-    view: Mapping[str, Any], slot: str, hour: int, context: Mapping[str, Any] | None
-) -> _RequestPart:
-    global _last
-    part = _request_part(view, slot, hour, context)
-    _last = (slot, hour, _copy_plain(view), _copy_plain(context), part)
+def _context_part(slot: object, hour: object, context: object) -> _ContextPart:
+    # A hit needs equal values only: equal values always give equal features (see
+    # _feature_number), and the key holds no mutable object (a tuple of the items).
+    try:
+        items = (
+            tuple(context.items())
+            if type(context) is dict or isinstance(context, Mapping)
+            else None
+        )
+        key = (slot, hour, items)
+        part: _ContextPart | None = _contexts.get(key)
+    except TypeError:  # an unhashable value: computed, never cached
+        return _ContextPart(slot, hour, context)
+    if part is None:
+        part = _ContextPart(slot, hour, context)
+        _contexts.put(key, part)
     return part
 
 
 _MATCH = tuple(hash_feature(f"m={b}") for b in range(4))
+_RECENCY = {v: hash_feature(f"r={v}") for v in range(-1, RECENCY_CAP + 1)}
+_FREQUENCY = {v: hash_feature(f"f={v}") for v in range(FREQUENCY_CAP + 1)}
 
 
-def _match_bucket(share: float) -> int:
-    """0: no interest in the ad's categories, 1: a minor one, 2: a real one, 3: a main one."""
-    if share <= 0.0:
-        return 0
-    if share < 0.2:
-        return 1
-    if share < 0.5:
-        return 2
-    return 3
+class RequestFeatures:
+    """The hashed features of the candidate ads of one request: what does not depend on
+    the ad (``shared``) is computed once, then each ad's own ones (``nonzero``). Across
+    requests, the slot, hour and context part and its campaign features are cached by
+    value, an ad's features by ad id and categories, and interest x category crosses by
+    category.
+
+    >>> view = {"i": [["Comedy", 0.7]], "r": 2, "f": 1, "s": ""}
+    >>> rf = RequestFeatures(view, "top", 14, {"device": "mobile"})
+    >>> rf.features("ad1", "camp1", ("Comedy",)) == ad_features(
+    ...     view, "ad1", "camp1", ("Comedy",), "top", 14, {"device": "mobile"})
+    True
+    """
+
+    __slots__ = ("shared", "_part", "_lefts", "_shares")
+
+    def __init__(
+        self,
+        view: Mapping[str, Any],
+        slot: str,
+        hour: int,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        part = _context_part(slot, hour, context)
+        shared = part.base.copy()
+        interests: dict[str, float] = {}
+        # (type checks first: an ABC isinstance is slow)
+        if (type(view) is dict or isinstance(view, Mapping)) and not view.get("np"):
+            raw = view.get("i")
+            if isinstance(raw, (list, tuple)):
+                for pair in raw[:VIEW_INTERESTS]:
+                    if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+                        continue
+                    cat, share = pair
+                    # A float share (user_view's) skips _feature_number: in (0, 1] it is
+                    # finite and small.
+                    f = share if type(share) is float else _feature_number(share)
+                    if (
+                        isinstance(cat, str) and 0 < len(cat) <= _MAX_NAME  # _valid_name
+                        and cat not in interests and f is not None and 0.0 < f <= 1.0
+                    ):
+                        interests[cat] = f
+            for key, names in (("r", _RECENCY), ("f", _FREQUENCY)):
+                v = view.get(key)
+                x = names.get(v) if type(v) is int else None  # user_view's ints
+                if x is None:
+                    v = _small_int(v, min(names), max(names))
+                    if v is not None:
+                        x = names[v]
+                if x is not None:
+                    shared.append(x)
+            seg = view.get("s")
+            if _valid_name(seg):
+                shared.append(hash_feature(f"g={seg}"))
+        self.shared = shared
+        self._part = part
+        self._shares = interests
+        # The user's "i=category" indices: left operands of crosses, shifted once here.
+        self._lefts = tuple(map(_interest_left, interests))
+
+    def features(self, ad_id: str, campaign_id: str, categories: Sequence[str]) -> list[int]:
+        """The sorted unique feature indices of showing this ad (``ad_features``)."""
+        return sorted(set(self.shared).union(self.nonzero(ad_id, campaign_id, categories)))
+
+    def nonzero(
+        self,
+        ad_id: str,
+        campaign_id: str,
+        categories: Sequence[str],
+        weights: Container[int] | None = None,
+    ) -> list[int]:
+        """This ad's features beyond ``shared`` that are in ``weights`` (None: all of
+        them), some maybe repeated or in ``shared`` too: all that a sparse linear model
+        reads of them."""
+        part = self._part
+        camp = None
+        hit = None
+        # AdCandidate's ids and categories: looked up here, without a call
+        if type(campaign_id) is str:
+            camp = part.campaigns.get(campaign_id)
+        if type(categories) is tuple:
+            try:
+                hit = _ad_parts.get((ad_id, categories))
+            except TypeError:  # unhashable: _ad_part says so
+                pass
+        if camp is None:
+            camp = part.campaign(campaign_id)
+        feats, cats = _ad_part(ad_id, categories) if hit is None else hit
+        # The container's own C method: filter then makes no Python call per feature.
+        keep = None if weights is None else weights.__contains__
+        if keep is None:
+            out = camp + feats
+        else:
+            out = list(filter(keep, camp))
+            out.extend(filter(keep, feats))
+        lefts = self._lefts
+        if lefts:
+            shares = self._shares
+            match = 0.0
+            for c, table in cats:
+                crosses = map(table.__getitem__, lefts)
+                out.extend(crosses if keep is None else filter(keep, crosses))
+                match += shares.get(c, 0.0)
+            # The interest-match bucket: 0 no interest in the ad's categories, 1 a minor
+            # one, 2 a real one, 3 a main one.
+            m = _MATCH[0 if match <= 0.0 else 1 if match < 0.2 else 2 if match < 0.5 else 3]
+            if keep is None or keep(m):
+                out.append(m)
+        return out
 
 
 def ad_features(
@@ -371,8 +475,8 @@ def ad_features(
     interest ``i=`` x each ad category.
     Anything invalid (non-finite or absurd numbers, wrong types, oversized strings, hour
     outside 0-23) is dropped, never passed on. Numbers that compare equal give the same
-    features (``True``, ``1`` and ``1.0`` all read as 1). Successive calls for the
-    candidates of one request reuse its ad-independent part.
+    features (``True``, ``1`` and ``1.0`` all read as 1). For many candidates of one
+    request, ``RequestFeatures`` computes the ad-independent part once.
 
     >>> view = {"i": [["Comedy", 0.7], ["Drama", float("nan")]], "r": 2, "f": 1, "s": ""}
     >>> x = ad_features(view, "ad1", "camp1", ["Comedy"], "top", 14, {"device": "mobile"})
@@ -383,27 +487,7 @@ def ad_features(
     >>> cross_feature(hash_feature("i=Drama"), hash_feature("k=Comedy")) in x  # NaN share
     False
     """
-    last = _last
-    if (
-        last is not None
-        and last[0] == slot
-        and last[1] == hour
-        and last[2] == view
-        and last[3] == context
-    ):
-        part = last[4]
-    else:
-        part = _new_part(view, slot, hour, context)
-    ad_feats, cats = _ad_part(ad_id, categories)
-    feats = part.base + part.campaign(campaign_id) + ad_feats
-    if part.interests:
-        match = 0.0
-        for c, k in cats:
-            crosses, share = part.category(c, k)
-            feats += crosses
-            match += share
-        feats.append(_MATCH[_match_bucket(match)])
-    return sorted(set(feats))
+    return RequestFeatures(view, slot, hour, context).features(ad_id, campaign_id, categories)
 
 
 class PctrModel:
@@ -478,6 +562,9 @@ class PctrModel:
                 s += v
         if -_MAX_LOGIT <= s <= _MAX_LOGIT:
             return s
+        return self._clamp(s)
+
+    def _clamp(self, s: float) -> float:
         if s > _MAX_LOGIT:
             return _MAX_LOGIT
         if s < -_MAX_LOGIT:
@@ -493,6 +580,39 @@ class PctrModel:
         logit = self._logit
         exp = math.exp
         return [1.0 / (1.0 + exp(-logit(x))) for x in xs]
+
+    def predict_ads(
+        self, rf: RequestFeatures, ads: Sequence[tuple[str, str, Sequence[str]]]
+    ) -> list[float]:
+        """``predict_one(rf.features(*ad))`` for each of ``ads`` (ad id, campaign id,
+        categories: the candidates of one request), to the last bit: the same weights
+        added in the same order, but only the features that have one are looked up and
+        sorted, and the request's shared ones once.
+
+        >>> m = PctrModel()
+        >>> for _ in range(3):
+        ...     m.learn_one(ad_features({}, "a1", "c1", ("k",), "top", 3), 1, weight=50.0)
+        >>> rf = RequestFeatures({}, "top", 3)
+        >>> ads = [("a1", "c1", ("k",)), ("a2", "c1", ())]
+        >>> m.predict_ads(rf, ads) == m.predict_many([rf.features(*ad) for ad in ads])
+        True
+        """
+        w = self._w
+        base = list(filter(w.__contains__, rf.shared))
+        nonzero = rf.nonzero
+        offset = self._offset
+        exp = math.exp
+        out = []
+        for ad_id, campaign_id, categories in ads:
+            nz = nonzero(ad_id, campaign_id, categories, w)
+            nz += base
+            s = offset
+            for i in sorted(set(nz)):  # in index order, as _logit adds them
+                s += w[i]
+            if not -_MAX_LOGIT <= s <= _MAX_LOGIT:
+                s = self._clamp(s)
+            out.append(1.0 / (1.0 + exp(-s)))
+        return out
 
     def learn_one(self, x: Sequence[int], y: bool | int, weight: float = 1.0) -> None:
         """One FTRL-Proximal step on example ``x`` with label ``y`` (1 click, 0 none).

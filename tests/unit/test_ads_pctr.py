@@ -243,7 +243,9 @@ def test_request_cache_is_invisible(calls: list[tuple[dict, dict | None, int, bo
             view, ctx = prev
             view["r"] = hour
         got = ad_features(view, "ad1", "camp1", ["A", "B"], "top", hour, ctx)
-        ads_module._last = None
+        # The same features computed afresh, with every cache of the module emptied.
+        for cache in (ads_module._contexts, ads_module._ad_parts, ads_module._cross_tables):
+            cache.clear()
         assert got == ad_features(view, "ad1", "camp1", ["A", "B"], "top", hour, ctx)
         prev = (view, ctx)
 
