@@ -307,9 +307,21 @@ class Outbox:
             d["w"] = [list(row) for row in blend]
         groups = self._segment_sums.take(self.min_users)
         if groups:
-            d["g"] = {seg: [g.n, g.base, g.shares, sorted(g.spend.items())]
+            d["g"] = {seg: [g.n, g.base, _top_shares(g.shares), sorted(g.spend.items())]
                       for seg, g in sorted(groups.items())}
         return orjson.dumps(d)
+
+
+def _top_shares(shares: dict[str, float]) -> dict[str, float]:
+    """A group's category shares, the largest ``MAX_INTERESTS`` of them (what a receiver
+    accepts; a segmenter's vocabulary holds far fewer).
+
+    >>> len(_top_shares({f"c{n}": float(n) for n in range(300)})), MAX_INTERESTS
+    (256, 256)
+    """
+    if len(shares) <= MAX_INTERESTS:
+        return shares
+    return dict(sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_INTERESTS])
 
 
 def _b64(values: Any, dtype: str) -> str:

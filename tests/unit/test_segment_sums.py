@@ -114,3 +114,19 @@ def test_without_the_sums_a_worker_misses_what_only_the_other_sees() -> None:
     (a, b), _ = _run(share=False)
     assert a.n_learned == 750 and "Horror" not in a.vocabulary()
     assert "Horror" in b.vocabulary()
+
+
+def test_a_group_of_many_categories_still_decodes_on_the_other_side() -> None:
+    from models.sync import MAX_INTERESTS, Outbox, decode_batch
+
+    box = Outbox(min_users=5)
+    for u in range(5):
+        interests = {f"cat-{u}-{n}": 1.0 + n for n in range(80)}  # 400 in the group
+        box.note_segment(UserProfile(clicks=1, interests=interests), NOW, "s0", f"u{u}")
+        box.record("item", [], 1.0, None, user=f"u{u}")
+    raw = box.drain("w", 1)
+    assert raw is not None
+    group = decode_batch(raw).segment_sums["s0"]
+    assert group.n == 5 and len(group.shares) == MAX_INTERESTS
+    # the largest shares are the ones kept: each user's strongest categories
+    assert all(int(c.rsplit("-", 1)[1]) >= 28 for c in group.shares)
