@@ -12,7 +12,10 @@ pytestmark = pytest.mark.integration
 
 def test_scaleout_bench_runs_two_workers_and_reports_sane_figures(
         kafka_broker: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:
-    n = 400
+    # Enough events that each worker's two partitions hold at least five users (a delta
+    # leaves only then): MovieLens starts with a few users, placed by their home
+    # partition (the first 1,500 events: 5, 2, 3 and 10 users on partitions 0-3).
+    n = 1_500
     out = scaleout.main(["--bootstrap", kafka_broker.bootstrap, "--events", str(n),
                          "--modes", "two", "--partitions", "4", "--timeout", "60",
                          "--overhead-events", "300"])
