@@ -275,6 +275,9 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     # both the same way: two requests of one user keep their order on one partition
     send_astray(service, "privacy", RAW[2],
                 {"user_id": RAW[2], "action": "opt_in", "ts": t + 21})
+    # Saves counted before the last learning (the ad events below): the worker's 1 s timer
+    # saves whenever the models changed, so one comes after them.
+    saved = metric(worker, "persona_model_checkpoints_total", outcome="saved")
     for u, raw_id in enumerate(RAW):  # shown and clicked: pCTR learns from the users' features
         for n, kind in enumerate(("impression", "click")):
             send(service, "ad_events", None, {"event_id": f"ae-{u}-{n}",
@@ -291,12 +294,17 @@ def test_no_raw_id_anywhere_and_erase_is_complete_within_5s(service):
     send(service, "control", None, {"action": "ads_resume", "ts": t + 33, "user_id": RAW[1],
                                     "operator_email": PII[0]})
     service["producer"].flush()
-    # a checkpoint written after all that learning (every second, when models changed)
-    saved = metric(worker, "persona_model_checkpoints_total", outcome="saved")
+    # a checkpoint written after all that learning: the ad events counted, then a save
+    # (the timer saves every second when the models changed)
     deadline = time.monotonic() + 20
+    while sum(metric(worker, "persona_ad_events_total", type=kind, outcome="counted")
+              for kind in ("impression", "click")) < 2 * len(RAW):
+        assert time.monotonic() < deadline, "the ad events were not all counted"
+        time.sleep(0.3)
     while metric(worker, "persona_model_checkpoints_total", outcome="saved") < saved + 1:
         assert time.monotonic() < deadline, "no checkpoint after learning"
         time.sleep(0.3)
+    time.sleep(1.5)  # a timer round after the last learning: saved if it changed anything
 
     # --- 1. the scan: everything but the inputs and dead-letters
     skip = {topics[k] for k in (*INPUTS, "dead_letters")}
