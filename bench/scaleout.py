@@ -226,8 +226,19 @@ def run_mode(bootstrap: str, home: Path, mode: str, n_events: int, partitions: i
         run.seconds = max(1e-9, reader.last_at - t0)
         run.events, run.recs = len(batch), len(reader.lists)
         run.hits = recall_hits(replay, reader.lists)
-        for w in workers:
-            m = w.metrics()
+        metrics = [w.metrics() for w in workers]
+        if sync and n_workers > 1:
+            # The last deltas leave up to one interval after the last event: let the
+            # other workers apply them before they are counted (bounded).
+            settle = time.monotonic() + 10.0
+            while time.monotonic() < settle and sum(
+                    _metric(m, "persona_model_sync_steps_total", outcome="applied")
+                    for m in metrics) < (n_workers - 1) * sum(
+                    _metric(m, "persona_model_sync_steps_total", outcome="sent")
+                    for m in metrics):
+                time.sleep(0.25)
+                metrics = [w.metrics() for w in workers]
+        for m in metrics:
             run.per_worker_events.append(int(sum(
                 _metric(m, "persona_events_total", topic=t, outcome="accepted")
                 for t in ("clicks", "purchases"))))
