@@ -63,7 +63,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -888,27 +888,50 @@ def _is_seconds(text: str) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+@contextlib.contextmanager
+def bench_broker(bootstrap: str | None, prefix: str) -> Iterator[tuple[Path, str, int | None]]:
+    """(a scratch directory, the bootstrap, the broker's PID): the loopback broker given
+    (``--bootstrap``; no PID), or a local one started here. On exit the broker started
+    here is stopped and the scratch directory removed."""
     import logging
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    home = Path(tempfile.mkdtemp(prefix="persona-bench-e2e-"))
-    base = Settings.from_env()
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     broker = None
+    try:
+        if bootstrap:
+            yield home, bootstrap, None
+            return
+        base = Settings.from_env()
+        broker = LocalBroker(version=base.kafka_version, host="127.0.0.1", port=free_port(),
+                             home=home / "broker", lib_home=base.kafka_dir)
+        with console.status("starting the local Kafka broker"):
+            broker.start(timeout=120)
+        yield home, broker.bootstrap, broker.status()["pid"]
+    finally:
+        if broker is not None:
+            broker.stop()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def show(result: dict[str, Any], report: Callable[[dict[str, Any], Console], None],
+         width: int, json_path: Path | None) -> None:
+    """Print ``result`` through ``report`` at least ``width`` columns wide, with its
+    elapsed time; also write it to ``json_path`` (None: not)."""
+    out = Console(width=max(width, Console().width))
+    report(result, out)
+    out.print(f"elapsed: {result['elapsed_s']:.0f} s")
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     session_s = 20.0  # a burst pauses the target for a second or two
     tag = os.urandom(4).hex()
     started = time.monotonic()
-    try:
-        if args.bootstrap:
-            bootstrap, broker_pid = args.bootstrap, None
-        else:
-            broker = LocalBroker(version=base.kafka_version, host="127.0.0.1",
-                                 port=free_port(), home=home / "broker",
-                                 lib_home=base.kafka_dir)
-            with console.status("starting the local Kafka broker"):
-                broker.start(timeout=120)
-            bootstrap, broker_pid = broker.bootstrap, broker.status()["pid"]
+    with bench_broker(args.bootstrap, "persona-bench-e2e-") as (home, bootstrap, broker_pid):
         result: dict[str, Any] = {
             "machine": machine(), "versions": _versions(),
             "method": (f"windows of {args.window:g} s at fixed rates {args.rates}; "
@@ -949,17 +972,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["ratio_cpu"] = round(a / b, 3) if a and b else None
         result["ratios"] = ratios(t)
         result["elapsed_s"] = round(time.monotonic() - started, 1)
-        out = Console(width=max(190, Console().width))
-        report(result, out)
-        out.print(f"elapsed: {result['elapsed_s']:.0f} s")
-        if args.json is not None:
-            args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        show(result, report, 190, args.json)
         return result
-    finally:
-        if broker is not None:
-            broker.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,24 +26,28 @@ every process started here is stopped by its PID; bounded in time (~2.5 min by d
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.e2e import AgentProcess, Bench, Reader, Target, _versions, agent_target, wait_answering
-from streams.local.broker import LocalBroker, free_port
+from bench.e2e import (
+    AgentProcess,
+    Bench,
+    Reader,
+    Target,
+    _versions,
+    agent_target,
+    bench_broker,
+    show,
+    wait_answering,
+)
 from streams.local.chaos import machine
-from streams.settings import Settings
 
 console = Console(stderr=True)
 
@@ -170,23 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    import logging
-
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    home = Path(tempfile.mkdtemp(prefix="persona-bench-hops-"))
-    base = Settings.from_env()
-    broker = None
     started = time.monotonic()
-    try:
-        if args.bootstrap:
-            bootstrap, broker_pid = args.bootstrap, None
-        else:
-            broker = LocalBroker(version=base.kafka_version, host="127.0.0.1",
-                                 port=free_port(), home=home / "broker",
-                                 lib_home=base.kafka_dir)
-            with console.status("starting the local Kafka broker"):
-                broker.start(timeout=120)
-            bootstrap, broker_pid = broker.bootstrap, broker.status()["pid"]
+    with bench_broker(args.bootstrap, "persona-bench-hops-") as (home, bootstrap, broker_pid):
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -198,17 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"turned each round; {args.partitions} partitions; all variants "
                     "running at once"),
             elapsed_s=round(time.monotonic() - started, 1))
-        out = Console(width=max(150, Console().width))
-        report(result, out)
-        out.print(f"elapsed: {result['elapsed_s']:.0f} s")
-        if args.json is not None:
-            args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        show(result, report, 150, args.json)
         return result
-    finally:
-        if broker is not None:
-            broker.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

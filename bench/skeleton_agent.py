@@ -35,11 +35,10 @@ from typing import Any
 
 import faust
 import orjson
-from faust import Worker
 
 # Importing streams.app also declares persona's own app (never started here); an app
 # from build_app applies the same faust_fixes as the worker when it starts.
-from streams.app import build_app
+from streams.app import build_app, run_worker
 from streams.settings import Settings
 from streams.tables import _Table  # persona's table class (its startup-race guard)
 
@@ -120,18 +119,9 @@ else:
     app.agent(source, name="bench.skeleton-apply", concurrency=1)(_apply)
 
 
-@app.task
-async def _tune_producer_buffer() -> None:
-    """As streams.app does for the persona worker."""
-    app.producer.buffer.max_messages = 2000
-
-
 def main() -> None:
-    # As ``persona worker`` (streams/cli/worker.py): no spinner, so the root logger keeps
-    # the level.
-    w = Worker(app, loglevel=settings.log_level, quiet=True)
-    w.spinner = None
-    w.execute_from_commandline()
+    # As ``persona worker`` runs the worker app (the producer buffer is build_app's).
+    run_worker(app, settings.log_level)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,23 @@ def measure(n: int, every: int) -> dict[str, float]:
     segmenters = {id(e): Segmenter() for e in (plain, sender, receiver)}
     half_life = plain.config.half_life_ms
 
-    def group(engine: Engine, profile: dict, user: str, ts: int) -> None:
-        """The profile agent's segment step, the segment kept in the profile."""
+    def learn(engine: Engine, profiles: dict[str, dict | None], i: int, kind: str,
+              user: str, item: str, ts: int) -> float:
+        """``engine`` learns event ``i`` as the profile agent has it (the profile, every
+        model, the segment step); the seconds it took."""
+        t = time.perf_counter()
+        profile = engine.process(kind, user, item, ts, event_id=str(i), fingerprint="",
+                                 profile=profiles.get(user), dedupe=None, serve=False,
+                                 amount=9.99 if kind == "purchase" else 0.0).profile
+        assert profile is not None
         up = group_step(profile, None, ts, segmenter=segmenters[id(engine)], audiences={},
                         categories_of=engine.catalogue.categories, half_life_ms=half_life,
                         sync_outbox=engine.sync, user=user)
         if up.segment is not None:
             profile["sg"] = up.segment
+        spent = time.perf_counter() - t
+        profiles[user] = profile
+        return spent
 
     # The three engines take turns event by event, so load from elsewhere on the machine
     # falls on each part alike and the ratios hold even when the absolute figures drift.
@@ -64,21 +74,8 @@ def measure(n: int, every: int) -> dict[str, float]:
     clock = time.perf_counter
     gc.collect()
     for i, (kind, user, item, ts) in enumerate(events, start=1):
-        amount = 9.99 if kind == "purchase" else 0.0
-        t = clock()
-        r = plain.process(kind, user, item, ts, event_id=str(i), fingerprint="",
-                          profile=plain_profiles.get(user), dedupe=None, serve=False,
-                          amount=amount)
-        group(plain, r.profile, user, ts)
-        learning += clock() - t
-        plain_profiles[user] = r.profile
-        t = clock()
-        r = sender.process(kind, user, item, ts, event_id=str(i), fingerprint="",
-                           profile=profiles.get(user), dedupe=None, serve=False,
-                           amount=amount)
-        group(sender, r.profile, user, ts)
-        recording += clock() - t
-        profiles[user] = r.profile
+        learning += learn(plain, plain_profiles, i, kind, user, item, ts)
+        recording += learn(sender, profiles, i, kind, user, item, ts)
         if i % every == 0 or i == len(events):
             t = clock()
             raw = sender.drain_sync("bench", i)

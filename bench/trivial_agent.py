@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 
-from faust import Worker
-
 # Importing streams.app also declares persona's own app (never started here); an app
 # from build_app applies the same faust_fixes as the worker when it starts.
-from streams.app import build_app
+from streams.app import build_app, run_worker
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -37,18 +35,9 @@ async def forward(stream):  # type: ignore[no-untyped-def]
         await sink.send(key=msg.key, value=msg.value)
 
 
-@app.task
-async def _tune_producer_buffer() -> None:
-    """As streams.app does for the persona worker."""
-    app.producer.buffer.max_messages = 2000
-
-
 def main() -> None:
-    # As ``persona worker`` (streams/cli/worker.py): no spinner, so the root logger keeps
-    # the level.
-    w = Worker(app, loglevel=settings.log_level, quiet=True)
-    w.spinner = None
-    w.execute_from_commandline()
+    # As ``persona worker`` runs the worker app (the producer buffer is build_app's).
+    run_worker(app, settings.log_level)
 
 
 if __name__ == "__main__":

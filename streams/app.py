@@ -39,10 +39,20 @@ class _WorkerApp(_App):
         await super().on_first_start()
 
 
+async def _tune_producer_buffer(faust_app: faust.App) -> None:
+    """Let changelog writes queue up to 2,000 before the stream waits for them.
+
+    Faust's default of 100 made the profile agent stall (and log "producer buffer full")
+    every few hundred events under load; set once the app runs, because reading
+    ``app.producer`` at import would create it before the event loop runs.
+    """
+    faust_app.producer.buffer.max_messages = 2000
+
+
 def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
     """A Faust app with the settings that were measured to matter (docs/architecture.md,
-    What the code relies on)."""
-    return cls(
+    What the code relies on), and its producer's buffer tuned once it runs."""
+    built = cls(
         s.app_id,
         broker=s.broker_url,
         # PERSONA_KAFKA_* security (SASL and/or TLS); None for PLAINTEXT.
@@ -80,17 +90,19 @@ def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
         stream_wait_empty=False,
         logging_config=None,
     )
+    built.task(_tune_producer_buffer)
+    return built
 
 
 app = build_app(settings, _WorkerApp)
 
 
-@app.task
-async def _tune_producer_buffer() -> None:
-    """Let changelog writes queue up to 2,000 before the stream waits for them.
+def run_worker(faust_app: faust.App, loglevel: str) -> None:
+    """Run ``faust_app`` as a worker in this process, until it is told to stop."""
+    from faust import Worker
 
-    Faust's default of 100 made the profile agent stall (and log "producer buffer full")
-    every few hundred events under load; set here, after start, because reading
-    ``app.producer`` at import would create it before the event loop runs.
-    """
-    app.producer.buffer.max_messages = 2000
+    w = Worker(faust_app, loglevel=loglevel, quiet=True)
+    # At level warning or above Faust's terminal spinner sets the root logger to DEBUG,
+    # so every debug call of Faust and aiokafka (three per message) built a LogRecord.
+    w.spinner = None
+    w.execute_from_commandline()

@@ -24,8 +24,7 @@ def worker(
         raise fail(str(exc), 2) from None
     # Faust and the worker app load only here, so `persona --help` and the other verbs
     # start without them.
-    from faust import Worker
-
+    from streams.app import run_worker
     from streams.runtime import Runtime, install
     from streams.worker import app as faust_app
 
@@ -36,8 +35,4 @@ def worker(
     except SettingsError as exc:
         raise fail(str(exc), 2) from None
 
-    w = Worker(faust_app, loglevel=loglevel or s.log_level, quiet=True)
-    # At level warning or above Faust's terminal spinner sets the root logger to DEBUG,
-    # so every debug call of Faust and aiokafka (three per message) built a LogRecord.
-    w.spinner = None
-    w.execute_from_commandline()
+    run_worker(faust_app, loglevel or s.log_level)
