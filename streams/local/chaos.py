@@ -169,6 +169,17 @@ def terminate(worker: WorkerProcess, timeout: float = 30.0) -> tuple[int | None,
     return worker.proc.returncode, time.monotonic() - started
 
 
+def _log_from_signal(worker: WorkerProcess, limit: int = 60) -> str:
+    """The worker log's lines from its last "Signal received" on (at most ``limit``, the
+    last ones): where a slow stop spent its time. The log holds no user ids."""
+    try:
+        lines = worker.log_path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(no log: {exc})"
+    start = max((i for i, line in enumerate(lines) if "Signal received" in line), default=0)
+    return "\n".join(line[:200] for line in lines[start:][-limit:])
+
+
 # ---------------------------------------------------------------------------------------------
 # Sequenced events
 
@@ -828,6 +839,8 @@ def scenario_graceful(rig: Rig, n_events: int, n_users: int, rate: float,
         rep.problems.append(f"SIGTERM: exit code {code}")
     if seconds > 10.0:
         rep.problems.append(f"SIGTERM: exit took {seconds:.1f}s (over 10s)")
+    if code != 0 or seconds > 10.0:
+        rep.problems.append("worker log from the signal on:\n" + _log_from_signal(w))
     # Let the stream finish while the worker is down: the restart has a backlog, and
     # the changelog holds every profile written so far.
     stream.join(timeout=300)
