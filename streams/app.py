@@ -7,14 +7,24 @@ key live in the runtime (``streams/runtime.py``), built when the worker starts.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust import Worker
 
 from streams import faust_fixes
 from streams.settings import Settings
 
 settings = Settings.from_env()
+log = logging.getLogger(__name__)
+
+# A clean stop takes 1-3 s (docs/reliability.md); one still going after this long says,
+# in the log, what it waits for.
+STOP_REPORT_AFTER_S = 8.0
 
 
 class _App(faust.App):
@@ -97,11 +107,64 @@ def build_app(s: Settings, cls: type[_App] = _App) -> faust.App:
 app = build_app(settings, _WorkerApp)
 
 
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: file:line and function of each coroutine it
+    awaits, outermost first (code locations only, never values)."""
+    out: list[str] = []
+    while coro is not None and len(out) < 16:
+        frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                 or getattr(coro, "ag_frame", None))
+        if frame is None:
+            break
+        out.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} "
+                   f"{frame.f_code.co_name}")
+        coro = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                or getattr(coro, "ag_await", None))
+    return out
+
+
+def describe_tasks(loop: asyncio.AbstractEventLoop) -> str:
+    """One line per unfinished task of ``loop``: its await chain. Safe to call from
+    another thread (it only reads; a set that changed meanwhile is read again)."""
+    for _ in range(5):
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+            break
+        except RuntimeError:  # the task set changed while it was copied
+            continue
+    else:
+        return "(the task set kept changing)"
+    lines = [" <- ".join(reversed(_await_chain(t.get_coro()))) or repr(t) for t in tasks
+             if not t.done()]
+    return "\n".join(sorted(lines))
+
+
+def _watch_stop(loop: asyncio.AbstractEventLoop, after_s: float) -> None:
+    def report() -> None:
+        log.warning("still stopping after %.0f s; unfinished tasks:\n%s", after_s,
+                    describe_tasks(loop))
+
+    timer = threading.Timer(after_s, report)
+    timer.daemon = True  # never keeps the process up
+    timer.start()
+
+
+class _Worker(Worker):
+    """Faust's worker, which logs what a stop still waits for after
+    ``STOP_REPORT_AFTER_S``."""
+
+    def _on_sigterm(self) -> None:
+        _watch_stop(self.loop, STOP_REPORT_AFTER_S)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _watch_stop(self.loop, STOP_REPORT_AFTER_S)
+        super()._on_sigint()
+
+
 def run_worker(faust_app: faust.App, loglevel: str) -> None:
     """Run ``faust_app`` as a worker in this process, until it is told to stop."""
-    from faust import Worker
-
-    w = Worker(faust_app, loglevel=loglevel, quiet=True)
+    w = _Worker(faust_app, loglevel=loglevel, quiet=True)
     # At level warning or above Faust's terminal spinner sets the root logger to DEBUG,
     # so every debug call of Faust and aiokafka (three per message) built a LogRecord.
     w.spinner = None
