@@ -22,6 +22,7 @@ from models.recommenders.base import (
 )
 from models.recommenders.catalogue import Catalogue
 from models.recommenders.cooc_counts import CoocCounts
+from models.recommenders.cooc_rows import add_to_row, add_to_rows
 from models.recommenders.cooc_similarity import SIMILARITIES, pair_similarity, slot_terms
 from models.recommenders.popularity import Popularity
 
@@ -33,6 +34,27 @@ _SCAN_ALL_BELOW = 8
 _RENORMALIZE_ABOVE = 1e20
 # What this module has always offered: the similarity names live in cooc_similarity.py now.
 __all__ = ["SIMILARITIES", "ItemCooccurrence"]
+
+
+_compiled = False
+
+
+def compile_kernels() -> None:
+    """Compile (or load from numba's cache) the kernels for the argument types the model
+    uses, once per process: when a model is made or restored, not on the first event a
+    worker serves (a first compile takes about a second)."""
+    global _compiled
+    if _compiled:
+        return
+    nb = np.zeros((2, 2), dtype=np.int32)
+    nb[1] = 1
+    co = np.zeros((2, 2), dtype=np.float32)
+    cols = np.array([1], dtype=np.int32)
+    add_to_row(nb[0], co[0], 0, cols, 1.0)
+    add_to_rows(nb, co, cols, 0, 1.0)
+    ranking._best_rows(np.full(2, -1, dtype=np.intp), np.array([0], dtype=np.intp),
+                       nb.ravel(), np.ones(4), 2)
+    _compiled = True
 
 
 class ItemCooccurrence:
@@ -111,6 +133,7 @@ class ItemCooccurrence:
         self._recency = self.recency_decay ** np.arange(window, dtype=np.float64)
         self._step = 0
         self._counts = CoocCounts(max_items, max_neighbours)
+        compile_kernels()
         # The items the last learn step paired the item with, once record_pairs is called.
         self.last_pairs: list[str] | None = None
 
@@ -279,6 +302,7 @@ class ItemCooccurrence:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self._counts = CoocCounts.from_state(state)
+        compile_kernels()
         self.last_pairs = None  # not checkpointed: recording starts again (record_pairs)
         self.__dict__.update(state)
 
