@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from streams.cli.common import console, fail, load_settings, wide
-from streams.offline.evaluate_run import DEFAULT_STRATEGIES
+from streams.offline.datasets import INSTALLED
+from streams.offline.evaluate_run import DEFAULT_DATASET, DEFAULT_STRATEGIES
 
 if TYPE_CHECKING:
     from streams.offline.evaluate import Stream
@@ -42,9 +43,19 @@ def _bars(totals: dict[str, int]) -> Iterator[Callable[[str, int], None]]:
 
 
 # ---------------------------------------------------------------- evaluate
+def _dataset_help() -> str:
+    """``--dataset``'s help: every installed stream, from the registry."""
+    named = []
+    for d in INSTALLED.values():
+        notes = [d.title] + (["default"] if d.name == DEFAULT_DATASET else []) + (
+            [f"first {d.default_limit:,} events unless --limit"] if d.default_limit else [])
+        named.append(f"{d.name} ({', '.join(notes)})")
+    return "; ".join(named) + "; or synthetic-drift (seeded, drifting)."
+
+
 def evaluate(
     dataset: str | None = typer.Option(
-        None, help="ml-100k (default: MovieLens 100K) or synthetic-drift (seeded, drifting)."),
+        None, help=_dataset_help()),
     input_path: Path | None = typer.Option(
         None, "--input", help="Replay this CSV (header user,item,ts[,rating]) or JSONL file "
         "instead; ts in epoch s, epoch ms or ISO-8601 with a zone."),

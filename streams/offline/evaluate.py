@@ -1,10 +1,11 @@
 """``persona evaluate``: replay a stream prequentially through the service's own model code.
 
-Loads the stream (MovieLens 100K, the synthetic-drift stream, or a CSV/JSONL file), replays
-it once per strategy through ``models.engine.Engine`` (ask, score, then learn: the protocol
-of docs/quality.md) in worker processes, and renders the figures ``models.evaluation``
-accumulates as a table, a JSON file and a PNG of the per-window curves. The steps of one
-``persona evaluate`` run are in ``streams/offline/evaluate_run.py``.
+Loads the stream (a data set installed from a wheel, ``streams.offline.datasets.INSTALLED``,
+the synthetic-drift stream, or a CSV/JSONL file), replays it once per strategy through
+``models.engine.Engine`` (ask, score, then learn: the protocol of docs/quality.md) in
+worker processes, and renders the figures ``models.evaluation`` accumulates as a table, a
+JSON file and a PNG of the per-window curves. The steps of one ``persona evaluate`` run are
+in ``streams/offline/evaluate_run.py``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Any
 import orjson
 
 from models.checks import is_int, is_number
-from models.engine import Engine, EngineConfig
+from models.engine import Engine, EngineConfig, EventKind
 from models.evaluation import PrequentialMetrics, RatingMetrics
+from streams.offline.datasets import INSTALLED
 
 # (user, item, rating or None, ts in epoch milliseconds)
 Row = tuple[str, str, float | None, int]
-DATASETS = ("ml-100k", "synthetic-drift")
+DATASETS = (*INSTALLED, "synthetic-drift")
 RATING_MODEL = "biased-mf"
 # A numeric timestamp at or above this is in milliseconds: 1e11 seconds is in the year
 # 5138, 1e11 milliseconds in March 1973, so no real stream is ambiguous.
@@ -59,6 +61,7 @@ class Stream:
     released: dict[str, int] = field(default_factory=dict)  # item -> release ts (ms)
     skipped: int = 0
     errors: list[str] = field(default_factory=list)  # the first few skipped rows' errors
+    event: EventKind = "click"  # what each row is replayed as (purchase data: "purchase")
 
     @property
     def has_rating(self) -> bool:
@@ -68,7 +71,7 @@ class Stream:
         if limit is None:
             return self
         return Stream(self.name, self.rows[:limit], self.items, self.released, self.skipped,
-                      self.errors)
+                      self.errors, self.event)
 
 
 # ---------------------------------------------------------------- parsing
@@ -228,12 +231,11 @@ def read_events(path: Path, skip_bad: bool = False, require_rating: bool = False
 
 
 def load_dataset(name: str, seed: int = 0) -> Stream:
-    """A named data set as a stream (``DatasetMissing`` if MovieLens is not installed)."""
-    if name == "ml-100k":
-        from streams.offline.datasets import load_movielens_100k, load_movielens_items
-
-        rows: list[Row] = [(u, i, r, ts * 1000) for u, i, r, ts in load_movielens_100k()]
-        return Stream(name, rows, items=load_movielens_items())
+    """A named data set as a stream (``DatasetMissing`` if its wheel is not installed)."""
+    if name in INSTALLED:
+        data = INSTALLED[name]
+        rows: list[Row] = [(u, i, r, ts * 1000) for u, i, r, ts in data.load()]
+        return Stream(name, rows, items=data.items() if data.items else {}, event=data.event)
     if name == "synthetic-drift":
         from streams.offline.synthetic import generate
 
@@ -304,7 +306,7 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
         metrics.know(item_id)
     due = 0
     k = cfg.k
-    recommend, process = engine.recommend, engine.process
+    recommend, process, event = engine.recommend, engine.process, stream.event
     profiles: dict[str, dict] = {}
     started = time.perf_counter()
     for n, (user, item, _rating, ts_ms) in _ticking(stream.rows, progress):
@@ -320,7 +322,7 @@ def replay_ranking(strategy: str, stream: Stream, cfg: ReplayConfig,
         except ValueError:
             rank = None
         metrics.add(rank, recommended)
-        result = process("click", user, item, ts_ms, event_id=str(n), fingerprint="",
+        result = process(event, user, item, ts_ms, event_id=str(n), fingerprint="",
                          profile=profile, dedupe=None, serve=False, served_before=served)
         if result.profile is not None:
             profiles[user] = result.profile

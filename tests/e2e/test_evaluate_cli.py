@@ -120,7 +120,7 @@ def test_bad_input_is_exit_2_with_the_line(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--strategy", "popularity,psychic"], "unknown strategy psychic"),
-        (["--dataset", "ml-1m"], "unknown --dataset"),
+        (["--dataset", "ml-20m"], "unknown --dataset"),
         (["--dataset", "ml-100k", "--input", "x.csv"], "not both"),
         (["--rating", "--strategy", "hybrid"], "--strategy does not apply"),
         (["--plot", "curves.jpg"], "PNG"),
