@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from models.checks import check_int, is_id, is_in_range, is_real
@@ -25,6 +26,27 @@ class ScoredItem(NamedTuple):
     score: float
     reason: str
     strategy: str
+
+
+_new_scored = partial(tuple.__new__, ScoredItem)
+
+
+def scored_items(
+    ids: Sequence[str], scores: Sequence[float], explained: Sequence[tuple[str, str]]
+) -> list[ScoredItem]:
+    """``ScoredItem``s of aligned ids, scores and ``(reason, strategy)`` pairs, made in C
+    loops (a named tuple's own constructor is a Python call per item).
+
+    >>> scored_items(["a"], [0.5], [("popular", "popularity")])
+    [ScoredItem(item_id='a', score=0.5, reason='popular', strategy='popularity')]
+    """
+    if not len(ids) == len(scores) == len(explained):
+        raise ValueError(f"{len(ids)} ids, {len(scores)} scores and {len(explained)} reasons")
+    if not ids:
+        return []
+    # Lengths checked above; the pairs unzip to the reasons and the strategies.
+    reasons, strategies = zip(*explained, strict=True)
+    return list(map(_new_scored, zip(ids, scores, reasons, strategies, strict=True)))
 
 
 class Ranked:
@@ -60,11 +82,7 @@ class Ranked:
             return []
         scores = self.scores
         floats = scores.tolist() if hasattr(scores, "tolist") else scores
-        explained = self.explain(range(len(ids)))
-        return [
-            ScoredItem(item_id, score, reason, strategy)
-            for item_id, score, (reason, strategy) in zip(ids, floats, explained, strict=True)
-        ]
+        return scored_items(ids, floats, self.explain(range(len(ids))))
 
     @classmethod
     def of(cls, items: Sequence[ScoredItem]) -> Ranked:
@@ -183,6 +201,8 @@ def check_k(k: object) -> int:
     >>> check_k(10)
     10
     """
+    if type(k) is int and k >= 0:  # every request asks: the common case, checked first
+        return k
     return check_int("k", k, low=0)
 
 

@@ -13,7 +13,7 @@ from models.recommenders.content_items import ItemSlots
 from models.recommenders.content_taste import Source
 from models.recommenders.popularity import as_lookup
 from models.recommenders.tfidf import TfidfIndex
-from models.recommenders.topk import cut_value
+from models.recommenders.topk import at_or_above, cut_value, sample_floor
 
 # Scores are compared rounded, so float noise from the incremental norms cannot break a
 # tie that exact arithmetic would make (identical items): ties go to the lower item index.
@@ -31,13 +31,34 @@ def top(
     >>> slots.tolist(), kept.tolist(), more
     ([2, 0], [0.9, 0.5], True)
     """
-    # Comparisons first: numpy finds the non-zero entries of a bool array much faster.
-    positives = scores > 0.0
-    positive = int(np.count_nonzero(positives))
-    if positive > want:
-        # Everything that can round to the cut or above: ties at the cut are all kept, so
-        # the order does not depend on ``want``.
-        if 2 * positive >= scores.size:
+    slots, kept, more = _top(scores, cand, want)
+    if more is None:
+        more = int(np.count_nonzero(scores > 0.0)) > want
+    return slots, kept, more
+
+
+def _top(
+    scores: np.ndarray, cand: np.ndarray | None, want: int
+) -> tuple[np.ndarray, np.ndarray, bool | None]:
+    """``top``, with None for "more" when telling would take another pass over ``scores``."""
+    # Everything that can round to the cut or above is kept: ties at the cut are all
+    # kept, so the order does not depend on ``want``.
+    more: bool | None
+    floor = sample_floor(scores, want) if want < scores.size else None
+    if floor is not None and floor > 0.0:
+        # At least ``want`` scores > 0, and all the candidates are: no pass to find them.
+        cut, at = at_or_above(scores, want, floor, _TIE)
+        if cut - _TIE <= 0.0:
+            at = at[scores[at] > 0.0]
+        more = True if at.size > want else None
+    else:
+        # Comparisons first: numpy finds the non-zero entries of a bool array much faster.
+        positives = scores > 0.0
+        positive = int(np.count_nonzero(positives))
+        more = positive > want
+        if not more:
+            at = np.flatnonzero(positives)
+        elif 2 * positive >= scores.size:
             # Mostly positive: the cut of all scores is the cut of the positive ones, and
             # finding it there saves collecting them first.
             low = cut_value(scores, want) - _TIE
@@ -48,12 +69,10 @@ def top(
             at = np.flatnonzero(positives)
             values = scores[at]
             at = at[values >= cut_value(values, want) - _TIE]
-    else:
-        at = np.flatnonzero(positives)
     slots = at if cand is None else cand[at]
     kept = scores[at].round(_SCORE_DECIMALS)
     order = np.lexsort((slots, -kept))[:want]
-    return slots[order], kept[order], positive > want
+    return slots[order], kept[order], more
 
 
 def pick(
@@ -70,7 +89,7 @@ def pick(
     want = k if not excluded and catalogue is None else 2 * k + 8
     while True:
         # A longer prefix of the same order: only the entries past ``done`` are new.
-        best, best_scores, more = top(scores, cand, want)
+        best, best_scores, more = _top(scores, cand, want)
         for c, s in zip(best[done:].tolist(), best_scores[done:].tolist(), strict=True):
             item_id = ids[c]
             if item_id in excluded or item_id in unavailable:
@@ -79,6 +98,8 @@ def pick(
             picked_scores.append(s)
             if len(picked) == k:
                 return picked, picked_scores
+        if more is None:
+            more = int(np.count_nonzero(scores > 0.0)) > want
         if not more:
             return picked, picked_scores
         done = best.size

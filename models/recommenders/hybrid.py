@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence, Sized
 
@@ -18,6 +19,7 @@ from models.recommenders.base import (
     check_item_id,
     check_k,
     check_weight,
+    scored_items,
 )
 
 # History lengths that start the "sparse" and "regular" contexts: a user with no history
@@ -115,11 +117,11 @@ class Hybrid:
         index: dict[str, int] = {}
         listings: list[tuple[int, list[int], Ranked]] = []
         c = self._context_index(history)
-        active = self._active[c]
-        for s, name in enumerate(self._names):
-            if not active[s]:
+        components, names = self.components, self._names
+        for s, active in enumerate(self._active[c].tolist()):
+            if not active:
                 continue
-            listed = _ranked(self.components[name], history, exclude, want, context)
+            listed = _ranked(components[names[s]], history, exclude, want, context)
             if not listed.ids:
                 continue
             # setdefault evaluates len(index) first: a new item gets the next row.
@@ -140,22 +142,21 @@ class Hybrid:
         # Python bools costs a fraction of ndarray.any's call.)
         if any(unlisted.tolist()):
             best[unlisted] = (features[order[unlisted]] > 0.0).argmax(axis=1)
-        # Reasons only for the items served, each from the listing that explains it.
-        explained: list[tuple[str, str]] = [("", "")] * order.size
-        order_list, best_list = order.tolist(), best.tolist()
+        # Reasons only for the items served, each from the listing that explains it (the
+        # served positions grouped by listing in one pass, not one pass per listing).
+        order_list = order.tolist()
+        chosen: dict[int, list[int]] = {}
+        for j, s in enumerate(best.tolist()):
+            chosen.setdefault(s, []).append(j)
+        explained: list[tuple[str, str]] = [("", "")] * len(order_list)
         for s, rows, listed in listings:
-            chosen = [j for j, b in enumerate(best_list) if b == s]
-            if chosen:
-                why = listed.explain([rows.index(order_list[j]) for j in chosen])
-                for j, reason in zip(chosen, why, strict=True):
+            served = chosen.get(s)
+            if served:
+                why = listed.explain([rows.index(order_list[j]) for j in served])
+                for j, reason in zip(served, why, strict=True):
                     explained[j] = reason
         ids = list(index)
-        out = [
-            ScoredItem(ids[r], score, reason, strategy)
-            for r, score, (reason, strategy) in zip(
-                order_list, blended[order].tolist(), explained, strict=True
-            )
-        ]
+        out = scored_items([ids[r] for r in order_list], blended[order].tolist(), explained)
         if context is not None and context.user:
             self._remember(context.user, ids, features.astype(np.float32), c, len(out))
         return out
@@ -177,8 +178,7 @@ class Hybrid:
 
     @staticmethod
     def _context_index(history: Sequence[str]) -> int:
-        n = len(history)
-        return sum(n >= bound for bound in CONTEXT_BOUNDS)
+        return bisect_right(CONTEXT_BOUNDS, len(history))
 
     def _remember(
         self, user: str, ids: list[str], features: np.ndarray, c: int, k: int

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from models.engine import STRATEGIES, Engine, EngineConfig
-from models.recommenders.base import Context, ScoredItem
+from models.recommenders.base import Context, Ranked, ScoredItem
 from models.recommenders.catalogue import Catalogue
 from models.recommenders.content import ContentTfidf
 from models.recommenders.content_taste import (
@@ -460,3 +460,233 @@ def test_cut_value_is_what_a_full_partition_cuts(n: int) -> None:
             if want <= n:
                 expected = np.partition(values, n - want)[n - want]
                 assert cut_value(values, want) == expected, (n, want)
+
+
+# -- the blend itself, against plain Python, on listed components ------------------------------
+
+
+class Listed:
+    """A component that lists fixed ``(item, score)`` pairs in that order (ties, duplicates
+    and non-finite scores as given), minus history and exclusions; through ``ranked`` (lazy
+    reasons, scores as a float32 or float64 array or a list) or through ``rank`` only."""
+
+    def __init__(self, name: str, pairs: list[tuple[str, float]], form: str) -> None:
+        self.name, self.pairs, self.form = name, pairs, form
+        if form == "rank":
+            self.ranked = None  # type: ignore[assignment]
+
+    def learn_one(self, item_id: str, history: Sequence[str], weight: float = 1.0,
+                  context: Context | None = None) -> None:
+        pass
+
+    def rank(self, history: Sequence[str], exclude: Collection[str], k: int,
+             context: Context | None = None) -> list[ScoredItem]:
+        kept = [(i, s) for i, s in self.pairs if i not in history and i not in exclude][:k]
+        return [ScoredItem(i, s, f"{self.name} #{p} {i}", self.name)
+                for p, (i, s) in enumerate(kept)]
+
+    def ranked(self, history: Sequence[str], exclude: Collection[str], k: int,
+               context: Context | None = None) -> Ranked:
+        items = self.rank(history, exclude, k, context)
+        scores: Any = [s.score for s in items]
+        if self.form != "list":
+            scores = np.array(scores, dtype=self.form)
+        return Ranked([s.item_id for s in items], scores,
+                      lambda ps: [(items[p].reason, items[p].strategy) for p in ps])
+
+
+def plain_blend(h: Hybrid, history: Sequence[str], exclude: Collection[str], k: int,
+                context: Context | None
+                ) -> tuple[list[ScoredItem], list[str], list[list[float]], int]:
+    """The blend as the docstring says, one Python float at a time: each component's list
+    rescaled to [0.1, 1], unlisted 0, the weighted terms added in component order, ties to
+    the first listed, explained by the largest term (all zero: the first listing). An item
+    listed twice in one list takes its later score and its first reason. (numpy adds fewer
+    than 8 terms one after the other, so the sums agree to the bit.)"""
+    c = sum(len(history) >= b for b in CONTEXT_BOUNDS)
+    weights = h.blend_matrix()[c]
+    n = len(h._names)
+    rows: dict[str, int] = {}
+    features: list[list[float]] = []
+    why: dict[tuple[int, int], tuple[str, str]] = {}
+    for s, name in enumerate(h._names):
+        if k == 0 or not h._active[c, s]:
+            continue
+        listed = h.components[name].rank(history, exclude, max(k, h.candidates), context)
+        values = [float(i.score) if math.isfinite(i.score) else 0.0 for i in listed]
+        lo, hi = min(values, default=0.0), max(values, default=0.0)
+        for item, v in zip(listed, values, strict=True):
+            if item.item_id not in rows:
+                rows[item.item_id] = len(rows)
+                features.append([0.0] * n)
+            r = rows[item.item_id]
+            features[r][s] = 1.0 if hi <= lo else 0.1 + 0.9 * (v - lo) / (hi - lo)
+            why.setdefault((r, s), (item.reason, item.strategy))  # its first listing
+    blended = []
+    for f in features:
+        total = 0.0
+        for s in range(n):
+            total += f[s] * weights[s]
+        blended.append(total)
+    out = []
+    ids = list(rows)
+    for r in sorted(range(len(ids)), key=lambda r: (-blended[r], r))[:k]:
+        terms = [f * w for f, w in zip(features[r], weights, strict=True)]
+        best = terms.index(max(terms))
+        if features[r][best] <= 0.0:
+            best = next(s for s in range(n) if features[r][s] > 0.0)
+        out.append(ScoredItem(ids[r], blended[r], *why[(r, best)]))
+    return out, ids, features, c
+
+
+def test_the_blend_is_what_plain_python_computes() -> None:
+    rng = np.random.default_rng(11)
+    pool = [f"i{j}" for j in range(40)]
+    values = [0.0, 0.5, 1.0, 2.0, 3.5, -1.0]  # few values: ties within and across lists
+    for case in range(400):
+        names = ["cooccurrence", "mf", "content", "popularity", "trending"][
+            : int(rng.integers(1, 6))]
+        components: dict[str, Any] = {}
+        for name in names:
+            size = int(rng.integers(0, 30))
+            ids = [pool[int(j)] for j in rng.choice(len(pool), size, replace=False)]
+            if size > 2 and rng.random() < 0.1:
+                ids.append(ids[0])  # listed twice
+            scores = (rng.choice(values, len(ids)) if rng.random() < 0.5
+                      else rng.normal(0.0, 10.0, len(ids)))
+            if len(ids) > 1 and rng.random() < 0.1:
+                scores[int(rng.integers(0, len(ids)))] = rng.choice([np.nan, np.inf, -np.inf])
+            if rng.random() < 0.1:
+                scores[:] = 4.0  # flat
+            order = np.argsort(-np.nan_to_num(scores, nan=-5.0), kind="stable")
+            pairs = [(ids[j], float(scores[j])) for j in order.tolist()]
+            form = str(rng.choice(["rank", "list", "float64", "float32"]))
+            if form == "float32":
+                pairs = [(i, float(np.float32(s))) for i, s in pairs]
+            components[name] = Listed(name, pairs, form)
+        contexts = {name: [x for x in ("new", "sparse", "regular") if rng.random() < 0.7]
+                    for name in names if rng.random() < 0.3}
+        h = Hybrid(components, candidates=int(rng.integers(1, 25)), contexts=contexts)
+        matrix = rng.choice([0.0, 0.0, 0.2, 1.0, 3.0], (3, len(names)))
+        matrix[:, 0] += 1.0  # every row a positive total
+        if not h.mix_blend(matrix.tolist(), 1.0):
+            continue  # every component with weight left is inactive in some context
+        history = pool[:int(rng.choice([0, 1, 3, 5, 8]))]
+        exclude = {pool[int(j)] for j in rng.integers(0, len(pool), 4)}
+        for k in (0, 1, 3, 10, 60):
+            user = f"u{case}-{k}"
+            got = h.rank(history, exclude, k, Context(user=user))
+            want, ids, features, c = plain_blend(h, history, exclude, k, None)
+            where = f"case {case} k={k}"
+            assert [(s.item_id, s.reason, s.strategy) for s in got] == \
+                [(s.item_id, s.reason, s.strategy) for s in want], where
+            assert [s.score for s in got] == [s.score for s in want], where  # to the bit
+            assert all(type(s.score) is float for s in got), where
+            if not want:
+                assert user not in h._pending, where
+                continue
+            kept_ids, kept_features, kept_c, kept_k = h._pending.pop(user)
+            assert (list(kept_ids), kept_c, kept_k) == (ids, c, len(want)), where
+            assert kept_features.dtype == np.float32, where
+            assert kept_features.tolist() == \
+                np.array(features, dtype=np.float32).tolist(), where
+
+
+# -- the shortcuts' own paths, compared exactly ------------------------------------------------
+
+
+def assert_identical(got: Sequence[ScoredItem], want: Sequence[ScoredItem], what: str) -> None:
+    """``assert_same``, with scores equal to the last bit."""
+    assert_same(got, want, what)
+    assert [s.score for s in got] == [s.score for s in want], what
+
+
+@pytest.mark.parametrize("n", [1, 100, 2047, 2048, 5000, 10_000])
+def test_at_or_above_is_a_cut_then_a_comparison(n: int) -> None:
+    from models.recommenders.topk import at_or_above, sample_floor
+
+    rng = np.random.default_rng(n)
+    base = rng.random(n)
+    arrays = [base, np.round(base, 2), np.sort(base)[::-1], np.zeros(n),
+              base.astype(np.float32), np.where(rng.random(n) < 0.9, 0.0, base),
+              np.round(base, 2) + rng.integers(0, 3, n) * 4e-13]  # ties a margin apart
+    for values in arrays:
+        for want in {1, 2, 30, 68, 300, n // 3 or 1, n}:
+            if want > n:
+                continue
+            cut = np.partition(values, n - want)[n - want]
+            for margin in (0.0, 1e-12):
+                expected = np.flatnonzero(values >= cut - margin)
+                for floor in (None, sample_floor(values, want)):
+                    got_cut, at = at_or_above(values, want, floor, margin)
+                    assert got_cut == cut, (n, want, margin)
+                    np.testing.assert_array_equal(at, expected)
+
+
+def test_content_top_is_a_full_sort_of_the_positive_scores() -> None:
+    from models.recommenders.content_ranking import top
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    dense = np.round(rng.random(n), 3) + rng.integers(0, 3, n) * 3e-13  # rounding ties
+    arrays = [dense, np.where(rng.random(n) < 0.3, 0.0, dense),  # some seen or blocked
+              np.where(rng.random(n) < 0.95, 0.0, dense),  # mostly no match
+              np.where(rng.random(n) < 0.5, 0.0, rng.random(n) * 2e-12),  # below the tie
+              np.full(n, 0.25), rng.random(100)]
+    for scores in arrays:
+        for cand in (None, np.sort(rng.choice(10 * scores.size, scores.size, replace=False))):
+            at = np.flatnonzero(scores > 0.0)
+            slots = at if cand is None else cand[at]
+            kept = np.round(scores[at], 12)
+            order = np.lexsort((slots, -kept))
+            for want in (1, 5, 30, 68, 272, 3000):
+                got_slots, got_kept, more = top(scores, cand, want)
+                np.testing.assert_array_equal(got_slots, slots[order][:want])
+                np.testing.assert_array_equal(got_kept, kept[order][:want])
+                assert more == (at.size > want)
+
+
+def test_content_ties_and_many_excluded_items_at_the_top() -> None:
+    # Many identical items (equal scores to the float), and the best few hundred excluded:
+    # the cut falls inside ties and the ranking looks further several times.
+    m = ContentTfidf()
+    rng = np.random.default_rng(11)
+    for i in range(4000):
+        j = i % 400  # ten copies of each text
+        m.upsert(f"i{i}", f"The {WORDS[j % len(WORDS)]} {WORDS[j // 40]}",
+                 [CATEGORIES[j % len(CATEGORIES)], CATEGORIES[(j // 12) % len(CATEGORIES)]],
+                 f"A story of {WORDS[(j * 7) % len(WORDS)]}.", available=i % 53 != 7)
+    context = Context(interests={"Drama": 2.0, "Comedy": 1.0, "War": 0.5})
+    everything = ref_content(m, [], (), 4000, context)
+    for history in ([], ["i5", "i17", "i5"], [f"i{int(x)}" for x in rng.integers(0, 4000, 5)]):
+        for top_n, every in ((0, 1), (7, 1), (100, 1), (700, 1), (1000, 10)):
+            # The best top_n but each ``every``-th: the picks come in several rounds.
+            exclude = {s.item_id for j, s in enumerate(everything[:top_n]) if j % every}
+            for k in (1, 10, 30, 200):
+                what = f"content history={history} top {top_n}/{every} excluded k={k}"
+                assert_identical(m.rank(history, exclude, k, context),
+                                 ref_content(m, history, exclude, k, context), what)
+                assert_identical(m.rank(history, list(exclude), k, None),
+                                 ref_content(m, history, exclude, k, None), what)
+
+
+def test_mf_ties_and_many_excluded_rows_at_the_top() -> None:
+    # More rows than the cut samples from, equal scores, and the best rows excluded.
+    rng = np.random.default_rng(2)
+    m = ImplicitMF(n_factors=4, seed=1)
+    state: dict[str, Any] = {}
+    for n in range(6000):
+        m.learn_one(f"i{n % 3000}", [f"i{(n * 7) % 3000}"], 1.0, Context(user_state=state))
+    table = m._items.table
+    table[:3000] = np.round(table[:3000], 1)  # ties in scores and in biases
+    user = Context(user_state=state)
+    for context in (user, None):
+        everything = ref_mf(m, [], (), 3000, context)
+        for top_n, every in ((0, 1), (50, 1), (600, 1), (1000, 10)):
+            # The best top_n but each ``every``-th: the picks come in several rounds.
+            exclude = {s.item_id for j, s in enumerate(everything[:top_n]) if j % every}
+            history = [f"i{int(x)}" for x in rng.integers(0, 3000, 40)]
+            for k in (1, 30, 100):
+                what = f"mf top {top_n}/{every} excluded k={k} user={context is not None}"
+                assert_identical(m.rank(history, exclude, k, context),
+                                 ref_mf(m, history, exclude, k, context), what)
