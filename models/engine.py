@@ -108,6 +108,9 @@ class EngineConfig:
     new_item_rate: float = 0.05
     new_item_budget: int = 100
     candidates: int = 30  # per component, for the hybrid to blend
+    # The hybrid serves its leading component's order while that one's recent hits beat
+    # the blend's by more than this share (None: off; models/recommenders/hybrid.py).
+    hybrid_fallback_margin: float | None = None
     seed: int = 0
     attribution_window_ms: float = 86_400_000.0  # credit events this long after a list
     attribute_by_item: bool = False  # also credit events without a recommendation_id
@@ -207,7 +210,8 @@ class Engine:
         # asking them cost time for nothing.
         cold = ("new", "sparse")
         self.hybrid = Hybrid(components, candidates=cfg.candidates,
-                             contexts={"content": cold, "popularity": cold, "trending": cold})
+                             contexts={"content": cold, "popularity": cold, "trending": cold},
+                             fallback_margin=cfg.hybrid_fallback_margin)
         self.bandit = EpsilonGreedy(
             [cfg.strategy] + [s for s in STRATEGIES if s != cfg.strategy],
             epsilon=cfg.exploration, salt="strategy",

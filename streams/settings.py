@@ -272,6 +272,11 @@ class Settings:
     new_item_rate: float = 0.05
     # PERSONA_NEW_ITEM_BUDGET: exploration showings per new item before it must earn them.
     new_item_budget: int = 100
+    # PERSONA_HYBRID_FALLBACK: the hybrid serves its leading component's order while that
+    # component's recent hits beat the blend's by more than PERSONA_HYBRID_FALLBACK_MARGIN
+    # (relative); off until measured on every stream (docs/quality.md).
+    hybrid_fallback: bool = False
+    hybrid_fallback_margin: float = 0.05
     # PERSONA_ATTRIBUTION_WINDOW_HOURS: a click or purchase is credited to a recommendation
     # (its recommendation_id) only this long after the recommendation was made.
     attribution_window_hours: float = 24.0
@@ -481,6 +486,8 @@ class Settings:
             new_item_budget=self.new_item_budget,
             attribution_window_ms=self.attribution_window_hours * 3_600_000.0,
             attribute_by_item=self.attribute_by_item,
+            hybrid_fallback_margin=(self.hybrid_fallback_margin if self.hybrid_fallback
+                                    else None),
         )
 
     @property
@@ -632,6 +639,9 @@ class Settings:
             max_per_category=_int(env, "PERSONA_MAX_PER_CATEGORY", d.max_per_category, 0, 100),
             new_item_rate=_float(env, "PERSONA_NEW_ITEM_RATE", d.new_item_rate, 0.0, 1.0),
             new_item_budget=_int(env, "PERSONA_NEW_ITEM_BUDGET", d.new_item_budget, 0, 10**9),
+            hybrid_fallback=_bool(env, "PERSONA_HYBRID_FALLBACK", d.hybrid_fallback),
+            hybrid_fallback_margin=_float(env, "PERSONA_HYBRID_FALLBACK_MARGIN",
+                                          d.hybrid_fallback_margin, 0.0, 10.0),
             attribution_window_hours=_float(env, "PERSONA_ATTRIBUTION_WINDOW_HOURS",
                                             d.attribution_window_hours, 0.01, 24 * 90),
             attribute_by_item=_bool(env, "PERSONA_ATTRIBUTE_BY_ITEM", d.attribute_by_item),

@@ -26,6 +26,11 @@ from models.recommenders.base import (
 # is served very differently (popularity, content) from one with a long one (CF).
 CONTEXT_BOUNDS = (1, 5)
 CONTEXTS = ("new", "sparse", "regular")
+# The leader fallback's memory: each learned list's hits count this much less per later
+# list of the same context (about the last 500 lists), and a component must have this many
+# (decayed) hits before its lead counts.
+_HIT_DECAY = 0.998
+_MIN_LEAD_HITS = 20.0
 # A component's items get scores in [_FLOOR, 1] (min-max over its list): present in a
 # list always counts for more than absent (0).
 _FLOOR = 0.1
@@ -53,6 +58,14 @@ class Hybrid:
     no strategy is preferred until users say so. ``learn_one`` also teaches every
     component, so do not teach them elsewhere.
 
+    With ``fallback_margin`` set, the blend cannot fall far behind its best part: per
+    context it counts (decayed, about the last 500 learned lists) how often each
+    component's own top k, and the blend's, held the item the user chose next; while
+    the leading component's hits exceed the blend's by more than the margin (relative)
+    the hybrid serves that component's order first, the blend's after it, and keeps
+    learning the weights and counting the blend's would-be hits, so it returns to the
+    blend once the blend catches up. Off (``None``) by default.
+
     >>> from models.recommenders.popularity import Popularity
     >>> h = Hybrid({"popularity": Popularity(half_life=None),
     ...             "trending": Popularity(half_life=2.0)})
@@ -71,6 +84,7 @@ class Hybrid:
         learning_rate: float = 0.05,
         max_pending: int = 10_000,
         contexts: Mapping[str, Collection[str]] | None = None,
+        fallback_margin: float | None = None,
     ) -> None:
         if not components:
             raise ValueError("a hybrid needs at least one component")
@@ -82,6 +96,8 @@ class Hybrid:
         self.candidates = candidates
         self.learning_rate = check_number("learning_rate", learning_rate, 0.0, plain=True)
         self.max_pending = max_pending
+        self.fallback_margin = (None if fallback_margin is None else check_number(
+            "fallback_margin", fallback_margin, 0.0, plain=True))
         self._names = list(self.components)
         n = len(self._names)
         # Which components take part in each context (default: all of them everywhere).
@@ -102,6 +118,9 @@ class Hybrid:
         self.evictions = 0
         # (context index, weight step) the last learn_one took, None if it took none.
         self.last_blend_step: tuple[int, tuple[float, ...]] | None = None
+        # Per context, the decayed hits of each component's own top k and of the blend's
+        # (last column) on the lists learned from: what the leader fallback compares.
+        self._hits = np.zeros((len(CONTEXTS), n + 1))
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -134,8 +153,15 @@ class Hybrid:
             features[rows, s] = self._rescale(listed.scores)
         terms = features * self._weights[c]
         blended = terms.sum(axis=1)
-        order = np.argsort(-blended, kind="stable")[:k]  # ties: the first listed
-        best = terms[order].argmax(axis=1)
+        leader = self._leader(c)
+        if leader is None:
+            order = np.argsort(-blended, kind="stable")[:k]  # ties: the first listed
+            best = terms[order].argmax(axis=1)
+        else:
+            # The leading component's own order first, then the blend's for the rest.
+            order = np.lexsort((-blended, -features[:, leader]))[:k]
+            best = terms[order].argmax(axis=1)
+            best[features[order, leader] > 0.0] = leader
         # A listed item's feature is >= _FLOOR > 0, an unlisted one's 0.
         unlisted = features[order, best] <= 0.0
         # Zero weight on all its components: its first listing explains it. (any() of k
@@ -160,6 +186,19 @@ class Hybrid:
         if context is not None and context.user:
             self._remember(context.user, ids, features.astype(np.float32), c, len(out))
         return out
+
+    def _leader(self, c: int) -> int | None:
+        """The component whose own lists have lately hit more than the blend's by more than
+        ``fallback_margin`` (relative) in context ``c``, if the fallback is on."""
+        margin = self.__dict__.get("fallback_margin")
+        if margin is None:
+            return None
+        hits = self._hits[c]
+        n = len(self._names)
+        s = int(hits[:n].argmax())
+        if self._active[c, s] and hits[s] >= _MIN_LEAD_HITS and hits[s] > (1.0 + margin) * hits[n]:
+            return s
+        return None
 
     @staticmethod
     def _rescale(scores: Sequence[float] | np.ndarray) -> list[float]:
@@ -208,7 +247,7 @@ class Hybrid:
                 component.learn_one(item_id, history, weight, context)
             else:
                 learn(item_id, history, w, context)
-        if context is None or not context.user or not self.learning_rate:
+        if context is None or not context.user:
             return
         served = self._pending.pop(context.user, None)
         if served is not None:
@@ -223,9 +262,18 @@ class Hybrid:
             return  # not among the candidates: says nothing about how to blend them
         w = self._weights[c]
         scores = features @ w
+        # Would each component's own top k, and the blend's, have held the chosen item?
+        # (Ties go to the row listed first, as in ``rank``.)
+        picked = features[chosen]
+        above = (features > picked).sum(axis=0) + (features[:chosen] == picked).sum(axis=0)
+        blend_above = (scores > scores[chosen]).sum() + (scores[:chosen] == scores[chosen]).sum()
+        hits = self._hits[c]
+        hits *= _HIT_DECAY
+        hits[:-1] += (picked > 0.0) & (above < k)
+        hits[-1] += int(blend_above) < k
         above = np.flatnonzero(scores >= scores[chosen])
         above = above[above != chosen]
-        if not above.size:
+        if not above.size or not self.learning_rate:
             return
         diffs = features[chosen] - features[above]  # one row per pairwise mistake
         margins = diffs @ w
@@ -282,6 +330,13 @@ class Hybrid:
             return False
         self._weights = mixed / totals
         return True
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # Checkpoints from before the leader fallback: off, no hits counted yet.
+        self.__dict__.setdefault("fallback_margin", None)
+        if "_hits" not in self.__dict__:
+            self._hits = np.zeros((len(CONTEXTS), len(self._names) + 1))
 
     def __getstate__(self) -> dict:
         # What was last served to whom is transient (up to max_pending users' candidate
