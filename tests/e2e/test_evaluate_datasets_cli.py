@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streams.offline.datasets import INSTALLED
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def persona(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    # The service's defaults, whatever the caller's PERSONA_* variables say.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    env["COLUMNS"] = "120"
-    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+from tests.e2e.test_evaluate_cli import persona
 
 
 def test_help_names_every_dataset() -> None:
