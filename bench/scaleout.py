@@ -111,6 +111,9 @@ class RecReader:
         self.consumer.assign([TopicPartition(topic, p) for p in parts])
         self.consumer.seek_to_beginning()
         self.lists: dict[str, list[str]] = {}
+        # Where each list was written: one user's lists share a partition (keyed by the
+        # user), so their offsets give the order the worker applied the user's events.
+        self.positions: dict[str, tuple[int, int]] = {}
         self.last_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -125,6 +128,7 @@ class RecReader:
                     eid = rec.get("trigger_event_id", "")
                     if eid not in self.lists:
                         self.lists[eid] = [i["item_id"] for i in rec.get("items", [])]
+                        self.positions[eid] = (r.partition, r.offset)
                         self.last_at = now
 
     def close(self) -> None:
@@ -166,17 +170,32 @@ def _wait_catalogue(workers: list[WorkerProcess], n_items: int, timeout: float) 
     return sizes
 
 
-def recall_hits(events: list[tuple[str, str, str]], lists: dict[str, list[str]]) -> int:
+def recall_hits(events: list[tuple[str, str, str]], lists: dict[str, list[str]],
+                positions: dict[str, tuple[int, int]]) -> int:
     """Hits of the prequential protocol through the broker: ``events`` are (event id,
-    user, item) in replay order; an event hits if its item is in the list served after
-    the same user's previous event."""
-    last: dict[str, str] = {}
-    hits = 0
+    user, item); an event hits if its item is in the list served after the same user's
+    previous event, in the order the worker applied them (``positions``: each list's
+    partition and offset). Clicks and purchases are separate topics, read side by side,
+    so that order is not the order they were produced in, and by how much depends on
+    the backlog. An event without a list (not applied in time) counts as a miss.
+
+    >>> events = [("c1", "u", "a"), ("c2", "u", "b"), ("p1", "u", "c")]
+    >>> lists = {"c1": ["c"], "p1": ["b"], "c2": []}
+    >>> recall_hits(events, lists, {"c1": (0, 1), "p1": (0, 2), "c2": (0, 3)})
+    2
+    >>> recall_hits(events, lists, {"c1": (0, 1), "c2": (0, 2), "p1": (0, 3)})
+    0
+    """
+    unplaced = (1 << 62, 0)
+    by_user: dict[str, list[tuple[tuple[int, int], str, str]]] = {}
     for eid, user, item in events:
-        before = last.get(user)
-        if before is not None and item in lists.get(before, ()):
-            hits += 1
-        last[user] = eid
+        by_user.setdefault(user, []).append((positions.get(eid, unplaced), eid, item))
+    hits = 0
+    for applied in by_user.values():
+        applied.sort()
+        for (_, before, _), (at, _, item) in zip(applied, applied[1:], strict=False):
+            if at != unplaced and item in lists.get(before, ()):
+                hits += 1
     return hits
 
 
@@ -225,7 +244,7 @@ def run_mode(bootstrap: str, home: Path, mode: str, n_events: int, partitions: i
         run.cpu_s = sum(cpu_seconds(pid) for pid in pids) - cpu0
         run.seconds = max(1e-9, reader.last_at - t0)
         run.events, run.recs = len(batch), len(reader.lists)
-        run.hits = recall_hits(replay, reader.lists)
+        run.hits = recall_hits(replay, reader.lists, reader.positions)
         metrics = [w.metrics() for w in workers]
         if sync and n_workers > 1:
             # The last deltas leave up to one interval after the last event: let the
