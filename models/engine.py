@@ -660,6 +660,8 @@ class Engine:
             hybrid.components["content"] = self.content
             cat = self.catalogue
         hybrid.evictions = self.hybrid.evictions  # a process count: it goes on
+        # A setting, not learned state: the configured one, whatever the snapshot had.
+        hybrid.fallback_margin = self.hybrid.fallback_margin
         self.hybrid, self.catalogue, self.bandit = hybrid, cat, bandit
         popularity = hybrid.components["popularity"]
         assert isinstance(popularity, SegmentPopularity)

@@ -75,3 +75,15 @@ def test_the_fallback_state_survives_a_checkpoint_and_old_ones_load() -> None:
     restored = Hybrid.__new__(Hybrid)
     restored.__setstate__(old)
     assert restored._leader(2) is None and restored._hits.shape == (3, 3)
+
+
+def test_a_restored_snapshot_keeps_the_configured_fallback() -> None:
+    from models.engine import Engine, EngineConfig
+
+    saved = Engine(EngineConfig(exploration=0.0)).snapshot()  # fallback off when saved
+    on = Engine(EngineConfig(exploration=0.0, hybrid_fallback_margin=0.1))
+    on.restore(saved)
+    assert on.hybrid.fallback_margin == 0.1
+    off = Engine(EngineConfig(exploration=0.0))
+    off.restore(on.snapshot())
+    assert off.hybrid.fallback_margin is None
