@@ -119,7 +119,8 @@ class Hybrid:
         # (context index, weight step) the last learn_one took, None if it took none.
         self.last_blend_step: tuple[int, tuple[float, ...]] | None = None
         # Per context, the decayed hits of each component's own top k and of the blend's
-        # (last column) on the lists learned from: what the leader fallback compares.
+        # (last column) on the lists learned from: what the leader fallback compares
+        # (counted only while it is on).
         self._hits = np.zeros((len(CONTEXTS), n + 1))
 
     # -- serving ----------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Hybrid:
     def _leader(self, c: int) -> int | None:
         """The component whose own lists have lately hit more than the blend's by more than
         ``fallback_margin`` (relative) in context ``c``, if the fallback is on."""
-        margin = self.__dict__.get("fallback_margin")
+        margin = self.fallback_margin
         if margin is None:
             return None
         hits = self._hits[c]
@@ -262,15 +263,8 @@ class Hybrid:
             return  # not among the candidates: says nothing about how to blend them
         w = self._weights[c]
         scores = features @ w
-        # Would each component's own top k, and the blend's, have held the chosen item?
-        # (Ties go to the row listed first, as in ``rank``.)
-        picked = features[chosen]
-        above = (features > picked).sum(axis=0) + (features[:chosen] == picked).sum(axis=0)
-        blend_above = (scores > scores[chosen]).sum() + (scores[:chosen] == scores[chosen]).sum()
-        hits = self._hits[c]
-        hits *= _HIT_DECAY
-        hits[:-1] += (picked > 0.0) & (above < k)
-        hits[-1] += int(blend_above) < k
+        if self.fallback_margin is not None:
+            self._count_hits(features, scores, chosen, c, k)
         above = np.flatnonzero(scores >= scores[chosen])
         above = above[above != chosen]
         if not above.size or not self.learning_rate:
@@ -281,6 +275,19 @@ class Hybrid:
         step = self.learning_rate * grad
         if self.apply_blend_step(c, step):
             self.last_blend_step = (c, tuple(float(g) for g in step))
+
+    def _count_hits(
+        self, features: np.ndarray, scores: np.ndarray, chosen: int, c: int, k: int
+    ) -> None:
+        """Would each component's own top k, and the blend's (``scores``), have held the
+        chosen row? Ties go to the row listed first, as in ``rank``."""
+        picked = features[chosen]
+        above = (features > picked).sum(axis=0) + (features[:chosen] == picked).sum(axis=0)
+        blend_above = (scores > scores[chosen]).sum() + (scores[:chosen] == scores[chosen]).sum()
+        hits = self._hits[c]
+        hits *= _HIT_DECAY
+        hits[:-1] += (picked > 0.0) & (above < k)
+        hits[-1] += int(blend_above) < k
 
     def apply_blend_step(self, c: int, step: Sequence[float]) -> bool:
         """Move context ``c``'s blend weights by ``step`` (one per component), kept
